@@ -1,0 +1,1 @@
+"""The coordinator: command-line front end, scan -> compare -> plan -> dispatch."""

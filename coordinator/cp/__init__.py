@@ -1,0 +1,1 @@
+"""`surge cp`: the ascp-compatible one-off copy."""

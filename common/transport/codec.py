@@ -1,0 +1,110 @@
+"""Sealing and opening datagrams: the wire format of `packets` joined with the AEAD of `crypto`.
+
+The `Sealer` of a direction owns its packet-number counter: every datagram it seals takes the
+next number, so a nonce can never be used twice under a key. The `Opener` authenticates first
+and only then consults the replay window, so a forged datagram cannot poison the window.
+"""
+
+from __future__ import annotations
+
+from .crypto import AuthenticationError, PacketProtection, ReplayWindow
+from .packets import (
+    DATA_HEADER,
+    DATA_HEADER_SIZE,
+    HEADER,
+    HEADER_SIZE,
+    VERSION,
+    DecodeError,
+    PacketType,
+)
+
+__all__ = ["Opener", "Sealer", "DropReason"]
+
+
+class DropReason:
+    """Why a received datagram was dropped (bounded label set for counters)."""
+
+    MALFORMED = "malformed"
+    VERSION = "version"
+    FOREIGN = "foreign_session"
+    AUTH = "authentication"
+    REPLAY = "replay"
+    UNEXPECTED = "unexpected_type"
+    OUT_OF_RANGE = "out_of_range"
+    ALL = (MALFORMED, VERSION, FOREIGN, AUTH, REPLAY, UNEXPECTED, OUT_OF_RANGE)
+
+
+class Sealer:
+    def __init__(self, protection: PacketProtection, session_id: int) -> None:
+        self.protection = protection
+        self.session_id = session_id
+        self.packet_number = 0
+
+    def seal_data_into(self, buf: memoryview, file_index: int, offset: int, send_time_us: int,
+                       payload_len: int, flags: int = 0) -> int:  # fmt: skip
+        """`buf` holds the payload at DATA_HEADER_SIZE; writes header and tag; returns length."""
+        pn = self.packet_number
+        self.packet_number = pn + 1
+        DATA_HEADER.pack_into(buf, 0, VERSION, PacketType.DATA, flags, self.session_id, pn,
+                              file_index, offset, send_time_us)  # fmt: skip
+        return self.protection.seal_into(buf, DATA_HEADER_SIZE, payload_len, pn)
+
+    def seal(self, ptype: PacketType, body: bytes, flags: int = 0) -> bytes:
+        pn = self.packet_number
+        self.packet_number = pn + 1
+        buf = bytearray(HEADER_SIZE + len(body) + self.protection.overhead)
+        HEADER.pack_into(buf, 0, VERSION, ptype, flags, self.session_id, pn)
+        buf[HEADER_SIZE : HEADER_SIZE + len(body)] = body
+        n = self.protection.seal_into(buf, HEADER_SIZE, len(body), pn)
+        return bytes(buf[:n])
+
+
+class Opener:
+    def __init__(self, protection: PacketProtection, session_id: int, window: int = 1 << 16) -> None:
+        self.protection = protection
+        self.session_id = session_id
+        self.replay = ReplayWindow(window)
+
+    def open_data(self, datagram: memoryview) -> tuple[int, int, int, int, memoryview]:
+        """(flags, file index, offset, send time, payload) of a DATA datagram, or DecodeError
+        whose message is a DropReason."""
+        if len(datagram) < DATA_HEADER_SIZE:
+            raise DecodeError(DropReason.MALFORMED)
+        version, _ptype, flags, sid, pn, index, offset, ts = DATA_HEADER.unpack_from(datagram)
+        if version != VERSION:
+            raise DecodeError(DropReason.VERSION)
+        if sid != self.session_id:
+            raise DecodeError(DropReason.FOREIGN)
+        try:
+            payload = self.protection.open(datagram, DATA_HEADER_SIZE, pn)
+        except AuthenticationError:
+            raise DecodeError(DropReason.AUTH) from None
+        if not self.replay.check_and_mark(pn):
+            raise DecodeError(DropReason.REPLAY)
+        return flags, index, offset, ts, payload
+
+    def open(self, datagram: memoryview) -> tuple[PacketType, int, memoryview]:
+        """(type, flags, plaintext body) of a non-DATA datagram; DecodeError(DropReason)."""
+        if len(datagram) < HEADER_SIZE:
+            raise DecodeError(DropReason.MALFORMED)
+        version, ptype, flags, sid, pn = HEADER.unpack_from(datagram)
+        if version != VERSION:
+            raise DecodeError(DropReason.VERSION)
+        if sid != self.session_id:
+            raise DecodeError(DropReason.FOREIGN)
+        try:
+            kind = PacketType(ptype)
+        except ValueError:
+            raise DecodeError(DropReason.MALFORMED) from None
+        try:
+            body = self.protection.open(datagram, HEADER_SIZE, pn)
+        except AuthenticationError:
+            raise DecodeError(DropReason.AUTH) from None
+        if not self.replay.check_and_mark(pn):
+            raise DecodeError(DropReason.REPLAY)
+        return kind, flags, body
+
+
+def peek_type(datagram: memoryview) -> int:
+    """The packet type byte, or -1 for a datagram too short to have one."""
+    return datagram[1] if len(datagram) >= HEADER_SIZE else -1

@@ -1,0 +1,193 @@
+"""Wire format of the UDP transport (version 1). See docs/PROTOCOL.md.
+
+Every datagram starts with a clear 20-byte header, authenticated as associated data::
+
+    version u8 | type u8 | flags u16 | session id u64 | packet number u64
+
+DATA datagrams carry a 16-byte clear sub-header (also associated data) and the encrypted block::
+
+    file index u32 | offset u64 | send time u32 (microseconds, wrapping) | payload | tag
+
+FEEDBACK (receiver -> sender), STATUS (sender -> receiver) and CLOSE carry an encrypted body.
+All integers are big-endian. A packet number is used once per direction and session: it is the
+nonce of the datagram and the key of the replay window.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+__all__ = [
+    "Close",
+    "DATA_HEADER",
+    "DATA_HEADER_SIZE",
+    "DecodeError",
+    "Feedback",
+    "HEADER",
+    "HEADER_SIZE",
+    "Header",
+    "PacketType",
+    "Status",
+    "VERSION",
+    "CloseCode",
+    "DataHeader",
+    "FLAG_RETRANSMIT",
+    "FLAG_ALL_SENT",
+    "RANGE",
+]
+
+VERSION: Final = 1
+HEADER: Final = struct.Struct("!BBHQQ")
+HEADER_SIZE: Final = HEADER.size  # 20
+DATA_SUB: Final = struct.Struct("!IQI")
+DATA_HEADER: Final = struct.Struct("!BBHQQIQI")  # header + data sub-header, parsed in one call
+DATA_HEADER_SIZE: Final = DATA_HEADER.size  # 36
+RANGE: Final = struct.Struct("!QI")  # a retransmission request: start, length
+
+FLAG_RETRANSMIT: Final = 0x0001  # DATA: this block was sent before
+FLAG_ALL_SENT: Final = 0x0001  # STATUS: every byte has been sent at least once
+
+
+class PacketType(IntEnum):
+    DATA = 1
+    FEEDBACK = 2
+    STATUS = 3
+    CLOSE = 4
+
+
+class DecodeError(ValueError):
+    """Truncated or malformed bytes; the session counts it as a drop."""
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    type: PacketType
+    flags: int
+    session_id: int
+    packet_number: int
+    version: int = VERSION
+
+    def encode(self) -> bytes:
+        return HEADER.pack(self.version, self.type, self.flags, self.session_id, self.packet_number)
+
+    @classmethod
+    def parse(cls, data: bytes | memoryview) -> Header:
+        if len(data) < HEADER_SIZE:
+            raise DecodeError(f"datagram of {len(data)} bytes is shorter than the header")
+        version, ptype, flags, sid, pn = HEADER.unpack_from(data)
+        if version != VERSION:
+            raise DecodeError(f"unsupported protocol version {version}")
+        try:
+            return cls(PacketType(ptype), flags, sid, pn, version)
+        except ValueError:
+            raise DecodeError(f"unknown packet type {ptype}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class DataHeader:
+    """The clear part of a DATA datagram after the common header (the hot path uses DATA_HEADER
+    directly; this class is its readable twin for tests and tools)."""
+
+    file_index: int
+    offset: int
+    send_time_us: int
+
+    def encode(self) -> bytes:
+        return DATA_SUB.pack(self.file_index, self.offset, self.send_time_us)
+
+    @classmethod
+    def parse(cls, data: bytes | memoryview) -> DataHeader:
+        if len(data) < DATA_SUB.size:
+            raise DecodeError("truncated data header")
+        return cls(*DATA_SUB.unpack_from(data))
+
+
+_FEEDBACK: Final = struct.Struct("!IIQQQIIQH")
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """Receiver progress, path measurements and retransmission requests."""
+
+    echo_time_us: int  # send time of the newest DATA received, echoed for RTT
+    hold_us: int  # how long the receiver held that echo before sending this
+    ack: int  # every stream byte below this has arrived
+    received: int  # distinct stream bytes received so far
+    arrived: int  # all DATA payload bytes ever arrived, duplicates included (loss estimation)
+    queue_delay_us: int  # mean one-way delay above the path's minimum, this interval
+    min_delay_us: int  # least delay above the path's minimum, this interval
+    delivery_rate: int  # bytes/s of DATA payload arrived over the last interval
+    requests: tuple[tuple[int, int], ...] = ()  # (start, length) stream ranges to send again
+
+    @staticmethod
+    def max_requests(rexmsg_size: int) -> int:
+        """How many ranges fit in one request of at most `rexmsg_size` bytes (the -X limit)."""
+        return max(1, (rexmsg_size - HEADER_SIZE - _FEEDBACK.size - 16) // RANGE.size)
+
+    def encode(self) -> bytes:
+        head = _FEEDBACK.pack(
+            self.echo_time_us, self.hold_us, self.ack, self.received, self.arrived, self.queue_delay_us,
+            self.min_delay_us, self.delivery_rate, len(self.requests),
+        )  # fmt: skip
+        return head + b"".join(RANGE.pack(s, n) for s, n in self.requests)
+
+    @classmethod
+    def parse(cls, body: bytes | memoryview) -> Feedback:
+        if len(body) < _FEEDBACK.size:
+            raise DecodeError("truncated feedback")
+        *fields, count = _FEEDBACK.unpack_from(body)
+        if len(body) != _FEEDBACK.size + count * RANGE.size:
+            raise DecodeError(f"feedback announces {count} ranges but carries {len(body)} bytes")
+        reqs = tuple(RANGE.unpack_from(body, _FEEDBACK.size + i * RANGE.size) for i in range(count))
+        return cls(*fields, requests=reqs)
+
+
+_STATUS: Final = struct.Struct("!QIQ")
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Sender state, sent periodically: lets the receiver find lost tail blocks."""
+
+    sent_up_to: int  # highest stream offset sent so far
+    srtt_us: int  # the sender's smoothed round-trip time
+    rate: int  # current sending rate, bytes/s
+
+    def encode(self) -> bytes:
+        return _STATUS.pack(self.sent_up_to, self.srtt_us, self.rate)
+
+    @classmethod
+    def parse(cls, body: bytes | memoryview) -> Status:
+        if len(body) != _STATUS.size:
+            raise DecodeError("malformed status")
+        return cls(*_STATUS.unpack_from(body))
+
+
+_CLOSE: Final = struct.Struct("!H")
+
+
+class CloseCode(IntEnum):
+    DONE = 0
+    CANCELLED = 1
+    PROTOCOL_ERROR = 2
+    IO_ERROR = 3
+    TIMEOUT = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    code: int
+    reason: str = ""
+
+    def encode(self) -> bytes:
+        return _CLOSE.pack(self.code) + self.reason.encode()[:200]
+
+    @classmethod
+    def parse(cls, body: bytes | memoryview) -> Close:
+        if len(body) < _CLOSE.size or len(body) > _CLOSE.size + 200:
+            raise DecodeError("malformed close")
+        (code,) = _CLOSE.unpack_from(body)
+        return cls(code, bytes(body[_CLOSE.size :]).decode("utf-8", "replace"))

@@ -1,0 +1,188 @@
+"""Rate control: how fast the sender may put datagrams on the wire, by `-a` policy.
+
+Loss is not congestion. The adaptive policies follow *queueing delay* (one-way delay above the
+path's minimum, measured by the receiver), never loss, in the manner of FAST TCP: each flow aims
+to keep `alpha` bytes of its own in the bottleneck queue, so at equilibrium
+``rate * queue_delay = alpha``. Flows that see the same queue therefore get the same rate
+(``fair``); a flow with twice the alpha gets twice the rate (``high``). ``low`` keeps a small
+alpha and, as soon as the queue grows beyond what it could have caused itself, backs off toward
+the minimum rate (`-m`) until the queue drains. ``fixed`` sends at the target rate (`-l`).
+
+Startup multiplies the rate every round trip until the queue starts to grow, then drains the
+queue that the last round of growth built and settles at the delivery rate the receiver
+measured; from there the FAST update holds the queue near `alpha`.
+
+All rates are bytes per second of UDP payload; all times are seconds. Pure functions of what the
+session observed: no clock, no socket.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["POLICIES", "RateConfig", "RateController", "make_controller"]
+
+POLICIES = ("fixed", "fair", "high", "low")
+
+
+@dataclass(frozen=True)
+class RateConfig:
+    target: float  # -l, bytes/s
+    minimum: float = 0.0  # -m, bytes/s
+    policy: str = "fair"
+    alpha: float = 80_000.0  # bytes each fair flow keeps queued at the bottleneck
+    initial: float = 2_500_000.0  # first rate before any feedback (20 Mbit/s), capped by target
+    gamma: float = 0.8  # FAST smoothing per round trip
+    startup_growth: float = 1.6  # rate multiplier per round trip during startup
+    startup_exit_delay: float = 0.002  # queueing delay (s) that ends startup
+    idle_queue_delay: float = 0.0005  # below this the path has room: probe
+    probe_growth: float = 1.15  # rate multiplier per round trip while the path has room
+    horizon: float = 1.0  # round trips over which the queue is brought back to alpha
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown policy {self.policy!r}: expected one of {', '.join(POLICIES)}")
+        if self.target <= 0:
+            raise ValueError("target rate must be positive")
+        if not 0 <= self.minimum <= self.target:
+            raise ValueError("minimum rate must be between 0 and the target rate")
+
+
+class RateController(Protocol):
+    rate: float
+
+    def on_feedback(self, now: float, queue_delay: float, delivery_rate: float, srtt: float,
+                    base_rtt: float, loss: float = 0.0) -> None: ...  # fmt: skip
+
+    def on_silence(self, now: float) -> None: ...
+
+    def statistics(self) -> dict[str, float | str]: ...
+
+
+class FixedRate:
+    """Send at the target rate whatever happens (bandwidth tests, dedicated links)."""
+
+    def __init__(self, config: RateConfig) -> None:
+        self.rate = config.target
+
+    def on_feedback(self, now: float, queue_delay: float, delivery_rate: float, srtt: float,
+                    base_rtt: float, loss: float = 0.0) -> None:  # fmt: skip
+        pass
+
+    def on_silence(self, now: float) -> None:
+        pass
+
+    def statistics(self) -> dict[str, float | str]:
+        return {"rate": self.rate, "phase": "fixed"}
+
+
+class DelayBasedRate:
+    """fair / high / low: FAST-style equilibrium on queueing delay, with startup and drain."""
+
+    def __init__(self, config: RateConfig) -> None:
+        self.cfg = config
+        weight = {"fair": 1.0, "high": 2.0, "low": 0.5}[config.policy]
+        self.alpha = config.alpha * weight
+        self.rate = max(config.minimum, min(config.target, config.initial))
+        self.phase = "startup"
+        self.queue_delay = 0.0
+        self._delivery = 0.0
+        self._last_update: float | None = None
+        self._max_delivery = 0.0
+        self._drain_until = 0.0
+        self._idle_since = 0.0
+        self._history: deque[tuple[float, float]] = deque()  # (time, rate) of each change
+
+    def _clamp(self, rate: float) -> float:
+        return max(self.cfg.minimum, min(self.cfg.target, rate))
+
+    def on_feedback(self, now: float, queue_delay: float, delivery_rate: float, srtt: float,
+                    base_rtt: float, loss: float = 0.0) -> None:  # fmt: skip
+        cfg = self.cfg
+        self.queue_delay = queue_delay
+        srtt = max(srtt, 1e-4)
+        self._max_delivery = max(self._max_delivery * 0.99, delivery_rate)
+        self._delivery += 0.2 * (delivery_rate - self._delivery)
+        if self._last_update is None:
+            self._last_update = now
+            return
+        dt = now - self._last_update
+        if self.phase == "startup":
+            self._last_update = now
+            if queue_delay < cfg.startup_exit_delay:
+                self._set_rate(now, self.rate * cfg.startup_growth ** min(dt / srtt, 1.0))
+                return
+            # The queue has started to grow: the pipe is full. Drain what the last round trip
+            # of growth queued, then settle at the measured delivery rate.
+            self.phase = "drain"
+            self._drain_until = now + srtt
+            self._set_rate(now, min(self.rate, self._max_delivery) * 0.6)
+            return
+        if self.phase == "drain":
+            if now < self._drain_until and queue_delay > cfg.startup_exit_delay:
+                return
+            self.phase = "steady"
+            self._set_rate(now, self._max_delivery * 0.97)
+            self._last_update = now
+            return
+        if dt < min(srtt, 0.02):  # update about once per round trip (at least every 20 ms)
+            return
+        self._last_update = now
+        if cfg.policy == "low" and queue_delay > max(0.008, 3 * self.alpha / max(self.rate, 1.0)):
+            self._set_rate(now, self.rate * 0.7)  # others are queueing: yield
+            return
+        arrival = self._delivery / (1.0 - min(loss, 0.5))  # what the bottleneck takes from us
+        if queue_delay < cfg.idle_queue_delay:
+            self._idle_since = self._idle_since or now
+            if now - self._idle_since > 2 * srtt:
+                # No queue for a while: the link has room. Probe multiplicatively.
+                self._set_rate(now, self.rate * cfg.probe_growth ** min(dt / srtt, 1.0))
+                return
+        else:
+            self._idle_since = 0.0
+        # Our bytes in the queue are delivery * delay (Little's law), as measured about one
+        # round trip ago; add what we sent since beyond what the bottleneck drains (a Smith
+        # predictor: without it the loop overshoots by a round trip of rate error).
+        backlog = max(self._delivery * queue_delay + self._sent_excess(now, srtt, arrival), 0.0)
+        want = arrival + (self.alpha - backlog) / (cfg.horizon * max(srtt, 0.01))
+        gamma = min(cfg.gamma * dt / srtt, cfg.gamma)
+        new_rate = (1 - gamma) * self.rate + gamma * want
+        self._set_rate(now, min(max(new_rate, self.rate * 0.5), self.rate * 2.0))
+
+    def _set_rate(self, now: float, rate: float) -> None:
+        self.rate = self._clamp(rate)
+        hist = self._history
+        hist.append((now, self.rate))
+        while len(hist) > 2 and now - hist[1][0] > 5.0:
+            hist.popleft()
+
+    def _sent_excess(self, now: float, lag: float, drain: float) -> float:
+        """Bytes sent over the last `lag` seconds beyond `drain` bytes/s."""
+        start = now - lag
+        total = 0.0
+        hist = self._history
+        for i in range(len(hist) - 1, -1, -1):
+            t, rate = hist[i]
+            end = hist[i + 1][0] if i + 1 < len(hist) else now
+            lo = max(t, start)
+            if end > lo:
+                total += (rate - drain) * (end - lo)
+            if t <= start:
+                break
+        return total
+
+    def on_silence(self, now: float) -> None:
+        """No feedback for several round trips: the path or the peer may be gone; slow down."""
+        self.rate = self._clamp(self.rate * 0.5)
+        self.phase = "steady"
+
+    def statistics(self) -> dict[str, float | str]:
+        return {"rate": self.rate, "phase": self.phase, "queue_delay": self.queue_delay}
+
+
+def make_controller(config: RateConfig) -> RateController:
+    if config.policy == "fixed":
+        return FixedRate(config)
+    return DelayBasedRate(config)

@@ -1,0 +1,261 @@
+"""The receiving side of a transport session, sans-I/O.
+
+`receive(datagram, now)` returns the block the driver must write (file index, offset, payload)
+or None; the session keeps the set of stream bytes received, measures one-way delay for rate
+control, and every feedback interval `poll_datagrams` yields a FEEDBACK: the cumulative ack, the
+delay and delivery rate seen, and retransmission requests for the gaps (each gap asked again
+only after a round trip, so repairs are not duplicated). `events()` reports files that are
+complete, in the order they complete.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from .codec import DropReason, Opener, Sealer
+from .config import SessionConfig, StreamLayout
+from .crypto import derive_protection
+from .packets import (
+    FLAG_ALL_SENT,
+    Close,
+    CloseCode,
+    DecodeError,
+    Feedback,
+    PacketType,
+    Status,
+)
+from .ranges import RangeSet
+from .sender import SessionClosed
+
+__all__ = ["FileComplete", "ReceiverSession"]
+
+_US = 1_000_000
+_MASK32 = 0xFFFFFFFF
+_HALF32 = 1 << 31
+_NO_ECHO = _MASK32
+
+
+@dataclass(frozen=True, slots=True)
+class FileComplete:
+    file_index: int
+
+
+class ReceiverSession:
+    def __init__(self, config: SessionConfig, sizes: list[int], now: float,
+                 have: RangeSet | None = None) -> None:  # fmt: skip
+        self.config = config
+        self.layout = StreamLayout(sizes)
+        self.opener = Opener(derive_protection(config.cipher, config.secret, "data"), config.session_id)
+        self.sealer = Sealer(derive_protection(config.cipher, config.secret, "feedback"), config.session_id)
+        self.received = RangeSet()
+        self._remaining = list(self.layout.sizes)
+        self._events: list[FileComplete] = []
+        for s, e in have or ():
+            self._note_new(s, e)
+        for index, left in enumerate(self._remaining):
+            if left == 0:
+                self._events.append(FileComplete(index))
+        self._max_requests = Feedback.max_requests(config.rexmsg_size)
+        self.highest = self.received.prefix_end(0)  # highest stream offset seen
+        self._highest_prev = self.highest
+        self.sender_sent_up_to = 0
+        self.sender_all_sent = False
+        self.srtt = 0.0
+        # Delay measurement: one-way delay relative to the first sample (clocks need not agree).
+        self._delay_ref: int | None = None
+        self._delay_sum = 0
+        self._delay_n = 0
+        self._delay_min = 0
+        self._base_windows: deque[tuple[float, int]] = deque()  # (window start, min delay)
+        self._echo_ts = 0
+        self._echo_at = now
+        self._arrived_interval = 0
+        self._last_feedback = now
+        self._last_heard = now
+        self._recent = RangeSet()  # asked for within the last round trip
+        self._recent_log: deque[tuple[float, int, int]] = deque()
+        self._outbox: list[bytes] = []
+        self.closed: SessionClosed | None = None
+        self.bytes_received = 0  # payload bytes accepted, duplicates included
+        self.bytes_duplicate = 0
+        self.requests_sent = 0
+        self.drops = dict.fromkeys(DropReason.ALL, 0)
+        self.start_time = now
+        self.end_time: float | None = None
+        self.queue_delay_us = 0
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def complete(self) -> bool:
+        return self.received.total >= self.layout.total
+
+    @property
+    def done(self) -> bool:
+        return self.closed is not None
+
+    def events(self) -> list[FileComplete]:
+        out, self._events = self._events, []
+        return out
+
+    def _note_new(self, start: int, end: int) -> int:
+        added = self.received.add(start, end)
+        if added:
+            index, _, _ = self.layout.locate(start)
+            self._remaining[index] -= added
+            if self._remaining[index] == 0:
+                self._events.append(FileComplete(index))
+        return added
+
+    # -- inputs --------------------------------------------------------------------------------
+    def receive(self, datagram: memoryview, now: float) -> tuple[int, int, memoryview] | None:
+        """Accept one datagram; returns (file index, offset, payload) to write, or None."""
+        try:
+            if len(datagram) > 1 and datagram[1] == PacketType.DATA:
+                return self._on_data(datagram, now)
+            kind, flags, body = self.opener.open(datagram)
+            if kind == PacketType.STATUS:
+                status = Status.parse(body)
+                self.sender_sent_up_to = min(max(self.sender_sent_up_to, status.sent_up_to), self.layout.total)
+                self.sender_all_sent = bool(flags & FLAG_ALL_SENT)
+                self.srtt = status.srtt_us / _US
+                if self.complete:
+                    self._last_feedback = -1.0  # answer at once: our final ack may have been lost
+            elif kind == PacketType.CLOSE:
+                close = Close.parse(body)
+                if self.closed is None:
+                    self.closed = SessionClosed(close.code, close.reason or "closed by sender")
+                    self.end_time = now
+            else:
+                raise DecodeError(DropReason.UNEXPECTED)
+            self._last_heard = now
+        except DecodeError as exc:
+            reason = str(exc)
+            self.drops[reason if reason in self.drops else DropReason.MALFORMED] += 1
+        return None
+
+    def _on_data(self, datagram: memoryview, now: float) -> tuple[int, int, memoryview] | None:
+        _flags, index, offset, ts, payload = self.opener.open_data(datagram)
+        self._last_heard = now
+        layout = self.layout
+        length = len(payload)
+        if index >= len(layout.sizes) or offset + length > layout.sizes[index] or not length:
+            self.drops[DropReason.OUT_OF_RANGE] += 1
+            return None
+        now_us = int(now * _US)
+        self._echo_ts, self._echo_at = ts, now
+        raw = (now_us - ts) & _MASK32
+        if self._delay_ref is None:
+            self._delay_ref = raw
+        rel = ((raw - self._delay_ref + _HALF32) & _MASK32) - _HALF32
+        if not self._delay_n or rel < self._delay_min:
+            self._delay_min = rel
+        self._delay_sum += rel
+        self._delay_n += 1
+        start = layout.bases[index] + offset
+        self.bytes_received += length
+        self._arrived_interval += length
+        if start + length > self.highest:
+            self.highest = start + length
+        added = self._note_new(start, start + length)
+        if added < length:
+            self.bytes_duplicate += length - added
+            if not added:
+                return None
+        if self.complete:
+            self._last_feedback = -1.0  # tell the sender at once
+        return index, offset, payload
+
+    def cancel(self, now: float, reason: str, code: int = CloseCode.CANCELLED) -> None:
+        if self.closed is None:
+            self._outbox.append(self.sealer.seal(PacketType.CLOSE, Close(code, reason).encode()))
+            self.closed = SessionClosed(code, reason)
+            self.end_time = now
+
+    # -- outputs -------------------------------------------------------------------------------
+    def _queue_delay(self, now: float) -> tuple[int, int]:
+        """(mean, min) one-way delay above the path minimum this interval, in microseconds."""
+        if not self._delay_n:
+            return self.queue_delay_us, self.queue_delay_us
+        mean = self._delay_sum // self._delay_n
+        wins = self._base_windows
+        if not wins or now - wins[-1][0] > 2.0:
+            wins.append((now, self._delay_min))
+            while len(wins) > 5:  # base = min over the last ~10 s
+                wins.popleft()
+        elif self._delay_min < wins[-1][1]:
+            wins[-1] = (wins[-1][0], self._delay_min)
+        base = min(m for _, m in wins)
+        self._delay_sum = self._delay_n = 0
+        self.queue_delay_us = max(mean - base, 0)
+        return self.queue_delay_us, max(self._delay_min - base, 0)
+
+    def _requests(self, now: float) -> list[tuple[int, int]]:
+        """Gaps to ask for: below the highest offset seen one interval ago (reordering grace)
+        or below what the sender last said it had sent; not asked for within a round trip."""
+        ack = self.received.prefix_end(0)
+        # STATUS follows the data it counts on the same path, so below sent_up_to is lost too.
+        horizon = max(self._highest_prev, self.sender_sent_up_to)
+        self._highest_prev = self.highest
+        if horizon <= ack:
+            return []
+        rto = max(self.srtt * 1.5, 0.02) + 2 * self.config.feedback_interval
+        log = self._recent_log
+        while log and log[0][0] < now - rto:
+            _, s, e = log.popleft()
+            self._recent.remove(s, e)
+        out: list[tuple[int, int]] = []
+        cap = self._max_requests * 8
+        for gs, ge in self.received.gaps(ack, horizon):
+            for s, e in self._recent.gaps(gs, ge):
+                while s < e and len(out) < cap:
+                    n = min(e - s, 0xFFFFFFFF)
+                    out.append((s, n))
+                    self._recent.add(s, s + n)
+                    log.append((now, s, s + n))
+                    s += n
+            if len(out) >= cap:
+                break
+        return out
+
+    def poll_datagrams(self, now: float) -> list[bytes]:
+        if self.closed is None and now - self._last_heard > self.config.idle_timeout:
+            self.closed = SessionClosed(CloseCode.TIMEOUT, f"no data from the sender for {self.config.idle_timeout:.0f} s")
+            self.end_time = now
+        if self.closed is None and now - self._last_feedback >= self.config.feedback_interval:
+            dt = now - self._last_feedback if self._last_feedback > 0 else self.config.feedback_interval
+            self._last_feedback = now
+            q_mean, q_min = self._queue_delay(now)
+            rate = int(self._arrived_interval / max(dt, 1e-3))
+            self._arrived_interval = 0
+            reqs = self._requests(now) if not self.complete else []
+            self.requests_sent += len(reqs)
+            # No DATA yet: nothing to echo, so tell the sender not to take an RTT sample.
+            hold = int((now - self._echo_at) * _US) & _MASK32 if self._delay_n or self._delay_ref is not None else _NO_ECHO
+            chunk = self._max_requests
+            ack = self.received.prefix_end(0)
+            for i in range(0, max(len(reqs), 1), chunk):
+                fb = Feedback(self._echo_ts, hold, ack, self.received.total, self.bytes_received,
+                              q_mean, q_min, rate, tuple(reqs[i : i + chunk]))  # fmt: skip
+                self._outbox.append(self.sealer.seal(PacketType.FEEDBACK, fb.encode()))
+            if self.complete and self.end_time is None:
+                self.end_time = now
+        out, self._outbox = self._outbox, []
+        return out
+
+    def next_deadline(self, now: float) -> float:
+        if self._last_feedback < 0:
+            return now
+        return self._last_feedback + self.config.feedback_interval
+
+    def statistics(self) -> dict[str, object]:
+        end = self.end_time or self._last_heard
+        return {
+            "bytes_total": self.layout.total,
+            "bytes_received": self.received.total,
+            "bytes_duplicate": self.bytes_duplicate,
+            "retransmission_requests": self.requests_sent,
+            "queue_delay": self.queue_delay_us / _US,
+            "elapsed": max(end - self.start_time, 1e-9),
+            "drops": dict(self.drops),
+        }

@@ -1,0 +1,34 @@
+"""Control messages of protocol version 1 (see docs/PROTOCOL.md for the whole exchange).
+
+A push runs: client `hello` -> agent `hello`; client `push` (files, options, requested cipher,
+session secret, rates) -> agent `plan` (negotiated cipher, UDP port, per-file action) or
+`error`; client `start` (files to skip or restart after comparing digests) -> data over UDP,
+agent `file` per committed file -> agent `done` (statistics) -> client `bye`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.transport.config import SessionConfig
+from common.transport.ratecontrol import RateConfig
+
+__all__ = ["PROTOCOL_VERSION", "session_config_from"]
+
+PROTOCOL_VERSION = 1
+
+
+def session_config_from(req: dict[str, Any], cipher: str) -> SessionConfig:
+    """The transport configuration both ends derive from a push request and the negotiated
+    cipher, so they agree on every parameter."""
+    rate = req["rate"]
+    return SessionConfig(
+        session_id=int(req["session_id"]),
+        cipher=cipher,
+        secret=bytes.fromhex(req["secret"]),
+        rate=RateConfig(target=float(rate["target_bps"]) / 8, minimum=float(rate.get("min_bps", 0)) / 8,
+                        policy=str(rate.get("policy", "fair"))),  # fmt: skip
+        datagram_size=int(req["datagram_size"]),
+        rexmsg_size=int(req.get("rexmsg_size", 1440)),
+        idle_timeout=float(req.get("idle_timeout", 30.0)),
+    )

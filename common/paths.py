@@ -1,0 +1,35 @@
+"""Paths that cross the control channel: relative, '/'-separated, and confined to a root."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+
+__all__ = ["PathError", "confine", "check_relative"]
+
+
+class PathError(ValueError):
+    """A path that would escape its root, or is not acceptable as a transfer path."""
+
+
+def check_relative(rel: str) -> str:
+    """Normalize a relative transfer path; refuse absolute paths, '..', NUL and empty names."""
+    if not rel or "\0" in rel:
+        raise PathError(f"invalid path {rel!r}")
+    if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
+        raise PathError(f"absolute path not allowed here: {rel!r}")
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        raise PathError(f"path escapes its root: {rel!r}")
+    return "/".join(parts)
+
+
+def confine(root: str | os.PathLike[str], rel: str) -> str:
+    """Join `rel` under `root`, refusing anything that would land outside it (symlinks in the
+    existing part of the path included)."""
+    base = os.path.realpath(root)
+    target = os.path.join(base, *check_relative(rel).split("/"))
+    parent = os.path.realpath(os.path.dirname(target))
+    if parent != base and not parent.startswith(base + os.sep):
+        raise PathError(f"path escapes its root through a symbolic link: {rel!r}")
+    return os.path.join(parent, posixpath.basename(target))

@@ -1,0 +1,222 @@
+"""The socket driver: moves datagrams between a UDP socket and a sans-I/O session.
+
+It keeps one timer (the session's next deadline), batches DATA datagrams of equal size into one
+GSO `sendmsg` where the kernel supports it, and splits GRO-coalesced receives back into
+datagrams. Files are read and written positionally through the `BlockSource`/`BlockSink`
+interfaces, straight from and into the datagram buffers. Per-datagram Python work is kept to
+the session call, one pread or pwrite, and one AEAD call.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from .packets import DATA_HEADER_SIZE
+from .receiver import ReceiverSession
+from .sender import SenderSession, SessionClosed
+from .sockopts import SocketFeatures, gro_segment_size, gso_cmsg
+
+__all__ = ["BlockSink", "BlockSource", "run_receiver", "run_sender", "TransferAborted"]
+
+_MAX_GSO_BYTES = 65000  # one GSO send stays below the 64 KiB IP limit
+_MAX_GSO_SEGMENTS = 64
+_RECV_BUFFER = 1 << 16
+_PROGRESS_EVERY = 0.25
+
+
+class BlockSource(Protocol):
+    def read_into(self, file_index: int, offset: int, view: memoryview) -> None:
+        """Fill `view` with the file's bytes at `offset` (exactly len(view) bytes) or raise."""
+
+
+class BlockSink(Protocol):
+    def write(self, file_index: int, offset: int, data: memoryview) -> None: ...
+
+    def file_complete(self, file_index: int) -> None: ...
+
+
+class TransferAborted(Exception):
+    """The session ended without completing (peer closed, timeout, local I/O error)."""
+
+
+Progress = Callable[[dict[str, object]], None]
+
+
+def _wait(sock: socket.socket, timeout: float, want_write: bool = False) -> bool:
+    """Block until readable (or writable) or `timeout`; True when the socket is ready."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN | (select.POLLOUT if want_write else 0))
+    return bool(poller.poll(max(timeout, 0.0) * 1000.0))
+
+
+def run_sender(sock: socket.socket, features: SocketFeatures, session: SenderSession,
+               source: BlockSource, *, progress: Progress | None = None,
+               stop: threading.Event | None = None) -> dict[str, object]:  # fmt: skip
+    """Send until the receiver has acknowledged every byte. `sock` must be connected."""
+    clock = time.monotonic
+    dgram = session.config.datagram_size
+    full = session.block_size
+    use_gso = features.gso and dgram <= _MAX_GSO_BYTES // 2
+    per_batch = max(1, min(_MAX_GSO_SEGMENTS, _MAX_GSO_BYTES // dgram)) if use_gso else 1
+    batch = bytearray(dgram * per_batch)
+    view = memoryview(batch)
+    rbuf = bytearray(_RECV_BUFFER)
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    last_progress = 0.0
+    refused = 0
+    while not session.done:
+        now = clock()
+        if stop is not None and stop.is_set():
+            session.cancel(now, "cancelled by the user")
+        # 1. Feedback first: it may cancel retransmissions or end the session.
+        while True:
+            try:
+                n = sock.recv_into(rbuf)
+            except BlockingIOError:
+                break
+            except ConnectionRefusedError:
+                refused += 1
+                if refused > 50:
+                    raise TransferAborted("the receiver's UDP port refuses datagrams (is it running?)") from None
+                break
+            session.receive(memoryview(rbuf)[:n], now)
+        # 2. Data the pacer allows now, in GSO batches of equal-size datagrams.
+        blocks = session.poll_blocks(now, limit=per_batch * 4)
+        i = 0
+        while i < len(blocks):
+            used = 0
+            segs = 0
+            while i < len(blocks) and segs < per_batch:
+                block = blocks[i]
+                seg = view[used : used + dgram]
+                source.read_into(block.file_index, block.offset, seg[DATA_HEADER_SIZE : DATA_HEADER_SIZE + block.length])
+                size = session.seal_block(seg, block, now)
+                used += size
+                segs += 1
+                i += 1
+                if block.length != full:  # a short datagram must be the last of a GSO batch
+                    break
+            _send(sock, view[:used], dgram if segs > 1 else 0)
+        for d in session.poll_datagrams(now):
+            _send(sock, memoryview(d), 0)
+        if progress is not None and now - last_progress >= _PROGRESS_EVERY:
+            last_progress = now
+            progress(session.statistics())
+        if session.done:
+            break
+        timeout = session.next_deadline(clock()) - clock()
+        if timeout > 0:
+            poller.poll(min(timeout, 0.05) * 1000.0)
+    closed = session.closed
+    assert closed is not None
+    if progress is not None:
+        progress(session.statistics())
+    if not session.complete:
+        raise TransferAborted(closed.reason)
+    return session.statistics()
+
+
+def _send(sock: socket.socket, data: memoryview, gso_segment: int) -> None:
+    while True:
+        try:
+            if gso_segment:
+                sock.sendmsg([data], gso_cmsg(gso_segment))
+            else:
+                sock.send(data)
+            return
+        except BlockingIOError:
+            _wait(sock, 0.01, want_write=True)
+        except OSError as exc:
+            if exc.errno == errno.ENOBUFS:
+                _wait(sock, 0.001, want_write=True)
+                continue
+            if exc.errno == errno.ECONNREFUSED:
+                return  # ICMP from an earlier datagram; the session's timeout decides
+            raise
+
+
+def run_receiver(sock: socket.socket, session: ReceiverSession, sink: BlockSink, *,
+                 progress: Progress | None = None, stop: threading.Event | None = None,
+                 linger: float = 2.0) -> dict[str, object]:  # fmt: skip
+    """Receive until every byte has arrived (then linger briefly to re-acknowledge, in case the
+    final acknowledgement was lost) or the session fails."""
+    clock = time.monotonic
+    buf = bytearray(_RECV_BUFFER)
+    mv = memoryview(buf)
+    cmsg_space = socket.CMSG_SPACE(4)
+    peer: object = None
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    last_progress = 0.0
+    complete_at: float | None = None
+    for ev in session.events():
+        sink.file_complete(ev.file_index)
+    while not session.done:
+        now = clock()
+        if stop is not None and stop.is_set():
+            session.cancel(now, "cancelled on the receiving side")
+        for _ in range(256):
+            try:
+                nbytes, anc, _flags, addr = sock.recvmsg_into([buf], cmsg_space)
+            except BlockingIOError:
+                break
+            except ConnectionRefusedError:
+                continue
+            seg = gro_segment_size(anc, nbytes)
+            for off in range(0, nbytes, seg):
+                dg = mv[off : min(off + seg, nbytes)]
+                drops = sum(session.drops.values()) if peer != addr else 0
+                got = session.receive(dg, now)
+                if peer != addr and sum(session.drops.values()) == drops:
+                    peer = addr  # first authenticated datagram from this address: answer there
+                if got is not None:
+                    index, offset, payload = got
+                    try:
+                        sink.write(index, offset, payload)
+                    except OSError as exc:
+                        _fail(sock, session, peer, f"write failed: {exc.strerror or exc}")
+            for ev in session.events():
+                sink.file_complete(ev.file_index)
+        if peer is not None:
+            for d in session.poll_datagrams(now):
+                try:
+                    sock.sendto(d, peer)  # type: ignore[arg-type]
+                except (BlockingIOError, ConnectionRefusedError):
+                    pass
+        if session.complete:
+            complete_at = complete_at or now
+            if now - complete_at > linger:
+                break
+        if progress is not None and now - last_progress >= _PROGRESS_EVERY:
+            last_progress = now
+            progress(session.statistics())
+        timeout = session.next_deadline(clock()) - clock()
+        if timeout > 0:
+            poller.poll(min(timeout, 0.05) * 1000.0)
+    if progress is not None:
+        progress(session.statistics())
+    if not session.complete:
+        raise TransferAborted(session.closed.reason if session.closed else "incomplete")
+    return session.statistics()
+
+
+def _fail(sock: socket.socket, session: ReceiverSession, peer: object, reason: str) -> None:
+    """A local error ends the session: tell the sender (best effort) and abort."""
+    session.cancel(time.monotonic(), reason[:200], code=3)
+    if peer is not None:
+        for d in session.poll_datagrams(time.monotonic()):
+            try:
+                sock.sendto(d, peer)  # type: ignore[arg-type]
+            except OSError:
+                pass
+    raise TransferAborted(reason)
+
+
+__all__ += ["SessionClosed"]

@@ -1,0 +1,102 @@
+"""The `surge` command: subcommands `cp` (ascp-compatible copy) and `agent` (the far end of a
+transfer, started by a client or by sshd). Later issues add sync, server, worker and status.
+
+Only this module reads the command line and decides exit codes: 0 success, 1 a transfer that
+did not fully succeed, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from common import __version__
+
+__all__ = ["main"]
+
+USAGE = f"""usage: surge [--version] [-h] <command> [options]
+
+Surge {__version__}: fast file transfer over UDP (ascp/async compatible).
+
+commands:
+  cp       copy files and directories (ascp options; `surge cp -h`)
+  agent    serve one transfer on stdin/stdout (run by a client or by sshd)
+"""
+
+
+def _cp(argv: Sequence[str]) -> int:
+    from common.filters import FilterError
+
+    from .cp.client import CopyError, run_copy
+    from .cp.options import InfoRequest, OptionError, parse_cp_args
+    from .cp.report import Progress, file_line, print_problems, summary, write_manifest
+    from .cp.sources import SourceError
+
+    try:
+        opts = parse_cp_args(argv)
+    except InfoRequest as info:
+        print(info.text)
+        return 0
+    except OptionError as exc:
+        print(f"surge cp: error: {exc}", file=sys.stderr)
+        return 2
+    for ignored in opts.ignored_sources:
+        print(f"surge cp: warning: {ignored}: ignored (sources come from the file list)", file=sys.stderr)
+    if opts.host is not None:
+        print("surge cp: error: --host: remote endpoints are not available yet; use local paths", file=sys.stderr)
+        return 2
+    progress = Progress(0, False)
+
+    def on_progress(stats: dict[str, object]) -> None:
+        nonlocal progress
+        if not opts.quiet and sys.stderr.isatty() and isinstance(progress, Progress) and progress._bar is None:
+            progress = Progress(int(stats.get("bytes_total", 0) or 0), True)  # type: ignore[arg-type]
+        progress.update(stats)
+
+    def on_file(f: object, event: dict[str, object]) -> None:
+        if opts.debug:
+            print(file_line(f, event), file=sys.stderr)  # type: ignore[arg-type]
+
+    try:
+        result = run_copy(opts, progress=on_progress, on_file=on_file)
+    except (CopyError, SourceError, FilterError) as exc:
+        progress.close()
+        print(f"surge cp: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        progress.close()
+        print("surge cp: interrupted", file=sys.stderr)
+        return 130
+    progress.close()
+    write_manifest(opts, result)
+    print_problems(result)
+    if not opts.quiet:
+        print(summary(result), file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def _agent(argv: Sequence[str]) -> int:
+    from workers.agent import main as agent_main
+
+    return agent_main(list(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if args else 2
+    if args[0] in ("--version", "-A"):
+        print(f"surge {__version__}")
+        return 0
+    command, rest = args[0], args[1:]
+    if command == "cp":
+        return _cp(rest)
+    if command == "agent":
+        return _agent(rest)
+    print(f"surge: error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

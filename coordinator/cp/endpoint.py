@@ -1,0 +1,89 @@
+"""The far end of a copy, as the client sees it: a channel for control messages and the host
+where its UDP port listens. `LocalAgent` runs `surge agent` as a child process on this machine
+(the local `surge cp`); the SSH endpoint of the remote issue offers the same interface."""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import sys
+import threading
+from typing import Any, Protocol
+
+from common.control.framing import ProtocolError, read_message, write_message
+
+__all__ = ["Endpoint", "EndpointError", "LocalAgent"]
+
+Message = dict[str, Any]
+
+
+class EndpointError(Exception):
+    """The far end could not be started or reached, or went away."""
+
+
+class Endpoint(Protocol):
+    udp_host: str
+
+    def send(self, msg: Message) -> None: ...
+
+    def recv(self, timeout: float | None = None) -> Message: ...
+
+    def close(self) -> None: ...
+
+
+class LocalAgent:
+    """`surge agent` in a child process, talking over its stdin/stdout."""
+
+    udp_host = "127.0.0.1"
+
+    def __init__(self, *, debug: bool = False) -> None:
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "workers.agent"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=None if debug else subprocess.DEVNULL,
+            )  # fmt: skip
+        except OSError as exc:
+            raise EndpointError(f"cannot start the local agent: {exc.strerror}") from None
+        self._inbox: queue.Queue[Message | BaseException] = queue.Queue(maxsize=10_000)
+        self._reader = threading.Thread(target=self._read, name="surge-control-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        try:
+            while True:
+                self._inbox.put(read_message(self._proc.stdout))
+        except (EOFError, ProtocolError, OSError) as exc:
+            self._inbox.put(exc)
+
+    def send(self, msg: Message) -> None:
+        assert self._proc.stdin is not None
+        try:
+            write_message(self._proc.stdin, msg)
+        except (BrokenPipeError, OSError):
+            raise EndpointError("the agent went away") from None
+
+    def recv(self, timeout: float | None = None) -> Message:
+        try:
+            item = self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError("no answer from the agent") from None
+        if isinstance(item, BaseException):
+            self._inbox.put(item)  # stay failed for later calls
+            if isinstance(item, EOFError):
+                raise EndpointError("the agent closed the control channel") from None
+            raise EndpointError(f"control channel failed: {item}") from None
+        return item
+
+    def close(self) -> None:
+        try:
+            if self._proc.stdin:
+                self._proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()

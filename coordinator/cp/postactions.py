@@ -1,0 +1,58 @@
+"""After-transfer actions on the source side: --remove-after-transfer, --move-after-transfer,
+--remove-empty-directories and --remove-empty-source-directory. Only files the far end
+confirmed (committed, or skipped as already identical) are touched."""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any
+
+from .options import CopyOptions
+from .sources import SourceTree
+
+__all__ = ["after_transfer"]
+
+
+def after_transfer(opts: CopyOptions, tree: SourceTree, status: dict[int, dict[str, Any]]) -> list[tuple[str, str]]:
+    """Run the actions; returns (path, problem) for those that failed."""
+    problems: list[tuple[str, str]] = []
+    if not (opts.remove_after_transfer or opts.move_after_transfer or opts.remove_empty_directories):
+        return problems
+    confirmed = [f for i, f in enumerate(tree.files)
+                 if f.faux is None and status.get(i, {}).get("status") in ("done", "skipped")]  # fmt: skip
+    for f in confirmed:
+        try:
+            if opts.remove_after_transfer:
+                os.unlink(f.path)
+            elif opts.move_after_transfer:
+                dest = os.path.join(opts.move_after_transfer, *f.rel.split("/"))
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                os.rename(f.path, dest)
+        except OSError as exc:
+            why = "archive directory is on another file system" if exc.errno == errno.EXDEV else exc.strerror
+            problems.append((f.path, str(why)))
+    if opts.remove_empty_directories:
+        args = {f.argument for f in tree.files if f.faux is None}
+        for arg in sorted(args):
+            path = arg.rstrip("/") or "/"
+            if os.path.isdir(path):
+                _prune(path, keep_top=not opts.remove_empty_source_directory)
+            elif not opts.src_base:
+                _rmdir_if_empty(os.path.dirname(os.path.abspath(path)))
+    return problems
+
+
+def _rmdir_if_empty(path: str) -> bool:
+    try:
+        os.rmdir(path)
+        return True
+    except OSError:
+        return False
+
+
+def _prune(top: str, keep_top: bool) -> None:
+    for dirpath, _dirnames, _files in os.walk(top, topdown=False):
+        if dirpath == top and keep_top:
+            continue
+        _rmdir_if_empty(dirpath)

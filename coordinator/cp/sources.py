@@ -1,0 +1,228 @@
+"""What `surge cp` sends: the sources of the command line (or of `--file-list` /
+`--file-pair-list`) expanded into files and directories with their destination-relative paths,
+after `-E`/`-N` filters, `--src-base`, `--exclude-newer-than/--exclude-older-than` and
+`--skip-special-files`. Per-item problems are collected, not raised, so one unreadable file does
+not stop the rest; a missing source argument is fatal before anything is sent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+
+from common.filters import Filter, FilterRule, compile_filters
+from common.units import UnitError, parse_size
+
+from .options import CopyOptions
+
+__all__ = ["FauxSpec", "SourceError", "SourceFile", "SourceTree", "scan_sources", "is_faux", "parse_faux"]
+
+_FAUX = re.compile(r"^faux://(?P<path>/?[^?]*)(?:\?(?P<query>.*))?$")
+
+
+class SourceError(Exception):
+    """A source argument cannot be used at all (missing, unreadable list...)."""
+
+
+@dataclass(frozen=True)
+class FauxSpec:
+    """`faux:///name?size`: generated data instead of a file (ascp's test source)."""
+
+    size: int
+    fill: str = "zero"  # "zero" or "random" (a fixed pseudo-random pattern)
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str  # local path ("" for faux)
+    rel: str  # destination-relative path, '/'-separated, first part the source's own name
+    size: int
+    mtime: float
+    atime: float
+    faux: FauxSpec | None = None
+    argument: str = ""  # the source argument this file came from
+
+
+@dataclass
+class SourceTree:
+    files: list[SourceFile] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)  # destination-relative directories to create
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why) not an error
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
+    single_source: bool = True
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def is_faux(text: str) -> bool:
+    return text.startswith("faux://")
+
+
+def parse_faux(text: str) -> tuple[str, FauxSpec | None]:
+    """(name, spec) of a faux URL; spec None for a faux destination (``faux://`` alone)."""
+    m = _FAUX.match(text)
+    if not m:
+        raise SourceError(f"malformed faux URL {text!r}: expected faux:///NAME?SIZE")
+    name = m.group("path").strip("/") or "faux"
+    query = m.group("query")
+    if not query:
+        return name, None
+    params = dict(p.partition("=")[::2] for p in query.split("&"))
+    size_text = next((k for k, v in params.items() if not v), params.get("size", ""))
+    try:
+        size = parse_size(size_text, "faux size")
+    except UnitError as exc:
+        raise SourceError(f"malformed faux URL {text!r}: {exc}") from None
+    fill = params.get("buf_init", "zero")
+    if fill not in ("zero", "random"):
+        raise SourceError(f"malformed faux URL {text!r}: buf_init must be zero or random")
+    return name, FauxSpec(size, fill)
+
+
+def _read_list(path: str) -> list[str]:
+    try:
+        if path == "-":
+            import sys
+
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+    except OSError as exc:
+        raise SourceError(f"cannot read file list {path!r}: {exc.strerror}") from None
+    return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+
+
+class _Scanner:
+    def __init__(self, opts: CopyOptions, filters: Filter, tree: SourceTree) -> None:
+        self.opts = opts
+        self.filters = filters
+        self.tree = tree
+        self._seen_dirs: set[tuple[int, int]] = set()
+
+    def _time_excluded(self, st: os.stat_result) -> bool:
+        o = self.opts
+        if o.exclude_newer_than is not None and st.st_mtime > o.exclude_newer_than:
+            return True
+        return o.exclude_older_than is not None and st.st_mtime < o.exclude_older_than
+
+    def add_file(self, path: str, rel: str, match: str, st: os.stat_result, argument: str) -> None:
+        if self.filters and self.filters.excluded(match, False):
+            self.tree.skipped.append((path, "excluded by filter"))
+            return
+        if self._time_excluded(st):
+            self.tree.skipped.append((path, "excluded by modification time"))
+            return
+        if not os.access(path, os.R_OK):
+            self.tree.errors.append((path, "permission denied"))
+            return
+        self.tree.files.append(SourceFile(path, rel, st.st_size, st.st_mtime, st.st_atime, None, argument))
+
+    def walk(self, path: str, rel: str, match_prefix: str, argument: str) -> None:
+        """Add the tree under directory `path`; `match_prefix` is its filter path ('' at the root)."""
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            self.tree.errors.append((path, exc.strerror or str(exc)))
+            return
+        key = (st.st_dev, st.st_ino)
+        if key in self._seen_dirs:
+            self.tree.skipped.append((path, "directory loop through a symbolic link"))
+            return
+        self._seen_dirs.add(key)
+        self.tree.dirs.append(rel)
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except OSError as exc:
+            self.tree.errors.append((path, exc.strerror or str(exc)))
+            return
+        for entry in entries:
+            name = entry.name
+            if "\n" in name or "\r" in name:
+                self.tree.skipped.append((entry.path, "name contains a line break"))
+                continue
+            child_rel = f"{rel}/{name}"
+            match = f"{match_prefix}/{name}" if match_prefix else name
+            try:
+                est = entry.stat()  # follows symbolic links (ascp's default: follow)
+            except OSError as exc:
+                self.tree.errors.append((entry.path, exc.strerror or "broken symbolic link"))
+                continue
+            if stat.S_ISDIR(est.st_mode):
+                if self.filters and self.filters.excluded(match, True):
+                    self.tree.skipped.append((entry.path, "excluded by filter"))
+                    continue
+                self.walk(entry.path, child_rel, match, argument)
+            elif stat.S_ISREG(est.st_mode):
+                self.add_file(entry.path, child_rel, match, est, argument)
+            elif not self.opts.skip_special_files:
+                self.tree.errors.append((entry.path, "special file (device, pipe or socket) not transferred"))
+
+
+def scan_sources(opts: CopyOptions) -> SourceTree:
+    """Expand the sources of `opts`. Raises SourceError when a source argument is unusable."""
+    filters = compile_filters(FilterRule(kind, pattern, "-E" if kind == "exclude" else "-N")
+                              for kind, pattern in opts.filters)  # fmt: skip
+    tree = SourceTree()
+    scanner = _Scanner(opts, filters, tree)
+    pairs: list[tuple[str, str | None]]
+    if opts.file_pair_list:
+        lines = _read_list(opts.file_pair_list)
+        if len(lines) % 2:
+            raise SourceError(f"--file-pair-list {opts.file_pair_list!r}: a source without its destination on the last line")
+        pairs = [(lines[i], lines[i + 1]) for i in range(0, len(lines), 2)]
+    elif opts.file_list:
+        pairs = [(line, None) for line in _read_list(opts.file_list)]
+    else:
+        pairs = [(s, None) for s in opts.sources]
+    # One plain source may be renamed to a destination that does not exist (as with cp/scp);
+    # lists and --src-base always land inside the destination directory.
+    tree.single_source = len(pairs) == 1 and not (opts.file_list or opts.file_pair_list or opts.src_base)
+    for arg, dest_rel in pairs:
+        _add_argument(scanner, opts, arg, dest_rel)
+    return tree
+
+
+def _add_argument(scanner: _Scanner, opts: CopyOptions, arg: str, dest_rel: str | None) -> None:
+    tree = scanner.tree
+    if is_faux(arg):
+        name, spec = parse_faux(arg)
+        if spec is None:
+            raise SourceError(f"faux source {arg!r} needs a size: faux:///NAME?SIZE")
+        rel = (dest_rel or name).strip("/") or name
+        tree.files.append(SourceFile("", rel, spec.size, 0.0, 0.0, spec, arg))
+        return
+    path = arg.rstrip("/") or "/"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise SourceError(f"source not found: {arg}") from None
+    except OSError as exc:
+        raise SourceError(f"cannot read source {arg}: {exc.strerror}") from None
+    if opts.src_base:
+        base = os.path.abspath(opts.src_base)
+        full = os.path.abspath(path)
+        if full != base and not full.startswith(base.rstrip("/") + "/"):
+            tree.skipped.append((arg, f"outside the source base {opts.src_base}"))
+            return
+        rel = os.path.relpath(full, base).replace(os.sep, "/")
+        if rel == ".":
+            rel = os.path.basename(full)
+        match_prefix = rel
+    else:
+        rel = os.path.basename(os.path.abspath(path)) or "root"
+        match_prefix = ""
+    if dest_rel is not None:
+        rel = dest_rel.strip("/") or rel
+    if stat.S_ISDIR(st.st_mode):
+        scanner.walk(path, rel, match_prefix, arg)
+    elif stat.S_ISREG(st.st_mode):
+        scanner.add_file(path, rel, match_prefix or os.path.basename(path), st, arg)
+    elif opts.skip_special_files:
+        tree.skipped.append((arg, "special file"))
+    else:
+        raise SourceError(f"source {arg} is not a regular file or directory")

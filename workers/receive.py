@@ -1,0 +1,325 @@
+"""The receiving executor: decides what to do with each incoming file (destination, overwrite
+policy, resume state), then writes blocks into partial files and commits each file when its
+last byte arrives: verify, preserve times, keep a copy of the old file if asked, rename into
+place. Nothing half-written is ever visible under a file's real name; a failed transfer leaves
+the old file untouched plus, with `-k` 1-3, a partial file and its `.aspx` resume state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from common.checksums import file_digest, ranges_digest, sparse_digest
+from common.paths import PathError, check_relative
+
+__all__ = ["IncomingFile", "PlanError", "ReceiveOptions", "FileSink", "plan_receive", "DEFAULT_PARTIAL_SUFFIX"]
+
+DEFAULT_PARTIAL_SUFFIX = ".partial"
+RESUME_SUFFIX = ".aspx"
+_MAX_OPEN = 128
+
+
+class PlanError(Exception):
+    """The destination cannot receive this transfer (message says what and why)."""
+
+
+@dataclass(frozen=True)
+class IncomingFile:
+    rel: str  # path relative to the transfer root, its first part the source's own name
+    size: int
+    mtime: float
+    atime: float
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> IncomingFile:
+        size = int(d["size"])
+        if size < 0:
+            raise PlanError(f"negative size for {d.get('rel')!r}")
+        return cls(check_relative(str(d["rel"])), size, float(d.get("mtime", 0)), float(d.get("atime", 0)))
+
+
+@dataclass(frozen=True)
+class ReceiveOptions:
+    destination: str
+    single_source: bool = True  # one source argument: it may be renamed to the destination
+    dest_must_be_dir: bool = False
+    create_dir: bool = False
+    overwrite: str = "diff"
+    resume: int = 0
+    partial_suffix: str = DEFAULT_PARTIAL_SUFFIX
+    preserve_mtime: bool = False
+    preserve_atime: bool = False
+    checksum: str = "none"
+    save_before_overwrite: bool = False
+    discard: bool = False  # faux:// destination: receive and drop
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ReceiveOptions:
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        opts = cls(**known)
+        if opts.overwrite not in ("never", "always", "diff", "diff+older", "older"):
+            raise PlanError(f"--overwrite: unknown policy {opts.overwrite!r}")
+        if opts.resume not in (0, 1, 2, 3):
+            raise PlanError(f"-k: unknown resume level {opts.resume!r}")
+        if not opts.partial_suffix or "/" in opts.partial_suffix:
+            raise PlanError("--partial-file-suffix: must be non-empty and contain no '/'")
+        return opts
+
+
+def _targets(opts: ReceiveOptions, files: Sequence[IncomingFile], dirs: Sequence[str]) -> tuple[str, list[str], list[str]]:
+    """(root, target path of each file, directories to create) by ascp's destination rules."""
+    dest = opts.destination
+    if os.path.isdir(dest):
+        root, strip = dest, False
+    elif os.path.exists(dest):
+        if len(files) == 1 and not dirs and opts.single_source and not opts.dest_must_be_dir:
+            return os.path.dirname(dest) or ".", [dest], []
+        raise PlanError(f"destination {dest!r} is not a directory")
+    elif opts.single_source and not opts.dest_must_be_dir and not dest.endswith("/"):
+        # One source and no such destination: the source is copied under the new name.
+        root, strip = dest, True
+        parent = os.path.dirname(os.path.abspath(dest))
+        if not os.path.isdir(parent):
+            if not opts.create_dir:
+                raise PlanError(f"destination directory {parent!r} does not exist (use -d to create it)")
+        if len(files) == 1 and not dirs:
+            return parent, [dest], [parent] if opts.create_dir else []
+    else:
+        if not opts.create_dir:
+            raise PlanError(f"destination directory {dest!r} does not exist (use -d to create it)")
+        root, strip = dest, False
+
+    def place(rel: str) -> str:
+        parts = rel.split("/")
+        if strip:
+            parts = parts[1:]
+        return os.path.join(root, *parts) if parts else root
+
+    made = [root] + [place(d) for d in dirs]
+    return root, [place(f.rel) for f in files], made
+
+
+def _file_state(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _load_resume(aspx: str, size: int, mtime: float) -> list[list[int]] | None:
+    try:
+        with open(aspx, encoding="utf-8") as f:
+            state = json.load(f)
+        if state.get("size") != size or abs(float(state.get("mtime", -1)) - mtime) > 1e-3:
+            return None  # the source changed since: start over
+        ranges = [[int(s), int(e)] for s, e in state["ranges"]]
+        if any(not 0 <= s < e <= size for s, e in ranges):
+            return None
+        return ranges
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def plan_receive(opts: ReceiveOptions, files: Sequence[IncomingFile], dirs: Sequence[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Targets and, per file, the action: ``send`` (optionally with ``have`` ranges to resume and
+    a ``check`` digest the sender must confirm), ``compare`` (a complete file whose digest the
+    sender compares with its own: equal means skip) or ``skip``."""
+    if opts.discard:
+        return ["" for _ in files], [{"action": "send"} for _ in files]
+    _, targets, made = _targets(opts, files, dirs)
+    for d in made:
+        try:
+            os.makedirs(d, exist_ok=True)
+        except OSError as exc:
+            raise PlanError(f"cannot create directory {d!r}: {exc.strerror}") from None
+    for t in targets:  # parents of listed files (--file-pair-list) are created as needed
+        parent = os.path.dirname(t)
+        if parent and not os.path.isdir(parent):
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as exc:
+                raise PlanError(f"cannot create directory {parent!r}: {exc.strerror}") from None
+    plans = [_plan_one(opts, f, t) for f, t in zip(files, targets)]
+    return targets, plans
+
+
+def _plan_one(opts: ReceiveOptions, f: IncomingFile, target: str) -> dict[str, Any]:
+    st = _file_state(target)
+    if st is not None and not os.path.isfile(target):
+        return {"action": "skip", "reason": "destination exists and is not a regular file", "error": True}
+    if st is not None:
+        newer_source = f.mtime > st.st_mtime + 1e-6
+        policy = opts.overwrite
+        if policy == "never":
+            return {"action": "skip", "reason": "exists (--overwrite never)"}
+        if policy == "older":
+            return {"action": "send"} if newer_source else {"action": "skip", "reason": "destination not older"}
+        if policy in ("diff", "diff+older"):
+            if policy == "diff+older" and not newer_source:
+                return {"action": "skip", "reason": "destination not older"}
+            if opts.resume >= 1 and st.st_size != f.size:
+                pass  # different: fall through to send
+            elif opts.resume == 1:
+                return {"action": "skip", "reason": "same size"}
+            elif opts.resume >= 2:
+                with open(target, "rb") as fh:
+                    kind = "sparse" if opts.resume == 2 else "full"
+                    digest = (sparse_digest(fh.fileno(), f.size) if kind == "sparse"
+                              else ranges_digest(fh.fileno(), [(0, f.size)]))  # fmt: skip
+                return {"action": "compare", "check": {"kind": kind, "digest": digest}}
+    if opts.resume >= 1:
+        partial = target + opts.partial_suffix
+        ranges = _load_resume(target + RESUME_SUFFIX, f.size, f.mtime) if os.path.isfile(partial) else None
+        if ranges:
+            plan: dict[str, Any] = {"action": "send", "have": ranges}
+            if opts.resume >= 2:
+                with open(partial, "rb") as fh:
+                    if os.fstat(fh.fileno()).st_size < max(e for _, e in ranges):
+                        return {"action": "send"}
+                    kind = "sparse" if opts.resume == 2 else "full"
+                    digest = (sparse_digest(fh.fileno(), f.size, ranges) if kind == "sparse"
+                              else ranges_digest(fh.fileno(), ranges))  # fmt: skip
+                plan["check"] = {"kind": kind, "digest": digest}
+            return plan
+    return {"action": "send"}
+
+
+class FileSink:
+    """Writes the blocks of the files being sent into partial files and commits each when done.
+
+    `entries` are (target path, size, mtime, atime, resumed) in stream order."""
+
+    def __init__(self, opts: ReceiveOptions, entries: Sequence[tuple[str, int, float, float, bool]],
+                 on_done: Callable[[int, dict[str, Any]], None]) -> None:  # fmt: skip
+        self.opts = opts
+        self.entries = list(entries)
+        self.on_done = on_done
+        self._fds: OrderedDict[int, int] = OrderedDict()
+        self._opened: set[int] = set()
+        self.done: set[int] = set()
+        self.bytes_written = 0
+
+    def _partial(self, i: int) -> str:
+        return self.entries[i][0] + self.opts.partial_suffix
+
+    def _fd(self, i: int) -> int:
+        fd = self._fds.get(i)
+        if fd is not None:
+            self._fds.move_to_end(i)
+            return fd
+        if len(self._fds) >= _MAX_OPEN:
+            _, old = self._fds.popitem(last=False)
+            os.close(old)
+        flags = os.O_WRONLY | os.O_CREAT
+        first = i not in self._opened
+        if first and not self.entries[i][4]:
+            flags |= os.O_TRUNC
+        fd = os.open(self._partial(i), flags, 0o644)
+        if first:
+            self._opened.add(i)
+            size = self.entries[i][1]
+            if size and hasattr(os, "posix_fallocate"):
+                try:  # claim the space now: a full disk fails here, not half-way
+                    os.posix_fallocate(fd, 0, size)
+                except OSError as exc:
+                    os.close(fd)
+                    raise OSError(exc.errno, f"no space for {self.entries[i][0]!r} ({size} bytes)") from None
+        self._fds[i] = fd
+        return fd
+
+    def write(self, file_index: int, offset: int, data: memoryview) -> None:
+        if self.opts.discard:
+            self.bytes_written += len(data)
+            return
+        os.pwrite(self._fd(file_index), data, offset)
+        self.bytes_written += len(data)
+
+    def file_complete(self, file_index: int) -> None:
+        if file_index in self.done:
+            return
+        self.done.add(file_index)
+        if self.opts.discard:
+            self.on_done(file_index, {"status": "done"})
+            return
+        target, size, mtime, atime, _ = self.entries[file_index]
+        try:
+            result = self._commit(file_index, target, size, mtime, atime)
+        except OSError as exc:
+            result = {"status": "failed", "error": f"{target}: {exc.strerror or exc}"}
+        self.on_done(file_index, result)
+
+    def _commit(self, i: int, target: str, size: int, mtime: float, atime: float) -> dict[str, Any]:
+        fd = self._fds.pop(i, None)
+        if fd is None:
+            fd = self._fd(i) if size == 0 or i not in self._opened else os.open(self._partial(i), os.O_WRONLY)
+            self._fds.pop(i, None)
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
+        partial = self._partial(i)
+        result: dict[str, Any] = {"status": "done"}
+        if self.opts.checksum != "none":
+            result["checksum"] = file_digest(partial, self.opts.checksum)
+        if self.opts.preserve_mtime or self.opts.preserve_atime:
+            st = os.stat(partial)
+            os.utime(partial, (atime if self.opts.preserve_atime else st.st_atime,
+                               mtime if self.opts.preserve_mtime else st.st_mtime))  # fmt: skip
+        if self.opts.save_before_overwrite and os.path.isfile(target):
+            os.replace(target, _saved_name(target))
+        os.replace(partial, target)
+        try:
+            os.unlink(target + RESUME_SUFFIX)
+        except FileNotFoundError:
+            pass
+        return result
+
+    def checkpoint(self, received: Callable[[int], list[list[int]]]) -> None:
+        """Record the received ranges of every unfinished file (resume levels 1-3)."""
+        if self.opts.resume == 0 or self.opts.discard:
+            return
+        for i in list(self._opened):
+            if i in self.done:
+                continue
+            fd = self._fds.get(i)
+            if fd is not None:
+                os.fdatasync(fd)  # ranges claimed must be on disk first
+            target, size, mtime, _, _ = self.entries[i]
+            tmp = target + RESUME_SUFFIX + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"size": size, "mtime": mtime, "ranges": received(i)}, f)
+            os.replace(tmp, target + RESUME_SUFFIX)
+
+    def abort(self, received: Callable[[int], list[list[int]]]) -> None:
+        """The session failed: keep resumable state (-k 1-3) or remove the partial files."""
+        try:
+            self.checkpoint(received)
+        finally:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+            if self.opts.resume == 0 and not self.opts.discard:
+                for i in self._opened - self.done:
+                    try:
+                        os.unlink(self._partial(i))
+                    except FileNotFoundError:
+                        pass
+
+
+def _saved_name(target: str) -> str:
+    """name.ext -> name.yyyy.mm.dd.hh.mm.ss.index.ext (the reference's --save-before-overwrite)."""
+    head, ext = os.path.splitext(target)
+    stamp = time.strftime("%Y.%m.%d.%H.%M.%S", time.localtime())
+    index = 1
+    while os.path.exists(f"{head}.{stamp}.{index}{ext}"):
+        index += 1
+    return f"{head}.{stamp}.{index}{ext}"
+
+
+__all__ += ["PathError"]

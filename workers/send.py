@@ -1,0 +1,67 @@
+"""The sending executor's file access: positional reads of the files of a session, straight
+into datagram buffers, with a bounded set of open descriptors. Faux sources generate data."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["FileSource", "SourceChanged", "SendItem"]
+
+_MAX_OPEN = 128
+_PATTERN = random.Random(0x5E46E).randbytes(1 << 16)
+
+
+class SourceChanged(OSError):
+    """A source file shrank or vanished during the transfer."""
+
+
+@dataclass(frozen=True)
+class SendItem:
+    path: str  # "" for generated data
+    size: int
+    fill: str | None = None  # faux: "zero" or "random"
+
+
+class FileSource:
+    def __init__(self, items: Sequence[SendItem]) -> None:
+        self.items = list(items)
+        self._fds: OrderedDict[int, int] = OrderedDict()
+
+    def _fd(self, i: int) -> int:
+        fd = self._fds.get(i)
+        if fd is not None:
+            self._fds.move_to_end(i)
+            return fd
+        if len(self._fds) >= _MAX_OPEN:
+            _, old = self._fds.popitem(last=False)
+            os.close(old)
+        try:
+            fd = os.open(self.items[i].path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise SourceChanged(f"source file vanished during the transfer: {self.items[i].path}") from None
+        self._fds[i] = fd
+        return fd
+
+    def read_into(self, file_index: int, offset: int, view: memoryview) -> None:
+        item = self.items[file_index]
+        if item.fill is not None:
+            n = len(view)
+            if item.fill == "zero":
+                view[:] = bytes(n)
+            else:
+                start = offset % len(_PATTERN)
+                chunk = (_PATTERN[start:] + _PATTERN)[:n] if start + n > len(_PATTERN) else _PATTERN[start : start + n]
+                view[:] = chunk
+            return
+        got = os.preadv(self._fd(file_index), [view], offset)
+        if got != len(view):
+            raise SourceChanged(f"source file shrank during the transfer: {item.path}")
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()

@@ -40,6 +40,10 @@ class RateConfig:
     idle_queue_delay: float = 0.0005  # below this the path has room: probe
     probe_growth: float = 1.15  # rate multiplier per round trip while the path has room
     horizon: float = 1.0  # round trips over which the queue is brought back to alpha
+    # Fast paths: below this queueing delay, timing noise of the end hosts (a millisecond in
+    # Python) would pass for a queue and hold the rate at alpha / noise. Each flow may keep at
+    # least `min_queue_delay` of its own rate queued; on slower links alpha dominates.
+    min_queue_delay: float = 0.004
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -146,7 +150,8 @@ class DelayBasedRate:
         # round trip ago; add what we sent since beyond what the bottleneck drains (a Smith
         # predictor: without it the loop overshoots by a round trip of rate error).
         backlog = max(self._delivery * queue_delay + self._sent_excess(now, srtt, arrival), 0.0)
-        want = arrival + (self.alpha - backlog) / (cfg.horizon * max(srtt, 0.01))
+        alpha = max(self.alpha, self._delivery * cfg.min_queue_delay * self.alpha / cfg.alpha)
+        want = arrival + (alpha - backlog) / (cfg.horizon * max(srtt, 0.01))
         gamma = min(cfg.gamma * dt / srtt, cfg.gamma)
         new_rate = (1 - gamma) * self.rate + gamma * want
         self._set_rate(now, min(max(new_rate, self.rate * 0.5), self.rate * 2.0))

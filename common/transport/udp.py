@@ -97,7 +97,7 @@ def run_sender(sock: socket.socket, features: SocketFeatures, session: SenderSes
                 block = blocks[i]
                 seg = view[used : used + dgram]
                 source.read_into(block.file_index, block.offset, seg[DATA_HEADER_SIZE : DATA_HEADER_SIZE + block.length])
-                size = session.seal_block(seg, block, now)
+                size = session.seal_block(seg, block, clock())  # stamp at send time, not batch time
                 used += size
                 segs += 1
                 i += 1
@@ -169,6 +169,7 @@ def run_receiver(sock: socket.socket, session: ReceiverSession, sink: BlockSink,
                 break
             except ConnectionRefusedError:
                 continue
+            now = clock()  # per datagram: a stale clock would corrupt the delay measurement
             seg = gro_segment_size(anc, nbytes)
             for off in range(0, nbytes, seg):
                 dg = mv[off : min(off + seg, nbytes)]

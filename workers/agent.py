@@ -9,6 +9,7 @@ is committed, and ends with `done`. Diagnostics go to stderr; stdout carries onl
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import threading
 import time
@@ -131,6 +132,7 @@ def _receive(chan: _Channel, req: dict[str, Any], policy: ServerCipherPolicy, bi
         except TransferAborted as exc:
             sink.abort(file_ranges)
             return _refuse(chan, "transfer", str(exc))
+        stats["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         chan.send({"type": "done", "stats": _jsonable(stats)})
     try:
         chan.recv("bye")

@@ -1,0 +1,316 @@
+"""`surge cp` end to end: real processes, real UDP on 127.0.0.1, files in and files out."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from coordinator.cp.client import run_copy
+from coordinator.cp.options import parse_cp_args
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def surge(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "coordinator.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def cp(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return surge("cp", "-O", str(free_udp_port()), *args, timeout=timeout)
+
+
+def make_tree(root: Path) -> Path:
+    src = root / "src"
+    (src / "sub" / "deeper").mkdir(parents=True)
+    (src / "emptydir").mkdir()
+    (src / "big.bin").write_bytes(os.urandom(3_000_001))
+    (src / "sub" / "a.txt").write_text("alpha\n")
+    (src / "sub" / "deeper" / "b.dat").write_bytes(os.urandom(70_000))
+    (src / "empty").write_bytes(b"")
+    (src / "one").write_bytes(b"x")
+    return src
+
+
+def same_tree(a: Path, b: Path) -> bool:
+    cmp = filecmp.dircmp(a, b)
+    if cmp.left_only or cmp.right_only or cmp.funny_files:
+        return False
+    _, mismatch, errors = filecmp.cmpfiles(a, b, cmp.common_files, shallow=False)
+    return not mismatch and not errors and all(same_tree(a / d, b / d) for d in cmp.common_dirs)
+
+
+@pytest.mark.parametrize("cipher", ["aes128", "aes256cfb", "none"])
+def test_directory_copied_byte_for_byte(tmp_path: Path, cipher: str) -> None:
+    src = make_tree(tmp_path)
+    dst = tmp_path / "dst"
+    res = cp("-l", "1g", "-c", cipher, str(src), str(dst))
+    assert res.returncode == 0, res.stderr
+    assert same_tree(src, dst)
+    assert "Completed: 5 file(s) transferred" in res.stderr
+    assert not list(dst.rglob("*.partial")) and not list(dst.rglob("*.aspx"))
+
+
+def test_small_datagrams_many_files(tmp_path: Path) -> None:
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(300):
+        (src / f"f{i:03}").write_bytes(os.urandom(i * 37))
+    dst = tmp_path / "out"
+    dst.mkdir()
+    res = cp("-l", "500m", "-Z", "1500", str(src), str(dst))
+    assert res.returncode == 0, res.stderr
+    assert same_tree(src, dst / "many")
+
+
+def test_single_file_to_new_name_and_into_directory(tmp_path: Path) -> None:
+    f = tmp_path / "data.bin"
+    f.write_bytes(os.urandom(100_000))
+    assert cp("-l", "1g", str(f), str(tmp_path / "renamed.bin")).returncode == 0
+    assert (tmp_path / "renamed.bin").read_bytes() == f.read_bytes()
+    d = tmp_path / "box"
+    d.mkdir()
+    assert cp("-l", "1g", str(f), str(d)).returncode == 0
+    assert (d / "data.bin").read_bytes() == f.read_bytes()
+
+
+def test_several_sources_need_an_existing_directory_or_d(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("a")
+    b.write_text("b")
+    dest = tmp_path / "new" / "dir"
+    res = cp(str(a), str(b), str(dest))
+    assert res.returncode == 1
+    assert "does not exist" in res.stderr and "-d" in res.stderr
+    assert not dest.exists()
+    res = cp("-d", str(a), str(b), str(dest))
+    assert res.returncode == 0, res.stderr
+    assert (dest / "a").read_text() == "a" and (dest / "b").read_text() == "b"
+
+
+def test_exclude_and_include_filters(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "logs").mkdir(parents=True)
+    (src / "keep.txt").write_text("k")
+    (src / "junk.tmp").write_text("j")
+    (src / "logs" / "x.log").write_text("l")
+    (src / "important.tmp").write_text("i")
+    dst = tmp_path / "dst"
+    res = cp("-N", "important.tmp", "-E", "*.tmp", "-E", "logs/", str(src), str(dst))
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in dst.rglob("*") if p.is_file()) == ["important.tmp", "keep.txt"]
+
+
+def test_overwrite_policies(tmp_path: Path) -> None:
+    f = tmp_path / "f.txt"
+    f.write_text("new content")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "f.txt").write_text("old")
+    assert cp("--overwrite", "never", str(f), str(out)).returncode == 0
+    assert (out / "f.txt").read_text() == "old"
+    assert cp(str(f), str(out)).returncode == 0  # default diff with -k 0: always different
+    assert (out / "f.txt").read_text() == "new content"
+    # -k 1: same size means same file, so a same-size different file is skipped
+    (out / "f.txt").write_text("NEW CONTENT")
+    res = cp("-k", "1", str(f), str(out))
+    assert res.returncode == 0 and "1 skipped" in res.stderr
+    assert (out / "f.txt").read_text() == "NEW CONTENT"
+    # -k 3: full checksums compared: different content is sent
+    assert cp("-k", "3", str(f), str(out)).returncode == 0
+    assert (out / "f.txt").read_text() == "new content"
+    res = cp("-k", "3", str(f), str(out))
+    assert "1 skipped" in res.stderr
+
+
+def test_save_before_overwrite_keeps_old_copy(tmp_path: Path) -> None:
+    f = tmp_path / "doc.txt"
+    f.write_text("v2")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "doc.txt").write_text("v1")
+    assert cp("--save-before-overwrite", str(f), str(out)).returncode == 0
+    saved = [p for p in out.iterdir() if p.name != "doc.txt"]
+    assert (out / "doc.txt").read_text() == "v2"
+    assert len(saved) == 1 and saved[0].read_text() == "v1" and saved[0].suffix == ".txt"
+
+
+def test_preserve_times_checksum_and_manifest(tmp_path: Path) -> None:
+    f = tmp_path / "t.bin"
+    f.write_bytes(b"hello world")
+    os.utime(f, (1_000_000_000, 1_100_000_000))
+    out = tmp_path / "out"
+    out.mkdir()
+    man = tmp_path / "manifest"
+    res = cp("-p", "--file-checksum", "sha-256", "--file-manifest", "text", "--file-manifest-path", str(man),
+             "-D", str(f), str(out))  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    st = os.stat(out / "t.bin")
+    assert st.st_mtime == 1_100_000_000 and st.st_atime == 1_000_000_000
+    assert "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9" in res.stderr
+    [manifest] = list(man.iterdir())
+    assert manifest.read_text().strip() == str(f)
+
+
+def test_remove_and_move_after_transfer(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "x").write_text("x")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert cp("--remove-after-transfer", "--remove-empty-directories", str(src), str(out)).returncode == 0
+    assert (out / "src" / "d" / "x").read_text() == "x"
+    assert src.exists() and not (src / "d").exists()  # source argument itself is kept
+    src2 = tmp_path / "src2"
+    src2.mkdir()
+    (src2 / "y").write_text("y")
+    archive = tmp_path / "archive"
+    assert cp("--move-after-transfer", str(archive), str(src2), str(out)).returncode == 0
+    assert (archive / "src2" / "y").read_text() == "y" and not (src2 / "y").exists()
+
+
+def test_faux_source_to_faux_destination(tmp_path: Path) -> None:
+    res = cp("-l", "2g", "faux:///gen?20m", "faux://")
+    assert res.returncode == 0, res.stderr
+    assert "20.0 MiB" in res.stderr
+
+
+def test_faux_source_written_to_disk(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    assert cp("-l", "1g", "faux:///zeros?1m", str(out)).returncode == 0
+    assert (out / "zeros").read_bytes() == bytes(1 << 20)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--no-such-option", "a", "b"], "--no-such-option"),
+        (["-l", "fast", "a", "b"], "-l"),
+        (["-Z", "100", "a", "b"], "-Z"),
+        (["-c", "rot13", "a", "b"], "-c"),
+    ],
+)
+def test_bad_options_are_one_line_errors(tmp_path: Path, args: list[str], needle: str) -> None:
+    res = surge("cp", *args)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("surge cp: error:")
+
+
+def test_missing_source_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = cp(str(tmp_path / "nope"), str(out))
+    assert res.returncode == 1
+    assert res.stderr.strip() == f"surge cp: error: source not found: {tmp_path / 'nope'}"
+    assert not out.exists()
+
+
+def test_unwritable_destination_fails_cleanly(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_text("data")
+    res = cp(str(f), "/proc/no/such/dir/")
+    assert res.returncode == 1
+    assert "destination" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_port_in_use_is_named(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_text("data")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        res = surge("cp", "-O", str(port), str(f), str(tmp_path / "g"))
+    assert res.returncode == 1
+    assert "-O" in res.stderr and str(port) in res.stderr
+    assert not (tmp_path / "g").exists()
+
+
+def test_existing_file_survives_a_failed_transfer(tmp_path: Path) -> None:
+    """Kill the receiving agent mid-transfer: the old destination file is untouched."""
+    src = tmp_path / "big"
+    src.write_bytes(os.urandom(6_000_000))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "big").write_bytes(b"precious")
+    proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "cp", "-l", "8m", "-O", str(free_udp_port()),
+                             str(src), str(out)], stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not (out / "big.partial").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        _kill_agents(proc.pid)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1
+    assert (out / "big").read_bytes() == b"precious"
+    # A killed receiver cannot clean up; the next run (-k 0) starts over and leaves no residue.
+    assert cp("-l", "1g", str(src), str(out)).returncode == 0
+    assert (out / "big").read_bytes() == src.read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == ["big"]
+
+
+def _kill_agents(parent: int) -> None:
+    out = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split()
+    for pid in out:
+        os.kill(int(pid), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("level", [1, 2, 3])
+def test_resume_after_killed_receiver_sends_only_what_was_missing(tmp_path: Path, level: int) -> None:
+    size = 8_000_000
+    src = tmp_path / "movie.bin"
+    src.write_bytes(os.urandom(size))
+    out = tmp_path / "out"
+    out.mkdir()
+    port = str(free_udp_port())
+    proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "cp", "-k", str(level), "-l", "12m",
+                             "-O", port, str(src), str(out)], stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not (out / "movie.bin.aspx").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (out / "movie.bin.aspx").exists(), "no resume state was written"
+        _kill_agents(proc.pid)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert not (out / "movie.bin").exists()
+    assert (out / "movie.bin.partial").exists()
+    result = run_copy(parse_cp_args(["-k", str(level), "-l", "1g", "-O", port, str(src), str(out)]))
+    assert result.ok
+    assert (out / "movie.bin").read_bytes() == src.read_bytes()
+    sent = result.stats["sender"]["bytes_sent"]
+    assert 0 < sent < size * 0.9, f"resume sent {sent} of {size} bytes"
+    assert not (out / "movie.bin.partial").exists() and not (out / "movie.bin.aspx").exists()
+
+
+def test_resume_with_a_corrupted_partial_restarts_at_level_3(tmp_path: Path) -> None:
+    size = 2_000_000
+    src = tmp_path / "f.bin"
+    src.write_bytes(os.urandom(size))
+    out = tmp_path / "out"
+    out.mkdir()
+    partial = out / "f.bin.partial"
+    partial.write_bytes(os.urandom(size // 2))  # wrong bytes where the state claims good ones
+    st = os.stat(src)
+    (out / "f.bin.aspx").write_text(f'{{"size": {size}, "mtime": {st.st_mtime}, "ranges": [[0, {size // 2}]]}}')
+    result = run_copy(parse_cp_args(["-k", "3", "-l", "1g", "-O", str(free_udp_port()), str(src), str(out)]))
+    assert result.ok
+    assert (out / "f.bin").read_bytes() == src.read_bytes()
+    assert result.stats["sender"]["bytes_sent"] == size  # all of it: the partial could not be trusted

@@ -40,6 +40,10 @@ def _cp(argv: Sequence[str]) -> int:
     except OptionError as exc:
         print(f"surge cp: error: {exc}", file=sys.stderr)
         return 2
+    from common.logs import configure_logging
+    from common.units import format_bytes
+
+    configure_logging("surge-cp", opts.log_dir, opts.log_size, opts.debug)
     for ignored in opts.ignored_sources:
         print(f"surge cp: warning: {ignored}: ignored (sources come from the file list)", file=sys.stderr)
     if opts.host is not None:
@@ -57,8 +61,12 @@ def _cp(argv: Sequence[str]) -> int:
         if opts.debug:
             print(file_line(f, event), file=sys.stderr)  # type: ignore[arg-type]
 
+    def on_job(files: int, size: int) -> None:
+        if opts.precalculate_job_size and not opts.quiet:
+            print(f"Job size: {format_bytes(size)} in {files} file(s)", file=sys.stderr)
+
     try:
-        result = run_copy(opts, progress=on_progress, on_file=on_file)
+        result = run_copy(opts, progress=on_progress, on_file=on_file, on_job=on_job)
     except (CopyError, SourceError, FilterError) as exc:
         progress.close()
         print(f"surge cp: error: {exc}", file=sys.stderr)

@@ -24,6 +24,8 @@ class SendItem:
     path: str  # "" for generated data
     size: int
     fill: str | None = None  # faux: "zero" or "random"
+    start: int = 0  # offset in the source of the item's first byte (-@)
+    atime: int | None = None  # access time (ns) before the transfer, to restore
 
 
 class FileSource:
@@ -57,11 +59,20 @@ class FileSource:
                 chunk = (_PATTERN[start:] + _PATTERN)[:n] if start + n > len(_PATTERN) else _PATTERN[start : start + n]
                 view[:] = chunk
             return
-        got = os.preadv(self._fd(file_index), [view], offset)
+        got = os.preadv(self._fd(file_index), [view], item.start + offset)
         if got != len(view):
             raise SourceChanged(f"source file shrank during the transfer: {item.path}")
 
-    def close(self) -> None:
+    def close(self, restore_atime: bool = False) -> None:
+        """Close every file; with --preserve-source-access-time, put back the access times the
+        sources had before they were read."""
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+        if restore_atime:
+            for item in self.items:
+                if item.path and item.atime is not None:
+                    try:
+                        os.utime(item.path, ns=(item.atime, os.stat(item.path).st_mtime_ns))
+                    except OSError:
+                        pass

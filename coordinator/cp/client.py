@@ -4,6 +4,7 @@ after-transfer actions and report. Exit status 0 only when every file arrived in
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
@@ -28,6 +29,7 @@ from .sources import SourceFile, SourceTree, is_faux, parse_faux, scan_sources
 
 __all__ = ["CopyError", "CopyResult", "run_copy"]
 
+log = logging.getLogger("surge.cp")
 _RATE_REFERENCE_BPS = 1e9  # what "-l 50%" is a percentage of when no server cap is known
 
 
@@ -118,6 +120,12 @@ def _local_digest(f: SourceFile, kind: str, ranges: list[tuple[int, int]] | None
         return ranges_digest(fh.fileno(), ranges if ranges is not None else [(0, f.size)])
 
 
+def _send_item(f: SourceFile) -> SendItem:
+    if f.faux is not None:
+        return SendItem("", f.size, f.faux.fill)
+    return SendItem(f.path, f.size, None, f.start, int(f.atime * 1e9))
+
+
 def _decide(tree: SourceTree, plans: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
     """(indexes to skip, indexes to restart from scratch) after comparing digests."""
     skip: list[int] = []
@@ -141,15 +149,19 @@ def _decide(tree: SourceTree, plans: list[dict[str, Any]]) -> tuple[list[int], l
 
 def run_copy(opts: CopyOptions, *, endpoint_factory: Callable[[CopyOptions], Endpoint] | None = None,
              progress: Callable[[dict[str, Any]], None] | None = None,
-             on_file: Callable[[SourceFile, dict[str, Any]], None] | None = None) -> CopyResult:  # fmt: skip
+             on_file: Callable[[SourceFile, dict[str, Any]], None] | None = None,
+             on_job: Callable[[int, int], None] | None = None) -> CopyResult:  # fmt: skip
     """Run one copy. Raises CopyError for a problem that stops it before or during the data
     phase; per-file problems are in the result."""
     started = time.monotonic()
     tree = scan_sources(opts)
     result = CopyResult(tree.files, skipped=list(tree.skipped), errors=list(tree.errors))
+    if on_job is not None:
+        on_job(len(tree.files), tree.total_bytes)
     if is_faux(opts.destination):
         parse_faux(opts.destination)  # validate
-    endpoint = (endpoint_factory or (lambda o: LocalAgent(debug=o.debug > 0)))(opts)
+    log.info("job: %d file(s), %d bytes, %d error(s) while scanning", len(tree.files), tree.total_bytes, len(tree.errors))
+    endpoint = (endpoint_factory or (lambda o: LocalAgent(debug=o.debug > 0, ipv6=o.ipv6)))(opts)
     try:
         _session(opts, tree, endpoint, result, progress, on_file)
     finally:
@@ -197,8 +209,9 @@ def _session(opts: CopyOptions, tree: SourceTree, endpoint: Endpoint, result: Co
             have.add(base + int(s), base + int(e))
         base += tree.files[i].size
     config = session_config_from(request, plan["cipher"])
-    items = [SendItem(tree.files[i].path, tree.files[i].size, tree.files[i].faux.fill if tree.files[i].faux else None)
-             for i in sending]  # fmt: skip
+    log.info("session: cipher %s, datagram %d bytes, target %.0f bit/s, policy %s, %d file(s) to send",
+             config.cipher, config.datagram_size, config.rate.target * 8, config.rate.policy, len(sending))
+    items = [_send_item(tree.files[i]) for i in sending]
     sock, features = open_udp_socket("::" if opts.ipv6 else "0.0.0.0", 0)
     source = FileSource(items)
 
@@ -213,6 +226,7 @@ def _session(opts: CopyOptions, tree: SourceTree, endpoint: Endpoint, result: Co
             if msg["type"] == "file":
                 idx = int(msg["index"])
                 result.status[idx] = msg
+                log.info("%s %s %s", msg.get("status"), tree.files[idx].rel, msg.get("checksum") or msg.get("reason") or msg.get("error") or "")
                 if on_file is not None:
                     on_file(tree.files[idx], msg)
             elif msg["type"] == "done":
@@ -251,4 +265,4 @@ def _session(opts: CopyOptions, tree: SourceTree, endpoint: Endpoint, result: Co
         except _Done:
             endpoint.send({"type": "bye"})
     finally:
-        source.close()
+        source.close(restore_atime=opts.preserve_source_atime)

@@ -4,6 +4,7 @@ where its UDP port listens. `LocalAgent` runs `surge agent` as a child process o
 
 from __future__ import annotations
 
+import os
 import queue
 import subprocess
 import sys
@@ -34,14 +35,14 @@ class Endpoint(Protocol):
 class LocalAgent:
     """`surge agent` in a child process, talking over its stdin/stdout."""
 
-    udp_host = "127.0.0.1"
-
-    def __init__(self, *, debug: bool = False) -> None:
+    def __init__(self, *, debug: bool = False, ipv6: bool = False) -> None:
+        self.udp_host = "::1" if ipv6 else "127.0.0.1"
+        env = dict(os.environ, SURGE_AGENT_BIND=self.udp_host)
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "workers.agent"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=None if debug else subprocess.DEVNULL,
+                stderr=None if debug else subprocess.DEVNULL, env=env,
             )  # fmt: skip
         except OSError as exc:
             raise EndpointError(f"cannot start the local agent: {exc.strerror}") from None

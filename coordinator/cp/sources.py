@@ -43,6 +43,7 @@ class SourceFile:
     atime: float
     faux: FauxSpec | None = None
     argument: str = ""  # the source argument this file came from
+    start: int = 0  # -@: first byte of the source sent (the file carries bytes start..start+size)
 
 
 @dataclass
@@ -184,7 +185,21 @@ def scan_sources(opts: CopyOptions) -> SourceTree:
     tree.single_source = len(pairs) == 1 and not (opts.file_list or opts.file_pair_list or opts.src_base)
     for arg, dest_rel in pairs:
         _add_argument(scanner, opts, arg, dest_rel)
+    if opts.byte_range is not None:
+        _apply_byte_range(opts, tree)
     return tree
+
+
+def _apply_byte_range(opts: CopyOptions, tree: SourceTree) -> None:
+    """-@ first:last: the destination receives bytes first..last (inclusive) of the one file."""
+    if len(tree.files) != 1 or tree.dirs:
+        raise SourceError("-@: a byte range needs exactly one source file")
+    f = tree.files[0]
+    first = opts.byte_range[0] or 0  # type: ignore[index]
+    last = opts.byte_range[1] if opts.byte_range[1] is not None else f.size - 1  # type: ignore[index]
+    if first >= f.size or last >= f.size:
+        raise SourceError(f"-@: range {first}:{last} is outside {f.path or f.rel} ({f.size} bytes)")
+    tree.files[0] = SourceFile(f.path, f.rel, max(last - first + 1, 0), f.mtime, f.atime, f.faux, f.argument, first)
 
 
 def _add_argument(scanner: _Scanner, opts: CopyOptions, arg: str, dest_rel: str | None) -> None:

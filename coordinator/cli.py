@@ -54,7 +54,8 @@ def _cp(argv: Sequence[str]) -> int:
     def on_progress(stats: dict[str, object]) -> None:
         nonlocal progress
         if not opts.quiet and sys.stderr.isatty() and isinstance(progress, Progress) and progress._bar is None:
-            progress = Progress(int(stats.get("bytes_total", 0) or 0), True)  # type: ignore[arg-type]
+            total = stats.get("bytes_total", 0)
+            progress = Progress(total if isinstance(total, int) else 0, True)
         progress.update(stats)
 
     def on_file(f: object, event: dict[str, object]) -> None:

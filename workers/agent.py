@@ -27,7 +27,7 @@ from common.transport.udp import TransferAborted, run_receiver
 
 from .receive import FileSink, IncomingFile, PlanError, ReceiveOptions, plan_receive
 
-__all__ = ["serve", "main"]
+__all__ = ["main", "serve"]
 
 _CHECKPOINT_EVERY = 2.0
 
@@ -86,7 +86,7 @@ def _receive(chan: _Channel, req: dict[str, Any], policy: ServerCipherPolicy, bi
         return _refuse(chan, "request", f"malformed push request: {exc}")
     udp_port = int(req.get("udp_port", 33001))
     try:
-        sock, features = open_udp_socket(bind_host, udp_port, gro=True)
+        sock, _features = open_udp_socket(bind_host, udp_port, gro=True)
     except OSError as exc:
         return _refuse(chan, "port", f"-O: cannot use UDP port {udp_port}: {exc.strerror}")
     with sock:

@@ -18,7 +18,7 @@ from typing import Any
 from common.checksums import file_digest, ranges_digest, sparse_digest
 from common.paths import PathError, check_relative
 
-__all__ = ["IncomingFile", "PlanError", "ReceiveOptions", "FileSink", "plan_receive", "DEFAULT_PARTIAL_SUFFIX"]
+__all__ = ["DEFAULT_PARTIAL_SUFFIX", "FileSink", "IncomingFile", "PlanError", "ReceiveOptions", "plan_receive"]
 
 DEFAULT_PARTIAL_SUFFIX = ".partial"
 RESUME_SUFFIX = ".aspx"
@@ -85,9 +85,8 @@ def _targets(opts: ReceiveOptions, files: Sequence[IncomingFile], dirs: Sequence
         # One source and no such destination: the source is copied under the new name.
         root, strip = dest, True
         parent = os.path.dirname(os.path.abspath(dest))
-        if not os.path.isdir(parent):
-            if not opts.create_dir:
-                raise PlanError(f"destination directory {parent!r} does not exist (use -d to create it)")
+        if not os.path.isdir(parent) and not opts.create_dir:
+            raise PlanError(f"destination directory {parent!r} does not exist (use -d to create it)")
         if len(files) == 1 and not dirs:
             return parent, [dest], [parent] if opts.create_dir else []
     else:
@@ -183,8 +182,9 @@ def _plan_one(opts: ReceiveOptions, f: IncomingFile, target: str) -> dict[str, A
                     if os.fstat(fh.fileno()).st_size < max(e for _, e in ranges):
                         return {"action": "send"}
                     kind = "sparse" if opts.resume == 2 else "full"
-                    digest = (sparse_digest(fh.fileno(), f.size, ranges) if kind == "sparse"
-                              else ranges_digest(fh.fileno(), ranges))  # fmt: skip
+                    spans = [(s, e) for s, e in ranges]
+                    digest = (sparse_digest(fh.fileno(), f.size, spans) if kind == "sparse"
+                              else ranges_digest(fh.fileno(), spans))  # fmt: skip
                 plan["check"] = {"kind": kind, "digest": digest}
             return plan
     return {"action": "send"}

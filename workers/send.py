@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["FileSource", "SourceChanged", "SendItem"]
+__all__ = ["FileSource", "SendItem", "SourceChanged"]
 
 _MAX_OPEN = 128
 _PATTERN = random.Random(0x5E46E).randbytes(1 << 16)

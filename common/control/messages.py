@@ -26,8 +26,11 @@ def session_config_from(req: dict[str, Any], cipher: str) -> SessionConfig:
         session_id=int(req["session_id"]),
         cipher=cipher,
         secret=bytes.fromhex(req["secret"]),
-        rate=RateConfig(target=float(rate["target_bps"]) / 8, minimum=float(rate.get("min_bps", 0)) / 8,
-                        policy=str(rate.get("policy", "fair"))),  # fmt: skip
+        rate=RateConfig(
+            target=float(rate["target_bps"]) / 8,
+            minimum=float(rate.get("min_bps", 0)) / 8,
+            policy=str(rate.get("policy", "fair")),
+        ),
         datagram_size=int(req["datagram_size"]),
         rexmsg_size=int(req.get("rexmsg_size", 1440)),
         idle_timeout=float(req.get("idle_timeout", 30.0)),

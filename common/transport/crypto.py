@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 try:  # CFB moved to the "decrepit" namespace in cryptography 47
     from cryptography.hazmat.decrepit.ciphers.modes import CFB as _CFB
 except ImportError:  # pragma: no cover - older cryptography
-    _CFB = modes.CFB
+    _CFB = modes.CFB  # type: ignore[misc]
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 __all__ = ["AuthenticationError", "PacketProtection", "ReplayWindow", "derive_protection"]
@@ -140,7 +140,7 @@ class ReplayWindow:
     Packet numbers more than `size` below the highest seen are too old and dropped: the sender
     only uses each number once, so such a datagram is a replay or hopelessly late."""
 
-    __slots__ = ("_slots", "_mask", "_size", "highest")
+    __slots__ = ("_mask", "_size", "_slots", "highest")
 
     def __init__(self, size: int = 1 << 16) -> None:
         if size & (size - 1):

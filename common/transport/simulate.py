@@ -9,6 +9,7 @@ shared bottleneck of the fairness tests.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import random
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ from .packets import DATA_HEADER_SIZE
 from .receiver import ReceiverSession
 from .sender import SenderSession
 
-__all__ = ["Path", "Flow", "Network"]
+__all__ = ["Flow", "Network", "Path"]
 
 
 @dataclass
@@ -76,6 +77,10 @@ class Path:
         return out
 
 
+def _deliver_at(deliver: Callable[[bytes, float], None], payload: bytes, when: float) -> None:
+    deliver(payload, when)
+
+
 def pattern(file_index: int, size: int) -> bytes:
     """Deterministic test content of a file: distinct per file and per position."""
     rng = random.Random(file_index * 7919 + size)
@@ -121,7 +126,7 @@ class Network:
 
     def _send(self, path: Path, data: bytes, now: float, deliver: Callable[[bytes, float], None]) -> None:
         for when, payload in path.transmit(data, now):
-            self._at(when, lambda t, p=payload: deliver(p, t))
+            self._at(when, functools.partial(_deliver_at, deliver, payload))
 
     def _pump(self, flow: Flow, now: float) -> None:
         snd, rcv = flow.sender, flow.receiver
@@ -133,11 +138,11 @@ class Network:
             src = flow.sources[block.file_index]
             buf[DATA_HEADER_SIZE : DATA_HEADER_SIZE + block.length] = src[block.offset : block.offset + block.length]
             n = snd.seal_block(memoryview(buf), block, now)
-            self._send(flow.forward, bytes(buf[:n]), now, lambda d, t, f=flow: self._to_receiver(f, d, t))
+            self._send(flow.forward, bytes(buf[:n]), now, functools.partial(self._to_receiver, flow))
         for d in snd.poll_datagrams(now):
-            self._send(flow.forward, d, now, lambda d2, t, f=flow: self._to_receiver(f, d2, t))
+            self._send(flow.forward, d, now, functools.partial(self._to_receiver, flow))
         for d in rcv.poll_datagrams(now):
-            self._send(flow.backward, d, now, lambda d2, t, f=flow: f.sender.receive(d2, t))
+            self._send(flow.backward, d, now, flow.sender.receive)
 
     def _to_receiver(self, flow: Flow, data: bytes, now: float) -> None:
         got = flow.receiver.receive(memoryview(data), now)

@@ -15,14 +15,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from .packets import DATA_HEADER_SIZE
 from .receiver import ReceiverSession
 from .sender import SenderSession, SessionClosed
 from .sockopts import SocketFeatures, gro_segment_size, gso_cmsg
 
-__all__ = ["BlockSink", "BlockSource", "run_receiver", "run_sender", "TransferAborted"]
+__all__ = ["BlockSink", "BlockSource", "TransferAborted", "run_receiver", "run_sender"]
 
 _MAX_GSO_BYTES = 65000  # one GSO send stays below the 64 KiB IP limit
 _MAX_GSO_SEGMENTS = 64
@@ -151,7 +151,7 @@ def run_receiver(sock: socket.socket, session: ReceiverSession, sink: BlockSink,
     buf = bytearray(_RECV_BUFFER)
     mv = memoryview(buf)
     cmsg_space = socket.CMSG_SPACE(4)
-    peer: object = None
+    peer: Any = None
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
     last_progress = 0.0
@@ -188,7 +188,7 @@ def run_receiver(sock: socket.socket, session: ReceiverSession, sink: BlockSink,
         if peer is not None:
             for d in session.poll_datagrams(now):
                 try:
-                    sock.sendto(d, peer)  # type: ignore[arg-type]
+                    sock.sendto(d, peer)
                 except (BlockingIOError, ConnectionRefusedError):
                     pass
         if session.complete:
@@ -208,13 +208,13 @@ def run_receiver(sock: socket.socket, session: ReceiverSession, sink: BlockSink,
     return session.statistics()
 
 
-def _fail(sock: socket.socket, session: ReceiverSession, peer: object, reason: str) -> None:
+def _fail(sock: socket.socket, session: ReceiverSession, peer: Any, reason: str) -> None:
     """A local error ends the session: tell the sender (best effort) and abort."""
     session.cancel(time.monotonic(), reason[:200], code=3)
     if peer is not None:
         for d in session.poll_datagrams(time.monotonic()):
             try:
-                sock.sendto(d, peer)  # type: ignore[arg-type]
+                sock.sendto(d, peer)
             except OSError:
                 pass
     raise TransferAborted(reason)

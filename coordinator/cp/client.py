@@ -5,7 +5,6 @@ after-transfer actions and report. Exit status 0 only when every file arrived in
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import socket
 import time

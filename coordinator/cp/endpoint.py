@@ -9,7 +9,7 @@ import queue
 import subprocess
 import sys
 import threading
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 from common.control.framing import ProtocolError, read_message, write_message
 
@@ -54,14 +54,14 @@ class LocalAgent:
         assert self._proc.stdout is not None
         try:
             while True:
-                self._inbox.put(read_message(self._proc.stdout))
+                self._inbox.put(read_message(cast(BinaryIO, self._proc.stdout)))
         except (EOFError, ProtocolError, OSError) as exc:
             self._inbox.put(exc)
 
     def send(self, msg: Message) -> None:
         assert self._proc.stdin is not None
         try:
-            write_message(self._proc.stdin, msg)
+            write_message(cast(BinaryIO, self._proc.stdin), msg)
         except (BrokenPipeError, OSError):
             raise EndpointError("the agent went away") from None
 

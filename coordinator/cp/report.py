@@ -14,7 +14,7 @@ from .client import CopyResult
 from .options import CopyOptions
 from .sources import SourceFile
 
-__all__ = ["Progress", "summary", "write_manifest", "file_line"]
+__all__ = ["Progress", "file_line", "summary", "write_manifest"]
 
 
 class Progress:
@@ -23,8 +23,13 @@ class Progress:
     def __init__(self, total: int, enabled: bool) -> None:
         self._bar = None
         if enabled and total > 0:
-            from rich.progress import (BarColumn, DownloadColumn, Progress as RichProgress,
-                                       TimeRemainingColumn, TransferSpeedColumn)  # fmt: skip
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                TimeRemainingColumn,  # fmt: skip
+                TransferSpeedColumn,
+            )
+            from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress("[bold]surge cp", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                                      TimeRemainingColumn(), transient=True)  # fmt: skip

@@ -17,7 +17,7 @@ from common.units import UnitError, parse_size
 
 from .options import CopyOptions
 
-__all__ = ["FauxSpec", "SourceError", "SourceFile", "SourceTree", "scan_sources", "is_faux", "parse_faux"]
+__all__ = ["FauxSpec", "SourceError", "SourceFile", "SourceTree", "is_faux", "parse_faux", "scan_sources"]
 
 _FAUX = re.compile(r"^faux://(?P<path>/?[^?]*)(?:\?(?P<query>.*))?$")
 
@@ -166,7 +166,8 @@ class _Scanner:
 
 def scan_sources(opts: CopyOptions) -> SourceTree:
     """Expand the sources of `opts`. Raises SourceError when a source argument is unusable."""
-    filters = compile_filters(FilterRule(kind, pattern, "-E" if kind == "exclude" else "-N")
+    filters = compile_filters(FilterRule("exclude" if kind == "exclude" else "include", pattern,
+                                         "-E" if kind == "exclude" else "-N")
                               for kind, pattern in opts.filters)  # fmt: skip
     tree = SourceTree()
     scanner = _Scanner(opts, filters, tree)

@@ -314,3 +314,13 @@ def test_resume_with_a_corrupted_partial_restarts_at_level_3(tmp_path: Path) -> 
     assert result.ok
     assert (out / "f.bin").read_bytes() == src.read_bytes()
     assert result.stats["sender"]["bytes_sent"] == size  # all of it: the partial could not be trusted
+
+
+def test_receiver_memory_stays_flat(tmp_path: Path) -> None:
+    """300 MB through the receiver: its peak RSS must not grow with the file (no buffering)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_copy(parse_cp_args(["-l", "20g", "-O", str(free_udp_port()), "faux:///big?300m", str(out)]))
+    assert result.ok
+    assert (out / "big").stat().st_size == 300 << 20
+    assert result.stats["receiver"]["max_rss_bytes"] < 150e6

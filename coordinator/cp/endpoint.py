@@ -13,7 +13,7 @@ from typing import Any, BinaryIO, Protocol, cast
 
 from common.control.framing import ProtocolError, read_message, write_message
 
-__all__ = ["Endpoint", "EndpointError", "LocalAgent"]
+__all__ = ["CommandEndpoint", "Endpoint", "EndpointError", "LocalAgent"]
 
 Message = dict[str, Any]
 
@@ -32,20 +32,20 @@ class Endpoint(Protocol):
     def close(self) -> None: ...
 
 
-class LocalAgent:
-    """`surge agent` in a child process, talking over its stdin/stdout."""
+class CommandEndpoint:
+    """Any command that speaks the control protocol on its stdin/stdout: `surge agent` here,
+    `ip netns exec NS surge agent` in the WAN bench, `ssh host surge agent` remotely."""
 
-    def __init__(self, *, debug: bool = False, ipv6: bool = False) -> None:
-        self.udp_host = "::1" if ipv6 else "127.0.0.1"
-        env = dict(os.environ, SURGE_AGENT_BIND=self.udp_host)
+    def __init__(self, argv: list[str], udp_host: str, *, env: dict[str, str] | None = None,
+                 debug: bool = False) -> None:  # fmt: skip
+        self.udp_host = udp_host
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "workers.agent"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=None if debug else subprocess.DEVNULL, env=env,
             )  # fmt: skip
         except OSError as exc:
-            raise EndpointError(f"cannot start the local agent: {exc.strerror}") from None
+            raise EndpointError(f"cannot start the far end ({argv[0]}): {exc.strerror}") from None
         self._inbox: queue.Queue[Message | BaseException] = queue.Queue(maxsize=10_000)
         self._reader = threading.Thread(target=self._read, name="surge-control-reader", daemon=True)
         self._reader.start()
@@ -88,3 +88,10 @@ class LocalAgent:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+
+
+def LocalAgent(*, debug: bool = False, ipv6: bool = False) -> CommandEndpoint:  # noqa: N802 - a factory
+    """`surge agent` as a child process of this one, its UDP port on loopback."""
+    host = "::1" if ipv6 else "127.0.0.1"
+    env = dict(os.environ, SURGE_AGENT_BIND=host)
+    return CommandEndpoint([sys.executable, "-m", "workers.agent"], host, env=env, debug=debug)

@@ -15,7 +15,7 @@ _SAMPLE = 4096
 _SAMPLES = 256
 
 
-def _hasher(algo: str) -> "hashlib._Hash":
+def _hasher(algo: str) -> hashlib._Hash:
     return hashlib.new(REPORT_ALGORITHMS.get(algo, algo))
 
 

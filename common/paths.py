@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import posixpath
 
-__all__ = ["PathError", "confine", "check_relative"]
+__all__ = ["PathError", "check_relative", "confine"]
 
 
 class PathError(ValueError):

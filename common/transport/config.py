@@ -10,7 +10,7 @@ from .crypto import TAG_SIZE
 from .packets import DATA_HEADER_SIZE
 from .ratecontrol import RateConfig
 
-__all__ = ["SessionConfig", "StreamLayout", "MIN_DATAGRAM", "MAX_DATAGRAM"]
+__all__ = ["MAX_DATAGRAM", "MIN_DATAGRAM", "SessionConfig", "StreamLayout"]
 
 MIN_DATAGRAM = 296  # -Z range of the reference
 MAX_DATAGRAM = 65535
@@ -49,7 +49,7 @@ class StreamLayout:
     """Places the session's files end to end in one stream, so loss recovery works on a single
     range set. A block never crosses a file boundary; zero-length files take no stream space."""
 
-    __slots__ = ("sizes", "bases", "total", "_hint")
+    __slots__ = ("_hint", "bases", "sizes", "total")
 
     def __init__(self, sizes: Sequence[int]) -> None:
         self.sizes = list(sizes)

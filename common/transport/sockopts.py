@@ -13,8 +13,15 @@ import socket
 import struct
 from dataclasses import dataclass
 
-__all__ = ["SocketFeatures", "open_udp_socket", "path_mtu", "is_loopback", "gro_segment_size",
-           "UDP_SEGMENT", "SOL_UDP"]  # fmt: skip
+__all__ = [
+    "SOL_UDP",
+    "UDP_SEGMENT",
+    "SocketFeatures",
+    "gro_segment_size",
+    "is_loopback",
+    "open_udp_socket",
+    "path_mtu",
+]  # fmt: skip
 
 SOL_UDP = getattr(socket, "SOL_UDP", 17)
 UDP_SEGMENT = 103  # linux/udp.h: GSO segment size (sendmsg cmsg or sockopt)

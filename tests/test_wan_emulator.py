@@ -26,7 +26,7 @@ from bench.wan import (  # noqa: E402
     netem_available,
     parse_rate,
 )
-from bench.wan.accuracy import AccuracyConfig, measure  # noqa: E402
+from bench.wan.measure import AccuracyConfig, measure  # noqa: E402
 
 MS = 1_000_000  # nanoseconds
 

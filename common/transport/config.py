@@ -28,7 +28,7 @@ class SessionConfig:
     feedback_interval: float = 0.01
     status_interval: float = 0.05
     idle_timeout: float = 30.0  # give up when the peer is silent this long
-    max_burst: float = 0.002  # seconds of the current rate the pacer may send back to back
+    max_burst: float = 0.004  # seconds of the current rate the pacer may send back to back
 
     def __post_init__(self) -> None:
         if not MIN_DATAGRAM - 28 <= self.datagram_size <= _MAX_UDP_PAYLOAD:

@@ -58,7 +58,7 @@ class RateController(Protocol):
     rate: float
 
     def on_feedback(self, now: float, queue_delay: float, delivery_rate: float, srtt: float,
-                    base_rtt: float, loss: float = 0.0) -> None: ...  # fmt: skip
+                    base_rtt: float, loss: float = 0.0, least_delay: float | None = None) -> None: ...  # fmt: skip
 
     def on_silence(self, now: float) -> None: ...
 
@@ -72,7 +72,7 @@ class FixedRate:
         self.rate = config.target
 
     def on_feedback(self, now: float, queue_delay: float, delivery_rate: float, srtt: float,
-                    base_rtt: float, loss: float = 0.0) -> None:  # fmt: skip
+                    base_rtt: float, loss: float = 0.0, least_delay: float | None = None) -> None:  # fmt: skip
         pass
 
     def on_silence(self, now: float) -> None:
@@ -103,9 +103,12 @@ class DelayBasedRate:
         return max(self.cfg.minimum, min(self.cfg.target, rate))
 
     def on_feedback(self, now: float, queue_delay: float, delivery_rate: float, srtt: float,
-                    base_rtt: float, loss: float = 0.0) -> None:  # fmt: skip
+                    base_rtt: float, loss: float = 0.0, least_delay: float | None = None) -> None:  # fmt: skip
         cfg = self.cfg
         self.queue_delay = queue_delay
+        # Phase decisions use the least delay of the interval: if even the luckiest datagram
+        # queued, the queue is real; a mean is moved by one late wake-up of either host.
+        least = queue_delay if least_delay is None else least_delay
         srtt = max(srtt, 1e-4)
         self._max_delivery = max(self._max_delivery * 0.99, delivery_rate)
         self._delivery += 0.2 * (delivery_rate - self._delivery)
@@ -115,7 +118,7 @@ class DelayBasedRate:
         dt = now - self._last_update
         if self.phase == "startup":
             self._last_update = now
-            if queue_delay < cfg.startup_exit_delay:
+            if least < cfg.startup_exit_delay:
                 self._set_rate(now, self.rate * cfg.startup_growth ** min(dt / srtt, 1.0))
                 return
             # The queue has started to grow: the pipe is full. Drain what the last round trip
@@ -125,7 +128,7 @@ class DelayBasedRate:
             self._set_rate(now, min(self.rate, self._max_delivery) * 0.6)
             return
         if self.phase == "drain":
-            if now < self._drain_until and queue_delay > cfg.startup_exit_delay:
+            if now < self._drain_until and least > cfg.startup_exit_delay:
                 return
             self.phase = "steady"
             self._set_rate(now, self._max_delivery * 0.97)
@@ -138,7 +141,7 @@ class DelayBasedRate:
             self._set_rate(now, self.rate * 0.7)  # others are queueing: yield
             return
         arrival = self._delivery / (1.0 - min(loss, 0.5))  # what the bottleneck takes from us
-        if queue_delay < cfg.idle_queue_delay:
+        if least < cfg.idle_queue_delay:
             self._idle_since = self._idle_since or now
             if now - self._idle_since > 2 * srtt:
                 # No queue for a while: the link has room. Probe multiplicatively.

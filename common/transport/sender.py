@@ -151,7 +151,8 @@ class SenderSession:
         if self.unsent or self.retransmit:  # when idle, a low delivery rate says nothing of the path
             wire_rate = fb.delivery_rate * self.config.datagram_size / self.block_size  # pacing counts datagrams
             self.controller.on_feedback(now, fb.queue_delay_us / _US, wire_rate, self._rtt(),
-                                        self.rtt.min_rtt or self._rtt(), self.loss.loss)  # fmt: skip
+                                        self.rtt.min_rtt or self._rtt(), self.loss.loss,
+                                        fb.min_delay_us / _US)  # fmt: skip
 
     def _expire_recent(self, now: float) -> None:
         horizon = now - max(self._rtt() * 1.2, 0.005)

@@ -18,7 +18,7 @@ from .packets import (
     PacketType,
 )
 
-__all__ = ["Opener", "Sealer", "DropReason"]
+__all__ = ["DropReason", "Opener", "Sealer"]
 
 
 class DropReason:

@@ -16,7 +16,7 @@ __all__ = ["RangeSet"]
 class RangeSet:
     """Disjoint half-open integer ranges, merged on insertion."""
 
-    __slots__ = ("_starts", "_ends", "_total")
+    __slots__ = ("_ends", "_starts", "_total")
 
     def __init__(self, ranges: Iterable[tuple[int, int]] = ()) -> None:
         self._starts: list[int] = []

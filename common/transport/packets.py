@@ -166,7 +166,8 @@ class Status:
         return cls(*_STATUS.unpack_from(body))
 
 
-_CLOSE: Final = struct.Struct("!H")
+_CLOSE: Final = struct.Struct("!HB")  # code, reason length
+_CLOSE_REASON_MAX: Final = 200
 
 
 class CloseCode(IntEnum):
@@ -180,14 +181,17 @@ class CloseCode(IntEnum):
 @dataclass(frozen=True, slots=True)
 class Close:
     code: int
-    reason: str = ""
+    reason: str = ""  # at most 200 bytes of UTF-8 go on the wire, cut on a character boundary
 
     def encode(self) -> bytes:
-        return _CLOSE.pack(self.code) + self.reason.encode()[:200]
+        reason = self.reason.encode()[:_CLOSE_REASON_MAX].decode("utf-8", "ignore").encode()
+        return _CLOSE.pack(self.code, len(reason)) + reason
 
     @classmethod
     def parse(cls, body: bytes | memoryview) -> Close:
-        if len(body) < _CLOSE.size or len(body) > _CLOSE.size + 200:
+        if len(body) < _CLOSE.size:
             raise DecodeError("malformed close")
-        (code,) = _CLOSE.unpack_from(body)
+        code, length = _CLOSE.unpack_from(body)
+        if length > _CLOSE_REASON_MAX or len(body) != _CLOSE.size + length:
+            raise DecodeError("malformed close")
         return cls(code, bytes(body[_CLOSE.size :]).decode("utf-8", "replace"))

@@ -233,12 +233,13 @@ class FileSink:
         self._fds[i] = fd
         return fd
 
-    def write(self, file_index: int, offset: int, data: memoryview) -> None:
-        if self.opts.discard:
-            self.bytes_written += len(data)
-            return
-        os.pwrite(self._fd(file_index), data, offset)
-        self.bytes_written += len(data)
+    def write(self, file_index: int, offset: int, data: list[memoryview]) -> None:
+        n = sum(len(d) for d in data)
+        if not self.opts.discard:
+            done = os.pwritev(self._fd(file_index), data, offset)
+            if done != n:
+                raise OSError(28, f"short write to {self.entries[file_index][0]!r}: {done} of {n} bytes")
+        self.bytes_written += n
 
     def file_complete(self, file_index: int) -> None:
         if file_index in self.done:

@@ -48,19 +48,21 @@ class FileSource:
         self._fds[i] = fd
         return fd
 
-    def read_into(self, file_index: int, offset: int, view: memoryview) -> None:
+    def read_into(self, file_index: int, offset: int, views: list[memoryview]) -> None:
         item = self.items[file_index]
         if item.fill is not None:
-            n = len(view)
-            if item.fill == "zero":
-                view[:] = bytes(n)
-            else:
-                start = offset % len(_PATTERN)
-                chunk = (_PATTERN[start:] + _PATTERN)[:n] if start + n > len(_PATTERN) else _PATTERN[start : start + n]
-                view[:] = chunk
+            for view in views:
+                n = len(view)
+                if item.fill == "zero":
+                    view[:] = bytes(n)
+                else:
+                    start = offset % len(_PATTERN)
+                    view[:] = (_PATTERN[start:] + _PATTERN)[:n] if start + n > len(_PATTERN) else _PATTERN[start : start + n]
+                offset += n
             return
-        got = os.preadv(self._fd(file_index), [view], item.start + offset)
-        if got != len(view):
+        want = sum(len(v) for v in views)
+        got = os.preadv(self._fd(file_index), views, item.start + offset)
+        if got != want:
             raise SourceChanged(f"source file shrank during the transfer: {item.path}")
 
     def close(self, restore_atime: bool = False) -> None:

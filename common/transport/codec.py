@@ -67,7 +67,8 @@ class Opener:
 
     def open_data(self, datagram: memoryview) -> tuple[int, int, int, int, memoryview]:
         """(flags, file index, offset, send time, payload) of a DATA datagram, or DecodeError
-        whose message is a DropReason."""
+        whose message is a DropReason. A writable datagram is decrypted in place, so the payload
+        lives as long as the caller's buffer."""
         if len(datagram) < DATA_HEADER_SIZE:
             raise DecodeError(DropReason.MALFORMED)
         version, _ptype, flags, sid, pn, index, offset, ts = DATA_HEADER.unpack_from(datagram)
@@ -76,7 +77,10 @@ class Opener:
         if sid != self.session_id:
             raise DecodeError(DropReason.FOREIGN)
         try:
-            payload = self.protection.open(datagram, DATA_HEADER_SIZE, pn)
+            if datagram.readonly:
+                payload = self.protection.open(datagram, DATA_HEADER_SIZE, pn)
+            else:
+                payload = self.protection.open_in_place(datagram, DATA_HEADER_SIZE, pn)
         except AuthenticationError:
             raise DecodeError(DropReason.AUTH) from None
         if not self.replay.check_and_mark(pn):

@@ -53,6 +53,11 @@ class PacketProtection:
         Raises AuthenticationError."""
         return datagram[hdr_len:]
 
+    def open_in_place(self, datagram: memoryview, hdr_len: int, pn: int) -> memoryview:
+        """Like `open`, decrypting into the datagram's own (writable) buffer: no copy, and the
+        payload stays valid as long as that buffer."""
+        return self.open(datagram, hdr_len, pn)
+
 
 class _Gcm(PacketProtection):
     overhead = TAG_SIZE
@@ -76,6 +81,18 @@ class _Gcm(PacketProtection):
         nonce = (self._iv ^ pn).to_bytes(12, "big")
         out = self._scratch[: len(datagram) - hdr_len - TAG_SIZE]
         try:
+            self._aead.decrypt_into(nonce, datagram[hdr_len:], datagram[:hdr_len], out)
+        except InvalidTag:
+            raise AuthenticationError("bad tag") from None
+        return out
+
+    def open_in_place(self, datagram: memoryview, hdr_len: int, pn: int) -> memoryview:
+        end = len(datagram) - TAG_SIZE
+        if end < hdr_len:
+            raise AuthenticationError("datagram shorter than its tag")
+        nonce = (self._iv ^ pn).to_bytes(12, "big")
+        out = datagram[hdr_len:end]
+        try:  # OpenSSL decrypts in place when output and input start at the same address
             self._aead.decrypt_into(nonce, datagram[hdr_len:], datagram[:hdr_len], out)
         except InvalidTag:
             raise AuthenticationError("bad tag") from None

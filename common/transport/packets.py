@@ -21,22 +21,22 @@ from enum import IntEnum
 from typing import Final
 
 __all__ = [
-    "Close",
     "DATA_HEADER",
     "DATA_HEADER_SIZE",
-    "DecodeError",
-    "Feedback",
+    "FLAG_ALL_SENT",
+    "FLAG_RETRANSMIT",
     "HEADER",
     "HEADER_SIZE",
+    "RANGE",
+    "VERSION",
+    "Close",
+    "CloseCode",
+    "DataHeader",
+    "DecodeError",
+    "Feedback",
     "Header",
     "PacketType",
     "Status",
-    "VERSION",
-    "CloseCode",
-    "DataHeader",
-    "FLAG_RETRANSMIT",
-    "FLAG_ALL_SENT",
-    "RANGE",
 ]
 
 VERSION: Final = 1

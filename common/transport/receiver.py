@@ -98,10 +98,11 @@ class ReceiverSession:
         out, self._events = self._events, []
         return out
 
-    def _note_new(self, start: int, end: int) -> int:
+    def _note_new(self, start: int, end: int, index: int = -1) -> int:
         added = self.received.add(start, end)
         if added:
-            index, _, _ = self.layout.locate(start)
+            if index < 0:
+                index, _, _ = self.layout.locate(start)
             self._remaining[index] -= added
             if self._remaining[index] == 0:
                 self._events.append(FileComplete(index))
@@ -157,12 +158,12 @@ class ReceiverSession:
         self._arrived_interval += length
         if start + length > self.highest:
             self.highest = start + length
-        added = self._note_new(start, start + length)
+        added = self._note_new(start, start + length, index)
         if added < length:
             self.bytes_duplicate += length - added
             if not added:
                 return None
-        if self.complete:
+        if self.received.total >= layout.total:
             self._last_feedback = -1.0  # tell the sender at once
         return index, offset, payload
 

@@ -179,23 +179,31 @@ class SenderSession:
         out: list[Block] = []
         dgram = self.config.datagram_size
         layout, bsize = self.layout, self.block_size
-        while self._credit > 0 and len(out) < limit:
-            source = self.retransmit if self.retransmit else self.unsent
+        credit = self._credit
+        while credit > 0 and len(out) < limit:
+            is_rexmit = bool(self.retransmit)
+            source = self.retransmit if is_rexmit else self.unsent
             first = source.first()
             if first is None:
                 break
-            index, offset, left = layout.locate(first[0])
-            start, end = source.pop_front(min(bsize, left))  # type: ignore[misc]
-            is_rexmit = source is self.retransmit
+            # Carve consecutive blocks off the first range, then take them off the set at once.
+            start, range_end = first
+            cur = start
+            while credit > 0 and len(out) < limit and cur < range_end:
+                index, offset, left = layout.locate(cur)
+                n = min(bsize, left, range_end - cur)
+                out.append(Block(index, offset, n, cur, is_rexmit))
+                cur += n
+                credit -= dgram
+            source.pop_front(cur - start)
             if is_rexmit:
-                self._recent.add(start, end)
-                self._recent_log.append((now, start, end))
-                self.bytes_retransmitted += end - start
-            elif end > self.sent_up_to:
-                self.sent_up_to = end
-            out.append(Block(index, offset, end - start, start, is_rexmit))
-            self._credit -= dgram
-            self.bytes_sent += end - start
+                self._recent.add(start, cur)
+                self._recent_log.append((now, start, cur))
+                self.bytes_retransmitted += cur - start
+            elif cur > self.sent_up_to:
+                self.sent_up_to = cur
+            self.bytes_sent += cur - start
+        self._credit = credit
         if out:
             self.datagrams_sent += len(out)
             self.loss.on_sent(now, self.bytes_sent)

@@ -145,7 +145,7 @@ class Network:
             self._send(flow.backward, d, now, flow.sender.receive)
 
     def _to_receiver(self, flow: Flow, data: bytes, now: float) -> None:
-        got = flow.receiver.receive(memoryview(data), now)
+        got = flow.receiver.receive(memoryview(bytearray(data)), now)  # writable, as a driver's
         if got is not None:
             index, offset, payload = got
             flow.sinks[index][offset : offset + len(payload)] = payload

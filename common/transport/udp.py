@@ -28,15 +28,18 @@ _MAX_GSO_BYTES = 65000  # one GSO send stays below the 64 KiB IP limit
 _MAX_GSO_SEGMENTS = 64
 _RECV_BUFFER = 1 << 16
 _PROGRESS_EVERY = 0.25
+_RING = 8
 
 
 class BlockSource(Protocol):
-    def read_into(self, file_index: int, offset: int, view: memoryview) -> None:
-        """Fill `view` with the file's bytes at `offset` (exactly len(view) bytes) or raise."""
+    def read_into(self, file_index: int, offset: int, views: list[memoryview]) -> None:
+        """Fill `views` in turn with the file's bytes from `offset` on (exactly their total
+        length), in one positional read where possible, or raise."""
 
 
 class BlockSink(Protocol):
-    def write(self, file_index: int, offset: int, data: memoryview) -> None: ...
+    def write(self, file_index: int, offset: int, data: list[memoryview]) -> None:
+        """Write the buffers in turn at `offset` of the file, in one positional write."""
 
     def file_complete(self, file_index: int) -> None: ...
 
@@ -91,19 +94,29 @@ def run_sender(sock: socket.socket, features: SocketFeatures, session: SenderSes
         blocks = session.poll_blocks(now, limit=per_batch * 4)
         i = 0
         while i < len(blocks):
-            used = 0
-            segs = 0
-            while i < len(blocks) and segs < per_batch:
-                block = blocks[i]
-                seg = view[used : used + dgram]
-                source.read_into(block.file_index, block.offset, seg[DATA_HEADER_SIZE : DATA_HEADER_SIZE + block.length])
-                size = session.seal_block(seg, block, clock())  # stamp at send time, not batch time
-                used += size
-                segs += 1
+            # One GSO batch: equal-size datagrams (a short one ends it). Runs of consecutive
+            # blocks of one file are read with one scatter read into their payload slots.
+            batch_blocks = []
+            while i < len(blocks) and len(batch_blocks) < per_batch:
+                batch_blocks.append(blocks[i])
                 i += 1
-                if block.length != full:  # a short datagram must be the last of a GSO batch
+                if blocks[i - 1].length != full:
                     break
-            _send(sock, view[:used], dgram if segs > 1 else 0)
+            run_start = 0
+            for k in range(1, len(batch_blocks) + 1):
+                prev = batch_blocks[k - 1]
+                if k < len(batch_blocks) and batch_blocks[k].file_index == prev.file_index \
+                        and batch_blocks[k].offset == prev.offset + prev.length:
+                    continue
+                first = batch_blocks[run_start]
+                source.read_into(first.file_index, first.offset,
+                                 [view[j * dgram + DATA_HEADER_SIZE : j * dgram + DATA_HEADER_SIZE + b.length]
+                                  for j, b in enumerate(batch_blocks[run_start:k], run_start)])  # fmt: skip
+                run_start = k
+            used = 0
+            for j, block in enumerate(batch_blocks):
+                used = j * dgram + session.seal_block(view[j * dgram : (j + 1) * dgram], block, clock())
+            _send(sock, view[:used], dgram if len(batch_blocks) > 1 else 0)
         for d in session.poll_datagrams(now):
             _send(sock, memoryview(d), 0)
         if progress is not None and now - last_progress >= _PROGRESS_EVERY:
@@ -148,8 +161,9 @@ def run_receiver(sock: socket.socket, session: ReceiverSession, sink: BlockSink,
     """Receive until every byte has arrived (then linger briefly to re-acknowledge, in case the
     final acknowledgement was lost) or the session fails."""
     clock = time.monotonic
-    buf = bytearray(_RECV_BUFFER)
-    mv = memoryview(buf)
+    # A ring of receive buffers: payloads are decrypted in place and written in runs, so the
+    # blocks of several datagrams reach the file in one gather write.
+    ring = [memoryview(bytearray(_RECV_BUFFER)) for _ in range(_RING)]
     cmsg_space = socket.CMSG_SPACE(4)
     peer: Any = None
     poller = select.poll()
@@ -162,9 +176,13 @@ def run_receiver(sock: socket.socket, session: ReceiverSession, sink: BlockSink,
         now = clock()
         if stop is not None and stop.is_set():
             session.cancel(now, "cancelled on the receiving side")
-        for _ in range(256):
+        pending: list[tuple[int, int, memoryview]] = []
+        for turn in range(256):
+            mv = ring[turn % _RING]
+            if turn % _RING == 0 and pending:
+                peer = _flush(sock, session, sink, pending, peer)
             try:
-                nbytes, anc, _flags, addr = sock.recvmsg_into([buf], cmsg_space)
+                nbytes, anc, _flags, addr = sock.recvmsg_into([mv], cmsg_space)
             except BlockingIOError:
                 break
             except ConnectionRefusedError:
@@ -178,13 +196,9 @@ def run_receiver(sock: socket.socket, session: ReceiverSession, sink: BlockSink,
                 if peer != addr and sum(session.drops.values()) == drops:
                     peer = addr  # first authenticated datagram from this address: answer there
                 if got is not None:
-                    index, offset, payload = got
-                    try:
-                        sink.write(index, offset, payload)
-                    except OSError as exc:
-                        _fail(sock, session, peer, f"write failed: {exc.strerror or exc}")
-            for ev in session.events():
-                sink.file_complete(ev.file_index)
+                    pending.append(got)
+        if pending:
+            peer = _flush(sock, session, sink, pending, peer)
         if peer is not None:
             for d in session.poll_datagrams(now):
                 try:
@@ -206,6 +220,30 @@ def run_receiver(sock: socket.socket, session: ReceiverSession, sink: BlockSink,
     if not session.complete:
         raise TransferAborted(session.closed.reason if session.closed else "incomplete")
     return session.statistics()
+
+
+def _flush(sock: socket.socket, session: ReceiverSession, sink: BlockSink,
+           pending: list[tuple[int, int, memoryview]], peer: Any) -> Any:  # fmt: skip
+    """Write the received blocks, runs of contiguous blocks of one file in one gather write,
+    then report the files they completed."""
+    i = 0
+    try:
+        while i < len(pending):
+            index, offset, payload = pending[i]
+            views = [payload]
+            end = offset + len(payload)
+            i += 1
+            while i < len(pending) and pending[i][0] == index and pending[i][1] == end:
+                views.append(pending[i][2])
+                end += len(pending[i][2])
+                i += 1
+            sink.write(index, offset, views)
+    except OSError as exc:
+        _fail(sock, session, peer, f"write failed: {exc.strerror or exc}")
+    pending.clear()
+    for ev in session.events():
+        sink.file_complete(ev.file_index)
+    return peer
 
 
 def _fail(sock: socket.socket, session: ReceiverSession, peer: Any, reason: str) -> None:

@@ -85,6 +85,7 @@ class SenderSession:
         self.start_time = now
         self.end_time: float | None = None
         self._acked_once = False
+        self._sent_history: deque[tuple[float, int, float]] = deque()
         self._all_sent_announced = False
 
     # -- state ---------------------------------------------------------------------------------
@@ -148,11 +149,26 @@ class SenderSession:
             self.end_time = now
             return
         self.loss.on_report(now, fb.arrived, self._rtt())
-        if self.unsent or self.retransmit:  # when idle, a low delivery rate says nothing of the path
+        if (self.unsent or self.retransmit) and not self._sender_limited(now):
+            # When the sender itself fell short of its rate (nothing to send, or no CPU), a
+            # low delivery rate says nothing about the path: leave the rate alone.
             wire_rate = fb.delivery_rate * self.config.datagram_size / self.block_size  # pacing counts datagrams
             self.controller.on_feedback(now, fb.queue_delay_us / _US, wire_rate, self._rtt(),
                                         self.rtt.min_rtt or self._rtt(), self.loss.loss,
                                         fb.min_delay_us / _US)  # fmt: skip
+
+    def _sender_limited(self, now: float) -> bool:
+        """Did we send less than 85 % of what the rate allowed over the last round trip?"""
+        hist = self._sent_history
+        hist.append((now, self.bytes_sent, self.controller.rate))
+        horizon = now - max(self._rtt(), 0.02)
+        while len(hist) > 2 and hist[1][0] <= horizon:
+            hist.popleft()
+        t0, sent0, rate0 = hist[0]
+        if now - t0 < 0.01:
+            return False
+        wire = (self.bytes_sent - sent0) * self.config.datagram_size / self.block_size
+        return wire < 0.85 * min(rate0, self.controller.rate) * (now - t0)
 
     def _expire_recent(self, now: float) -> None:
         horizon = now - max(self._rtt() * 1.2, 0.005)

@@ -206,12 +206,6 @@ def test_max_requests_at_the_ascp_maximum() -> None:
     assert Feedback.max_requests(1440) == (1440 - 20 - 50 - 16) // 12 == 112
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.py accepts -X down to 56 bytes, but the smallest FEEDBACK that carries one "
-    "retransmission request is 98 bytes (20 header + 50 body + 12 range + 16 tag; 86 with no "
-    "request), and Feedback.max_requests() returns at least 1, so the receiver exceeds -X",
-)
 @pytest.mark.parametrize("rexmsg_size", [56, 64, 86, 97])
 def test_small_rexmsg_size_is_refused_or_respected(rexmsg_size: int) -> None:
     try:

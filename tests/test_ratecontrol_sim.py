@@ -89,14 +89,9 @@ def test_fair_converges_to_the_bottleneck() -> None:
     assert r.bottleneck.dropped_queue == 0
 
 
-FAIR_DELAY_20 = ("ratecontrol.py: fair keeps alpha = 80 KB queued whatever the link rate, so its "
-                 "queueing delay is alpha / rate: measured median 32.4 ms at 20 Mbit/s (64.8 ms at "
-                 "10, 21.6 ms at 30, 13.0 ms at 50 Mbit/s); the bound holds only above ~26 Mbit/s")  # fmt: skip
-
-
 @pytest.mark.parametrize(
     "link_mbit",
-    [pytest.param(20, marks=pytest.mark.xfail(strict=True, reason=FAIR_DELAY_20)), 50],
+    [20, 50],
 )
 def test_fair_keeps_queueing_delay_low(link_mbit: float) -> None:
     link = link_mbit * 1e6 / 8
@@ -106,14 +101,6 @@ def test_fair_keeps_queueing_delay_low(link_mbit: float) -> None:
     assert median < 0.025, f"median queueing delay {median * 1e3:.1f} ms"
 
 
-BASE_DRIFT = ("receiver.py _queue_delay takes the path's base delay as the minimum over the last "
-              "~10 s, but a fair flow never drains its own standing queue, so after ~10 s that "
-              "queue becomes the base, the reported queue delay falls to ~0 and the controller "
-              "queues another alpha, every ~10 s: median queueing delay 32.4 ms in [2, 9] s, "
-              "64.2 ms in [15, 25] s, until the drop-tail queue overflows")  # fmt: skip
-
-
-@pytest.mark.xfail(strict=True, reason=BASE_DRIFT)
 def test_fair_stays_converged_over_time() -> None:
     r = run(["fair"], 25.0)
     early, late = r.bottleneck.median_delay(2.0, 9.0), r.bottleneck.median_delay(15.0, 25.0)
@@ -135,18 +122,12 @@ def test_random_loss_does_not_lower_the_fair_rate(loss: float) -> None:
 
 
 # -- sharing one bottleneck -------------------------------------------------------------------
-STAGGERED_FAIR = ("a fair flow that joins 1 s after another takes the first flow's standing queue "
-                  "for path delay (receiver.py: base = min one-way delay it has seen), so the two "
-                  "see different queue delays: shares 0.375 (first) and 0.600 (late joiner) of "
-                  "the link in [3, 9.5] s, ratio 1.60")  # fmt: skip
-
 
 @pytest.mark.parametrize(
     "starts",
     [
         pytest.param((0.0, 0.0), id="together"),
-        pytest.param((0.0, 1.0), id="second_joins_later",
-                     marks=pytest.mark.xfail(strict=True, reason=STAGGERED_FAIR)),
+        pytest.param((0.0, 1.0), id="second_joins_later"),
     ],
 )  # fmt: skip
 def test_two_fair_flows_share_the_bottleneck(starts: tuple[float, float]) -> None:
@@ -156,13 +137,6 @@ def test_two_fair_flows_share_the_bottleneck(starts: tuple[float, float]) -> Non
     assert max(a, b) <= 1.2 * min(a, b), f"shares {a / LINK:.3f} and {b / LINK:.3f} of the link"
 
 
-LONG_FAIR = ("the base-delay drift (see test_fair_stays_converged_over_time) breaks the sharing "
-             "after ~10 s: two fair flows started together share 0.485/0.490 of the link in "
-             "[3, 9.5] s but 0.717/0.258 in [12, 20] s, the queue at its 100 ms limit and 4680 "
-             "queue drops")  # fmt: skip
-
-
-@pytest.mark.xfail(strict=True, reason=LONG_FAIR)
 def test_two_fair_flows_stay_fair_over_time() -> None:
     r = run(["fair", "fair"], 20.0)
     a, b = r.rate(0, 12.0, 20.0), r.rate(1, 12.0, 20.0)
@@ -180,15 +154,7 @@ def test_high_takes_about_twice_the_fair_share(high_first: bool) -> None:
     assert 1.5 <= ratio <= 2.6, f"high/fair = {ratio:.2f}"
 
 
-LOW_YIELDS = ("ratecontrol.py: low does not yield to fair; its share of the bytes delivered in "
-              "[3, 9.5] s is 33.1 % when both start together, 27.0 % when fair joins 1 s later "
-              "and 49.8 % when low joins 1 s later. Its back-off fires only when the queue delay "
-              "exceeds max(8 ms, 3 * alpha_low / own rate), which at ~0.8 MB/s is ~150 ms, more "
-              "than the whole 100 ms buffer, so low is just FAST with alpha/2 (1/3 of the link); "
-              "a late-joining low also takes the standing queue for path delay")  # fmt: skip
 
-
-@pytest.mark.xfail(strict=True, reason=LOW_YIELDS)
 @pytest.mark.parametrize("starts", [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0)],
                          ids=["together", "fair_joins_later", "low_joins_later"])  # fmt: skip
 def test_low_yields_to_fair(starts: tuple[float, float]) -> None:

@@ -258,29 +258,16 @@ def test_garbage_and_truncated_datagrams_are_counted_drops(cipher: str) -> None:
 
 # -- resume -----------------------------------------------------------------------------------
 SIZES = [1_000_000, 0, 2_000_000, 300_000]
-DUPLICATE_EVENT = ("receiver.py: a file that `have=` covers entirely gets FileComplete twice (once "
-                   "from _note_new, once from the 'remaining == 0' loop in __init__)")  # fmt: skip
-CROSSING = ("receiver.py: _note_new charges a whole `have=` range to the file where it starts, "
-            "so a range that crosses a file boundary (RangeSet merges the adjacent ranges of "
-            "consecutive files) zeroes that file's remaining count too early (a premature "
-            "FileComplete for a file still missing bytes) or drives it negative, and the files "
-            "after it never get FileComplete; e.g. have=[(500000, 1500000)] gives events "
-            "[0, 0, 1, 3] and remaining [-500000, 0, 500000, 0]")  # fmt: skip
-
 
 @pytest.mark.parametrize(
     "have",
     [
         pytest.param([(500, 600_000), (1_200_000, 2_000_000), (3_000_000, 3_000_001)], id="inside_files"),
         pytest.param([(0, 1)], id="first_byte"),
-        pytest.param([(1_000_000, 3_299_999)], id="all_but_the_last_byte",
-                     marks=pytest.mark.xfail(strict=True, reason=CROSSING)),
-        pytest.param([(0, 1_000_000)], id="one_whole_file",
-                     marks=pytest.mark.xfail(strict=True, reason=DUPLICATE_EVENT)),
-        pytest.param([(500_000, 1_500_000)], id="across_a_file_boundary",
-                     marks=pytest.mark.xfail(strict=True, reason=CROSSING)),
-        pytest.param([(0, 3_300_000)], id="everything",
-                     marks=pytest.mark.xfail(strict=True, reason=CROSSING)),
+        pytest.param([(1_000_000, 3_299_999)], id="all_but_the_last_byte"),
+        pytest.param([(0, 1_000_000)], id="one_whole_file"),
+        pytest.param([(500_000, 1_500_000)], id="across_a_file_boundary"),
+        pytest.param([(0, 3_300_000)], id="everything"),
     ],
 )  # fmt: skip
 def test_resume_sends_only_the_missing_bytes(have: list[tuple[int, int]]) -> None:

@@ -10,9 +10,10 @@ from .crypto import TAG_SIZE
 from .packets import DATA_HEADER_SIZE
 from .ratecontrol import RateConfig
 
-__all__ = ["MAX_DATAGRAM", "MIN_DATAGRAM", "SessionConfig", "StreamLayout"]
+__all__ = ["MAX_DATAGRAM", "MIN_DATAGRAM", "MIN_REXMSG", "SessionConfig", "StreamLayout"]
 
 MIN_DATAGRAM = 296  # -Z range of the reference
+MIN_REXMSG = 98  # the smallest FEEDBACK that carries one retransmission range
 MAX_DATAGRAM = 65535
 _MAX_UDP_PAYLOAD = 65507
 
@@ -33,8 +34,8 @@ class SessionConfig:
     def __post_init__(self) -> None:
         if not MIN_DATAGRAM - 28 <= self.datagram_size <= _MAX_UDP_PAYLOAD:
             raise ValueError(f"datagram size {self.datagram_size} out of range")
-        if not 16 + 40 <= self.rexmsg_size <= 1440:
-            raise ValueError("-X: retransmission request size must be between 56 and 1440 bytes")
+        if not MIN_REXMSG <= self.rexmsg_size <= 1440:
+            raise ValueError(f"-X: retransmission request size must be between {MIN_REXMSG} and 1440 bytes")
         if self.block_size < 64:
             raise ValueError("datagram size too small for the header and tag")
 

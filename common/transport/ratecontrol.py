@@ -4,13 +4,16 @@ Loss is not congestion. The adaptive policies follow *queueing delay* (one-way d
 path's minimum, measured by the receiver), never loss, in the manner of FAST TCP: each flow aims
 to keep `alpha` bytes of its own in the bottleneck queue, so at equilibrium
 ``rate * queue_delay = alpha``. Flows that see the same queue therefore get the same rate
-(``fair``); a flow with twice the alpha gets twice the rate (``high``). ``low`` keeps a small
-alpha and, as soon as the queue grows beyond what it could have caused itself, backs off toward
-the minimum rate (`-m`) until the queue drains. ``fixed`` sends at the target rate (`-l`).
+(``fair``); a flow with twice the alpha gets twice the rate (``high``); ``low`` keeps an eighth
+of the alpha, so it takes about a ninth of what a fair flow takes and next to nothing beside a
+loss-based TCP flow that fills the queue, yet the whole link when alone. ``fixed`` sends at the
+target rate (`-l`).
 
 Startup multiplies the rate every round trip until the queue starts to grow, then drains the
 queue that the last round of growth built and settles at the delivery rate the receiver
-measured; from there the FAST update holds the queue near `alpha`.
+measured; from there the update holds the queue near `alpha`. Every 15 s (the first time 2 s
+after startup) a flow halves its rate for a moment so the queue empties and every flow keeps
+measuring the true path delay.
 
 All rates are bytes per second of UDP payload; all times are seconds. Pure functions of what the
 session observed: no clock, no socket.
@@ -32,7 +35,7 @@ class RateConfig:
     target: float  # -l, bytes/s
     minimum: float = 0.0  # -m, bytes/s
     policy: str = "fair"
-    alpha: float = 80_000.0  # bytes each fair flow keeps queued at the bottleneck
+    alpha: float = 40_000.0  # bytes each fair flow keeps queued at the bottleneck
     initial: float = 2_500_000.0  # first rate before any feedback (20 Mbit/s), capped by target
     gamma: float = 0.8  # FAST smoothing per round trip
     startup_growth: float = 1.6  # rate multiplier per round trip during startup
@@ -44,6 +47,10 @@ class RateConfig:
     # Python) would pass for a queue and hold the rate at alpha / noise. Each flow may keep at
     # least `min_queue_delay` of its own rate queued; on slower links alpha dominates.
     min_queue_delay: float = 0.004
+    # Every `probe_interval` seconds a flow halves its rate for a few milliseconds, so the
+    # bottleneck queue empties and every flow's minimum delay stays the path's, not the path's
+    # plus a standing queue (which would drift upward and favour late-comers).
+    probe_interval: float = 15.0
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -87,7 +94,7 @@ class DelayBasedRate:
 
     def __init__(self, config: RateConfig) -> None:
         self.cfg = config
-        weight = {"fair": 1.0, "high": 2.0, "low": 0.5}[config.policy]
+        weight = {"fair": 1.0, "high": 2.0, "low": 0.125}[config.policy]
         self.alpha = config.alpha * weight
         self.rate = max(config.minimum, min(config.target, config.initial))
         self.phase = "startup"
@@ -98,6 +105,9 @@ class DelayBasedRate:
         self._drain_until = 0.0
         self._idle_since = 0.0
         self._history: deque[tuple[float, float]] = deque()  # (time, rate) of each change
+        self._next_probe = float("inf")
+        self._probe_until = 0.0
+        self._pre_probe_rate = self.rate
 
     def _clamp(self, rate: float) -> float:
         return max(self.cfg.minimum, min(self.cfg.target, rate))
@@ -133,12 +143,28 @@ class DelayBasedRate:
             self.phase = "steady"
             self._set_rate(now, self._max_delivery * 0.97)
             self._last_update = now
+            # The first drain comes soon: a flow that joined a busy link took the others'
+            # standing queue for path delay, and a drain lets every flow see the empty queue.
+            self._next_probe = now + min(cfg.probe_interval, 2.0)
+            return
+        if self.phase == "probe":
+            if now < self._probe_until:
+                return
+            self.phase = "steady"
+            self._set_rate(now, self._pre_probe_rate)
+            self._last_update = now
+            self._next_probe = now + cfg.probe_interval
             return
         if dt < min(srtt, 0.02):  # update about once per round trip (at least every 20 ms)
             return
         self._last_update = now
-        if cfg.policy == "low" and queue_delay > max(0.008, 3 * self.alpha / max(self.rate, 1.0)):
-            self._set_rate(now, self.rate * 0.7)  # others are queueing: yield
+        if now >= self._next_probe:
+            self.phase = "probe"
+            self._pre_probe_rate = self.rate
+            alpha = max(self.alpha, self._delivery * cfg.min_queue_delay)
+            # Long enough to remove 4 alphas from the queue: empties it for up to 4 flows.
+            self._probe_until = now + max(8 * alpha / max(self.rate, 1.0), 0.02)
+            self._set_rate(now, self.rate * 0.5)
             return
         arrival = self._delivery / (1.0 - min(loss, 0.5))  # what the bottleneck takes from us
         if least < cfg.idle_queue_delay:

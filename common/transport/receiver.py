@@ -52,9 +52,12 @@ class ReceiverSession:
         self._remaining = list(self.layout.sizes)
         self._events: list[FileComplete] = []
         for s, e in have or ():
-            self._note_new(s, e)
-        for index, left in enumerate(self._remaining):
-            if left == 0:
+            while s < e:  # a resumed range may span several files: account each file apart
+                index, _, left = self.layout.locate(s)
+                self._note_new(s, min(e, s + left), index)
+                s += left
+        for index, size in enumerate(self.layout.sizes):
+            if size == 0:
                 self._events.append(FileComplete(index))
         self._max_requests = Feedback.max_requests(config.rexmsg_size)
         self.highest = self.received.prefix_end(0)  # highest stream offset seen
@@ -180,10 +183,10 @@ class ReceiverSession:
             return self.queue_delay_us, self.queue_delay_us
         mean = self._delay_sum // self._delay_n
         wins = self._base_windows
-        if not wins or now - wins[-1][0] > 2.0:
+        if not wins or now - wins[-1][0] > 10.0:
             wins.append((now, self._delay_min))
-            while len(wins) > 5:  # base = min over the last ~10 s
-                wins.popleft()
+            while len(wins) > 3:  # base = min over the last 20-30 s (the sender drains its queue
+                wins.popleft()  # every 15 s, so a standing queue never becomes the base)
         elif self._delay_min < wins[-1][1]:
             wins[-1] = (wins[-1][0], self._delay_min)
         base = min(m for _, m in wins)

@@ -89,7 +89,7 @@ def _push_request(opts: CopyOptions, tree: SourceTree, dgram: int) -> dict[str, 
         "cipher": opts.cipher,
         "rate": {"target_bps": target, "min_bps": minimum, "policy": opts.policy or "fair"},
         "datagram_size": dgram,
-        "rexmsg_size": max(opts.rexmsg_size, 64),
+        "rexmsg_size": opts.rexmsg_size,
         "udp_port": opts.udp_port,
         "receive": {
             "destination": dest,

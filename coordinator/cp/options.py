@@ -67,6 +67,7 @@ DEFAULT_LOG_SIZE = 10 << 20  # -L dir[:size] default
 MAX_MULTI_SESSION = 128  # -C: nodeid and nodecount 1-128
 DATAGRAM_RANGE = (296, 65535)  # -Z
 MAX_REXMSG_SIZE = 1440  # -X maximum and default
+MIN_REXMSG_SIZE = 98  # one retransmission range with its header and tag (deliberate: the reference sets no minimum)
 
 
 class OptionError(ValueError):
@@ -179,7 +180,7 @@ class CopyOptions:
         _check_choice("--file-manifest", "manifest type", self.file_manifest, MANIFESTS)
         if self.datagram_size is not None:
             _check_range("-Z", "datagram size", self.datagram_size, *DATAGRAM_RANGE)
-        _check_range("-X", "retransmission request size", self.rexmsg_size, 1, MAX_REXMSG_SIZE)
+        _check_range("-X", "retransmission request size", self.rexmsg_size, MIN_REXMSG_SIZE, MAX_REXMSG_SIZE)
         _check_range("-O", "UDP port", self.udp_port, 1, 65535)
         _check_range("-P", "SSH port", self.ssh_port, 1, 65535)
         if self.multi_session is not None:

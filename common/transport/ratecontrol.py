@@ -40,8 +40,7 @@ class RateConfig:
     gamma: float = 0.8  # FAST smoothing per round trip
     startup_growth: float = 1.6  # rate multiplier per round trip during startup
     startup_exit_delay: float = 0.002  # queueing delay (s) that ends startup
-    idle_queue_delay: float = 0.0005  # below this the path has room: probe
-    probe_growth: float = 1.15  # rate multiplier per round trip while the path has room
+    probe_growth: float = 1.1  # rate multiplier per round trip while our queue is below alpha/2
     horizon: float = 1.0  # round trips over which the queue is brought back to alpha
     # Fast paths: below this queueing delay, timing noise of the end hosts (a millisecond in
     # Python) would pass for a queue and hold the rate at alpha / noise. Each flow may keep at
@@ -103,7 +102,6 @@ class DelayBasedRate:
         self._last_update: float | None = None
         self._max_delivery = 0.0
         self._drain_until = 0.0
-        self._idle_since = 0.0
         self._history: deque[tuple[float, float]] = deque()  # (time, rate) of each change
         self._next_probe = float("inf")
         self._probe_until = 0.0
@@ -167,14 +165,6 @@ class DelayBasedRate:
             self._set_rate(now, self.rate * 0.5)
             return
         arrival = self._delivery / (1.0 - min(loss, 0.5))  # what the bottleneck takes from us
-        if least < cfg.idle_queue_delay:
-            self._idle_since = self._idle_since or now
-            if now - self._idle_since > 2 * srtt:
-                # No queue for a while: the link has room. Probe multiplicatively.
-                self._set_rate(now, self.rate * cfg.probe_growth ** min(dt / srtt, 1.0))
-                return
-        else:
-            self._idle_since = 0.0
         # Our bytes in the queue are delivery * delay (Little's law), as measured about one
         # round trip ago; add what we sent since beyond what the bottleneck drains (a Smith
         # predictor: without it the loop overshoots by a round trip of rate error).
@@ -183,6 +173,10 @@ class DelayBasedRate:
         want = arrival + (alpha - backlog) / (cfg.horizon * max(srtt, 0.01))
         gamma = min(cfg.gamma * dt / srtt, cfg.gamma)
         new_rate = (1 - gamma) * self.rate + gamma * want
+        if backlog < alpha / 2:
+            # Well below our share of the queue: the link has room. Grow multiplicatively (the
+            # additive FAST term alone would take many round trips on a long path).
+            new_rate = max(new_rate, self.rate * cfg.probe_growth ** min(dt / srtt, 1.0))
         self._set_rate(now, min(max(new_rate, self.rate * 0.5), self.rate * 2.0))
 
     def _set_rate(self, now: float, rate: float) -> None:

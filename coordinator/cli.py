@@ -27,7 +27,8 @@ commands:
 def _cp(argv: Sequence[str]) -> int:
     from common.filters import FilterError
 
-    from .cp.client import CopyError, run_copy
+    from .cp.client import run_copy
+    from .cp.common import CopyError
     from .cp.options import InfoRequest, OptionError, parse_cp_args
     from .cp.report import Progress, file_line, print_problems, summary, write_manifest
     from .cp.sources import SourceError
@@ -46,9 +47,6 @@ def _cp(argv: Sequence[str]) -> int:
     configure_logging("surge-cp", opts.log_dir, opts.log_size, opts.debug)
     for ignored in opts.ignored_sources:
         print(f"surge cp: warning: {ignored}: ignored (sources come from the file list)", file=sys.stderr)
-    if opts.host is not None:
-        print("surge cp: error: --host: remote endpoints are not available yet; use local paths", file=sys.stderr)
-        return 2
     progress = Progress(0, False)
 
     def on_progress(stats: dict[str, object]) -> None:

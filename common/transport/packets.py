@@ -138,11 +138,11 @@ class Feedback:
     def parse(cls, body: bytes | memoryview) -> Feedback:
         if len(body) < _FEEDBACK.size:
             raise DecodeError("truncated feedback")
-        *fields, count = _FEEDBACK.unpack_from(body)
+        echo, hold, ack, received, arrived, q_mean, q_min, rate, count = _FEEDBACK.unpack_from(body)
         if len(body) != _FEEDBACK.size + count * RANGE.size:
             raise DecodeError(f"feedback announces {count} ranges but carries {len(body)} bytes")
         reqs = tuple(RANGE.unpack_from(body, _FEEDBACK.size + i * RANGE.size) for i in range(count))
-        return cls(*fields, requests=reqs)
+        return cls(echo, hold, ack, received, arrived, q_mean, q_min, rate, reqs)
 
 
 _STATUS: Final = struct.Struct("!QIQ")

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from .packets import DATA_HEADER_SIZE
 from .receiver import ReceiverSession
-from .sender import SenderSession, SessionClosed
+from .sender import Block, SenderSession, SessionClosed
 from .sockopts import SocketFeatures, gro_segment_size, gso_cmsg
 
 __all__ = ["BlockSink", "BlockSource", "TransferAborted", "run_receiver", "run_sender"]
@@ -61,8 +61,13 @@ def _wait(sock: socket.socket, timeout: float, want_write: bool = False) -> bool
 def run_sender(sock: socket.socket, features: SocketFeatures, session: SenderSession,
                source: BlockSource, *, progress: Progress | None = None,
                stop: threading.Event | None = None) -> dict[str, object]:  # fmt: skip
-    """Send until the receiver has acknowledged every byte. `sock` must be connected."""
+    """Send until the receiver has acknowledged every byte. An unconnected `sock` (a server's
+    port) first waits for the receiver's first authenticated datagram and connects to it."""
     clock = time.monotonic
+    try:
+        sock.getpeername()
+    except OSError:
+        _await_peer(sock, session, stop)
     dgram = session.config.datagram_size
     full = session.block_size
     use_gso = features.gso and dgram <= _MAX_GSO_BYTES // 2
@@ -96,7 +101,7 @@ def run_sender(sock: socket.socket, features: SocketFeatures, session: SenderSes
         while i < len(blocks):
             # One GSO batch: equal-size datagrams (a short one ends it). Runs of consecutive
             # blocks of one file are read with one scatter read into their payload slots.
-            batch_blocks = []
+            batch_blocks: list[Block] = []
             while i < len(blocks) and len(batch_blocks) < per_batch:
                 batch_blocks.append(blocks[i])
                 i += 1
@@ -136,6 +141,25 @@ def run_sender(sock: socket.socket, features: SocketFeatures, session: SenderSes
     return session.statistics()
 
 
+def _await_peer(sock: socket.socket, session: SenderSession, stop: threading.Event | None) -> None:
+    """Connect to whoever sends the first datagram that authenticates for this session."""
+    buf = bytearray(_RECV_BUFFER)
+    deadline = time.monotonic() + session.config.idle_timeout
+    while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
+        if not _wait(sock, 0.2):
+            continue
+        try:
+            n, addr = sock.recvfrom_into(buf)
+        except (BlockingIOError, ConnectionRefusedError):
+            continue
+        drops = sum(session.drops.values())
+        session.receive(memoryview(buf)[:n], time.monotonic())
+        if sum(session.drops.values()) == drops:
+            sock.connect(addr)
+            return
+    raise TransferAborted("the receiver never reached the UDP port (is a firewall in the way?)")
+
+
 def _send(sock: socket.socket, data: memoryview, gso_segment: int) -> None:
     while True:
         try:
@@ -157,15 +181,15 @@ def _send(sock: socket.socket, data: memoryview, gso_segment: int) -> None:
 
 def run_receiver(sock: socket.socket, session: ReceiverSession, sink: BlockSink, *,
                  progress: Progress | None = None, stop: threading.Event | None = None,
-                 linger: float = 2.0) -> dict[str, object]:  # fmt: skip
+                 linger: float = 2.0, peer: Any = None) -> dict[str, object]:  # fmt: skip
     """Receive until every byte has arrived (then linger briefly to re-acknowledge, in case the
-    final acknowledgement was lost) or the session fails."""
+    final acknowledgement was lost) or the session fails. Without `peer`, feedback goes to the
+    address of the first authenticated datagram."""
     clock = time.monotonic
     # A ring of receive buffers: payloads are decrypted in place and written in runs, so the
     # blocks of several datagrams reach the file in one gather write.
     ring = [memoryview(bytearray(_RECV_BUFFER)) for _ in range(_RING)]
     cmsg_space = socket.CMSG_SPACE(4)
-    peer: Any = None
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
     last_progress = 0.0

@@ -90,7 +90,7 @@ class CommandEndpoint:
             self._proc.wait()
 
 
-def LocalAgent(*, debug: bool = False, ipv6: bool = False) -> CommandEndpoint:  # noqa: N802 - a factory
+def LocalAgent(*, debug: bool = False, ipv6: bool = False) -> CommandEndpoint:
     """`surge agent` as a child process of this one, its UDP port on loopback."""
     host = "::1" if ipv6 else "127.0.0.1"
     env = dict(os.environ, SURGE_AGENT_BIND=host)

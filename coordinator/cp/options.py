@@ -157,6 +157,7 @@ class CopyOptions:
     cookie: str | None = None
     tags: str | None = None  # JSON text of a JSON object
     remote_log_dir: str | None = None
+    remote_command: str = "surge agent"  # -S: the program the far end runs
     read_block_size: int | None = None
     write_block_size: int | None = None
     destination_must_be_directory: bool = False  # several sources, or a file list
@@ -398,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     g("-q", dest="quiet", action=flag, help="no progress display")
     g("-L", dest="log", metavar="DIR[:SIZE]", help="local log directory and file size (10M)")
     g("-R", dest="remote_log_dir", metavar="DIR", help="log directory on the server")
+    g("-S", dest="remote_command", metavar="COMMAND", default="surge agent",
+      help="the remote program to run over SSH (default: surge agent)")
     g("-D", dest="debug", action="count", default=0, help="debug logging; -DD, -DDD for more")
     return parser
 
@@ -615,6 +618,7 @@ def _build(ns: argparse.Namespace, paths: list[str], env: Mapping[str, str],
         partial_file_suffix=ns.partial_file_suffix, quiet=ns.quiet,
         log_dir=log_dir, log_size=log_size, debug=ns.debug, check_sshfp=_sshfp(ns.check_sshfp),
         cookie=_cookie(ns.cookie, env), tags=_tags(ns.tags), remote_log_dir=ns.remote_log_dir,
+        remote_command=ns.remote_command,
         read_block_size=None if ns.read_block_size is None else parse_size(
             ns.read_block_size, "-g", minimum=1, maximum=MAX_BLOCK_SIZE),
         write_block_size=None if ns.write_block_size is None else parse_size(

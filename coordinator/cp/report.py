@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from common.units import format_bytes, format_rate
 
-from .client import CopyResult
+from .common import CopyResult
 from .options import CopyOptions
 from .sources import SourceFile
 
@@ -38,7 +38,7 @@ class Progress:
 
     def update(self, stats: dict[str, Any]) -> None:
         if self._bar is not None:
-            self._bar.update(self._task, completed=int(stats.get("bytes_acked", 0)))
+            self._bar.update(self._task, completed=int(stats.get("bytes_acked", stats.get("bytes_received", 0))))
 
     def close(self) -> None:
         if self._bar is not None:

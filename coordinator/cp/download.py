@@ -1,0 +1,128 @@
+"""Download: the far end scans and offers its files, the client plans, confirms digests,
+receives over UDP and commits locally."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from common.control.messages import session_config_from
+from common.paths import PathError
+from common.transport.ranges import RangeSet
+from common.transport.receiver import ReceiverSession
+from common.transport.sockopts import open_udp_socket
+from workers.push import receive_files
+from workers.receive import FileSink, IncomingFile, PlanError, ReceiveOptions, plan_receive
+
+from .common import CopyError, CopyResult, expect, transfer_fields
+from .endpoint import Endpoint, EndpointError
+from .options import CopyOptions
+from .sources import SourceFile, is_faux
+
+__all__ = ["download"]
+
+log = logging.getLogger("surge.cp")
+
+
+def _pull_request(opts: CopyOptions, sources: tuple[str, ...], host: str) -> dict[str, Any]:
+    return {
+        "type": "pull",
+        **transfer_fields(opts, host),
+        "sources": list(sources),
+        "scan": {
+            "filters": [list(f) for f in opts.filters], "src_base": opts.src_base,
+            "exclude_newer_than": opts.exclude_newer_than, "exclude_older_than": opts.exclude_older_than,
+            "skip_special_files": opts.skip_special_files,
+            "byte_range": list(opts.byte_range) if opts.byte_range else None,
+        },
+    }  # fmt: skip
+
+
+def _receive_options(opts: CopyOptions, destination: str, single_source: bool) -> ReceiveOptions:
+    return ReceiveOptions(
+        destination=destination, single_source=single_source,
+        dest_must_be_dir=opts.destination_must_be_directory or destination.endswith("/"),
+        create_dir=opts.create_dir, overwrite=opts.overwrite, resume=opts.resume,
+        partial_suffix=opts.partial_file_suffix or ".partial", preserve_mtime=opts.preserve_mtime,
+        preserve_atime=opts.preserve_atime, checksum=opts.file_checksum,
+        save_before_overwrite=opts.save_before_overwrite, discard=is_faux(destination),
+    )  # fmt: skip
+
+
+def _check_digests(endpoint: Endpoint, plans: list[dict[str, Any]]) -> tuple[set[int], set[int]]:
+    """Ask the far end for its digests where resume or overwrite needs them: (skip, restart)."""
+    asks = [{"index": i, "kind": p["check"]["kind"], "ranges": p.get("have", [])}
+            for i, p in enumerate(plans) if p.get("check")]  # fmt: skip
+    if not asks:
+        return set(), set()
+    endpoint.send({"type": "digests", "requests": asks})
+    theirs = expect(endpoint, "digests")["digests"]
+    skip, restart = set(), set()
+    for ask, digest in zip(asks, theirs):
+        i = ask["index"]
+        same = digest is not None and digest == plans[i]["check"]["digest"]
+        if plans[i]["action"] == "compare" and same:
+            skip.add(i)
+        elif plans[i]["action"] == "send" and not same:
+            restart.add(i)
+    return skip, restart
+
+
+def download(opts: CopyOptions, sources: tuple[str, ...], destination: str, endpoint: Endpoint,
+             result: CopyResult, progress: Callable[[dict[str, Any]], None] | None,
+             on_file: Callable[[SourceFile, dict[str, Any]], None] | None) -> None:  # fmt: skip
+    try:
+        request = _pull_request(opts, sources, endpoint.udp_host)
+        endpoint.send(request)
+        offer = expect(endpoint, "offer")
+        files = [IncomingFile.from_json(f) for f in offer["files"]]
+        result.files[:] = [SourceFile("", f.rel, f.size, f.mtime, f.atime) for f in files]
+        result.errors.extend((str(p), str(m)) for p, m in offer.get("errors", []))
+        ropts = _receive_options(opts, destination, bool(offer.get("single_source")))
+        targets, plans = plan_receive(ropts, files, [str(d) for d in offer.get("dirs", [])])
+        skip, restart = _check_digests(endpoint, plans)
+    except (PlanError, PathError) as exc:
+        raise CopyError(str(exc)) from None
+    except (EndpointError, TimeoutError) as exc:
+        raise CopyError(str(exc)) from None
+    sending = [i for i, p in enumerate(plans) if p["action"] in ("send", "compare") and i not in skip]
+    haves = {i: ([] if i in restart else plans[i].get("have", [])) for i in sending}
+    for i, p in enumerate(plans):
+        if i not in sending:
+            result.status[i] = {"type": "file", "index": i, "status": "skipped", "reason": p.get("reason", "same as source")}
+    endpoint.send({"type": "start", "send": sending, "have": {str(i): h for i, h in haves.items() if h}})
+    config = session_config_from({**request, "rate": offer.get("rate", request["rate"]),
+                                  "datagram_size": offer.get("datagram_size", request["datagram_size"])},
+                                 offer["cipher"])  # fmt: skip
+    log.info("download: cipher %s, datagram %d bytes, %d file(s) to receive", config.cipher, config.datagram_size,
+             len(sending))  # fmt: skip
+    sizes = [files[i].size for i in sending]
+    have = RangeSet()
+    base = 0
+    for i, size in zip(sending, sizes):
+        for s, e in haves[i]:
+            have.add(base + int(s), base + int(e))
+        base += size
+
+    def done(k: int, event: dict[str, Any]) -> None:
+        i = sending[k]
+        result.status[i] = {"type": "file", "index": i, **event}
+        if on_file is not None:
+            on_file(result.files[i], result.status[i])
+
+    entries = [(targets[i], files[i].size, files[i].mtime, files[i].atime, bool(haves[i])) for i in sending]
+    sink = FileSink(ropts, entries, done)
+    sock, _features = open_udp_socket("::" if ":" in endpoint.udp_host else "0.0.0.0", 0, gro=True)
+    with sock:
+        session = ReceiverSession(config, sizes, time.monotonic(), have=have)
+        stats = receive_files(sock, session, sink, peer=(endpoint.udp_host, int(offer["udp_port"])),
+                              progress=progress)  # fmt: skip
+    if isinstance(stats, str):
+        raise CopyError(f"transfer failed: {stats}")
+    result.stats["receiver"] = stats
+    try:
+        result.stats["sender"] = expect(endpoint, "done", 60.0).get("stats", {})
+    except (EndpointError, TimeoutError) as exc:
+        raise CopyError(str(exc)) from None

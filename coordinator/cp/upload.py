@@ -1,0 +1,170 @@
+"""Upload (and local copy): the client scans and sends, the far end plans, receives and commits."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from common.checksums import ranges_digest, sparse_digest
+from common.control.messages import session_config_from
+from common.transport.ranges import RangeSet
+from common.transport.sender import SenderSession
+from common.transport.sockopts import open_udp_socket
+from common.transport.udp import TransferAborted, run_sender
+from workers.send import FileSource, SendItem, SourceChanged
+
+from .common import CopyError, CopyResult, Done, expect, transfer_fields
+from .endpoint import Endpoint, EndpointError
+from .options import CopyOptions
+from .sources import SourceFile, SourceTree, is_faux
+
+__all__ = ["upload"]
+
+log = logging.getLogger("surge.cp")
+
+
+def _push_request(opts: CopyOptions, tree: SourceTree, destination: str, host: str) -> dict[str, Any]:
+    return {
+        "type": "push",
+        **transfer_fields(opts, host),
+        "receive": {
+            "destination": destination,
+            "single_source": tree.single_source,
+            "dest_must_be_dir": opts.destination_must_be_directory or destination.endswith("/"),
+            "create_dir": opts.create_dir,
+            "overwrite": opts.overwrite,
+            "resume": opts.resume,
+            "partial_suffix": opts.partial_file_suffix,
+            "preserve_mtime": opts.preserve_mtime,
+            "preserve_atime": opts.preserve_atime,
+            "checksum": opts.file_checksum,
+            "save_before_overwrite": opts.save_before_overwrite,
+            "discard": is_faux(destination),
+        },
+        "files": [{"rel": f.rel, "size": f.size, "mtime": f.mtime, "atime": f.atime} for f in tree.files],
+        "dirs": tree.dirs,
+    }
+
+
+def local_digest(f: SourceFile, kind: str, ranges: list[tuple[int, int]] | None) -> str | None:
+    """Digest of a local file over `ranges` (all of it when None): sparse or full SHA-256."""
+    if f.faux is not None:
+        return None  # generated data never matches a real file
+    with open(f.path, "rb") as fh:
+        if kind == "sparse":
+            return sparse_digest(fh.fileno(), f.size, ranges)
+        return ranges_digest(fh.fileno(), ranges if ranges is not None else [(0, f.size)])
+
+
+def _send_item(f: SourceFile) -> SendItem:
+    if f.faux is not None:
+        return SendItem("", f.size, f.faux.fill)
+    return SendItem(f.path, f.size, None, f.start, int(f.atime * 1e9))
+
+
+def _decide(tree: SourceTree, plans: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
+    """(indexes to skip, indexes to restart from scratch) after comparing digests."""
+    skip: list[int] = []
+    restart: list[int] = []
+    for i, plan in enumerate(plans):
+        check = plan.get("check")
+        if plan["action"] == "skip" or not check:
+            continue
+        have = [(int(s), int(e)) for s, e in plan.get("have", [])] or None
+        try:
+            mine = local_digest(tree.files[i], check["kind"], have)
+        except OSError:
+            mine = None
+        if plan["action"] == "compare":
+            if mine == check["digest"]:
+                skip.append(i)
+        elif mine != check["digest"]:
+            restart.append(i)  # the partial file is not a prefix of this source: start over
+    return skip, restart
+
+
+def upload(opts: CopyOptions, tree: SourceTree, destination: str, endpoint: Endpoint, result: CopyResult,
+           progress: Callable[[dict[str, Any]], None] | None,
+           on_file: Callable[[SourceFile, dict[str, Any]], None] | None) -> None:  # fmt: skip
+    try:
+        request = _push_request(opts, tree, destination, endpoint.udp_host)
+        endpoint.send(request)
+        plan = expect(endpoint, "plan")
+    except (EndpointError, TimeoutError) as exc:
+        raise CopyError(str(exc)) from None
+    plans = plan["files"]
+    if len(plans) != len(tree.files):
+        raise CopyError("protocol error: the plan does not match the file list")
+    skip, restart = _decide(tree, plans)
+    endpoint.send({"type": "start", "skip": skip, "restart": restart})
+    skipped, restarted = set(skip), set(restart)
+    sending = [i for i, p in enumerate(plans) if p["action"] in ("send", "compare") and i not in skipped]
+    have = RangeSet()
+    base = 0
+    for i in sending:
+        for s, e in ([] if i in restarted else plans[i].get("have", [])):
+            have.add(base + int(s), base + int(e))
+        base += tree.files[i].size
+    config = session_config_from({**request, "rate": plan.get("rate", request["rate"]),
+                                  "datagram_size": plan.get("datagram_size", request["datagram_size"])},
+                                 plan["cipher"])  # fmt: skip
+    log.info("upload: cipher %s, datagram %d bytes, target %.0f bit/s, policy %s, %d file(s) to send",
+             config.cipher, config.datagram_size, config.rate.target * 8, config.rate.policy, len(sending))
+    items = [_send_item(tree.files[i]) for i in sending]
+    sock, features = open_udp_socket("::" if ":" in endpoint.udp_host else "0.0.0.0", 0)
+    source = FileSource(items)
+
+    def drain(timeout: float) -> None:
+        while True:
+            try:
+                msg = endpoint.recv(timeout)
+            except TimeoutError:
+                return
+            except EndpointError as exc:
+                raise CopyError(str(exc)) from None
+            if msg["type"] == "file":
+                idx = int(msg["index"])
+                result.status[idx] = msg
+                log.info("%s %s %s", msg.get("status"), tree.files[idx].rel,
+                         msg.get("checksum") or msg.get("reason") or msg.get("error") or "")  # fmt: skip
+                if on_file is not None:
+                    on_file(tree.files[idx], msg)
+            elif msg["type"] == "done":
+                result.stats.setdefault("receiver", msg.get("stats", {}))
+                raise Done
+            elif msg["type"] == "error":
+                raise CopyError(str(msg.get("message")))
+
+    def tick(stats: dict[str, Any]) -> None:
+        try:
+            drain(0.0)
+        except Done:
+            pass
+        if progress is not None:
+            progress(stats)
+
+    try:
+        with sock:
+            sock.connect((endpoint.udp_host, int(plan["udp_port"])))
+            session = SenderSession(config, [it.size for it in items], time.monotonic(), have=have)
+            try:
+                result.stats["sender"] = run_sender(sock, features, session, source, progress=tick)
+            except TransferAborted as exc:
+                try:
+                    drain(1.0)  # the far end may have said why
+                except Done:
+                    pass
+                raise CopyError(f"transfer failed: {exc}") from None
+            except SourceChanged as exc:
+                session.cancel(time.monotonic(), str(exc)[:200])
+                for d in session.poll_datagrams(time.monotonic()):
+                    sock.send(d)
+                raise CopyError(str(exc)) from None
+        try:
+            drain(60.0)
+        except Done:
+            pass
+    finally:
+        source.close(restore_atime=opts.preserve_source_atime)

@@ -1,0 +1,116 @@
+"""File operations the control protocol offers besides transfers (what sync needs of a far end):
+stat, list, mkdir, delete, rename, setattr, checksum, read and write of small files. Every path
+is resolved inside the user's docroot; reading needs the pull direction, changing needs push."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import stat as stat_mod
+from typing import Any
+
+from common.checksums import REPORT_ALGORITHMS, file_digest, ranges_digest
+from common.paths import PathError
+
+from .context import AgentContext, Channel, Refused
+
+__all__ = ["MAX_LIST_ENTRIES", "MAX_SMALL_FILE", "handle_op"]
+
+MAX_SMALL_FILE = 1 << 20  # read/write of whole files over the control channel
+MAX_LIST_ENTRIES = 1_000_000
+
+
+def _attrs(st: os.stat_result) -> dict[str, Any]:
+    kind = "dir" if stat_mod.S_ISDIR(st.st_mode) else "file" if stat_mod.S_ISREG(st.st_mode) else "other"
+    return {"type": kind, "size": st.st_size, "mtime": st.st_mtime, "atime": st.st_atime,
+            "mode": stat_mod.S_IMODE(st.st_mode)}  # fmt: skip
+
+
+def _list(root: str, limit: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(dirnames) + sorted(filenames):
+            full = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(full)
+            except OSError:
+                continue
+            out.append({"path": os.path.relpath(full, root).replace(os.sep, "/"), **_attrs(st)})
+            if len(out) > limit:
+                raise Refused("limit", f"listing exceeds {limit} entries")
+    return out
+
+
+def _op(ctx: AgentContext, msg: dict[str, Any]) -> dict[str, Any]:
+    op = str(msg.get("op"))
+    path_arg = str(msg.get("path", ""))
+    reading = op in ("stat", "list", "checksum", "read")
+    ctx.authorize("pull" if reading else "push", [path_arg])
+    path = ctx.resolve(path_arg)
+    if op == "stat":
+        return {"attrs": _attrs(os.stat(path))}
+    if op == "list":
+        return {"entries": _list(path, min(int(msg.get("limit", MAX_LIST_ENTRIES)), MAX_LIST_ENTRIES))}
+    if op == "mkdir":
+        os.makedirs(path, exist_ok=True)
+        return {}
+    if op == "delete":
+        if os.path.isdir(path) and not os.path.islink(path):
+            if msg.get("recursive"):
+                shutil.rmtree(path)
+            else:
+                os.rmdir(path)
+        else:
+            os.unlink(path)
+        return {}
+    if op == "rename":
+        target_arg = str(msg["to"])
+        ctx.authorize("push", [target_arg])
+        os.replace(path, ctx.resolve(target_arg))
+        return {}
+    if op == "setattr":
+        if "mode" in msg:
+            os.chmod(path, int(msg["mode"]) & 0o7777)
+        if "mtime" in msg or "atime" in msg:
+            st = os.stat(path)
+            os.utime(path, (float(msg.get("atime", st.st_atime)), float(msg.get("mtime", st.st_mtime))))
+        return {}
+    if op == "checksum":
+        algo = str(msg.get("algorithm", "sha-256"))
+        if "ranges" in msg:
+            with open(path, "rb") as fh:
+                return {"digest": ranges_digest(fh.fileno(), [(int(s), int(e)) for s, e in msg["ranges"]])}
+        if algo not in REPORT_ALGORITHMS:
+            raise Refused("request", f"unknown checksum algorithm {algo!r}")
+        return {"digest": file_digest(path, algo)}
+    if op == "read":
+        if os.path.getsize(path) > MAX_SMALL_FILE:
+            raise Refused("limit", f"read: file larger than {MAX_SMALL_FILE} bytes; transfer it instead")
+        with open(path, "rb") as fh:
+            return {"data": base64.b64encode(fh.read()).decode()}
+    if op == "write":
+        data = base64.b64decode(str(msg.get("data", "")), validate=True)
+        if len(data) > MAX_SMALL_FILE:
+            raise Refused("limit", f"write: more than {MAX_SMALL_FILE} bytes; transfer it instead")
+        tmp = path + ".surge-tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+        return {}
+    raise Refused("request", f"unknown operation {op!r}")
+
+
+def handle_op(chan: Channel, msg: dict[str, Any], ctx: AgentContext) -> None:
+    """Answer one `op` message with `result` or `error` (the session goes on either way)."""
+    try:
+        chan.send({"type": "result", "op": msg.get("op"), **_op(ctx, msg)})
+    except Refused as exc:
+        chan.send({"type": "error", "code": exc.code, "message": str(exc)})
+    except PathError as exc:
+        chan.send({"type": "error", "code": "path", "message": str(exc)})
+    except OSError as exc:
+        chan.send({"type": "error", "code": "os", "message": f"{msg.get('op')}: {exc.strerror or exc}"})
+    except (KeyError, TypeError, ValueError) as exc:
+        chan.send({"type": "error", "code": "request", "message": f"malformed {msg.get('op')} request: {exc}"})

@@ -1,0 +1,129 @@
+"""The agent's side of an upload (`push`): plan, receive over UDP, commit, report."""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+from typing import Any
+
+from common.control.messages import session_config_from
+from common.filters import compile_filters
+from common.paths import PathError
+from common.transport.ciphers import CipherRefused, negotiate
+from common.transport.ranges import RangeSet
+from common.transport.receiver import ReceiverSession
+from common.transport.udp import TransferAborted, run_receiver
+
+from .context import AgentContext, Channel, Refused, stats_json
+from .receive import FileSink, IncomingFile, PlanError, ReceiveOptions, plan_receive
+
+__all__ = ["effective_transfer", "handle_push"]
+
+_CHECKPOINT_EVERY = 2.0
+
+
+def effective_transfer(ctx: AgentContext, req: dict[str, Any]) -> dict[str, Any]:
+    """The rate, policy and datagram size the server allows for this request (the reference:
+    the server's rate cap and datagram size override the client's)."""
+    rate = req.get("rate", {})
+    try:
+        target, minimum, policy = ctx.policy.clamp_rates(rate.get("target_bps"), rate.get("min_bps"),
+                                                         rate.get("policy"))  # fmt: skip
+    except PermissionError as exc:
+        raise Refused("policy", str(exc)) from None
+    dgram = int(req["datagram_size"])
+    if ctx.policy.datagram_size:
+        dgram = min(dgram, ctx.policy.datagram_size - 28)
+    return {"rate": {"target_bps": target, "min_bps": minimum, "policy": policy}, "datagram_size": dgram}
+
+
+def handle_push(chan: Channel, req: dict[str, Any], ctx: AgentContext) -> int:
+    try:
+        receive = dict(req["receive"])
+        if not receive.get("discard"):
+            receive["destination"] = ctx.resolve(str(receive["destination"]))
+            ctx.authorize("push", [str(req["receive"]["destination"])])
+        if not receive.get("partial_suffix"):
+            receive["partial_suffix"] = ctx.policy.partial_file_suffix or ".partial"
+        opts = ReceiveOptions.from_json(receive)
+        files = [IncomingFile.from_json(f) for f in req["files"]]
+        dirs = [str(d) for d in req.get("dirs", [])]
+        cipher = negotiate(req["cipher"], ctx.policy.cipher)
+        effective = effective_transfer(ctx, req)
+        targets, plans = plan_receive(opts, files, dirs)
+    except Refused as exc:
+        return chan.refuse(exc.code, str(exc))
+    except CipherRefused as exc:
+        return chan.refuse("cipher", str(exc))
+    except (PlanError, PathError) as exc:
+        return chan.refuse("destination", str(exc))
+    except (KeyError, TypeError, ValueError) as exc:
+        return chan.refuse("request", f"malformed push request: {exc}")
+    server_filter = compile_filters(ctx.policy.filters)
+    if server_filter:  # aspera.conf filters come first: the server refuses what they exclude
+        for i, f in enumerate(files):
+            if server_filter.excluded(f.rel.partition("/")[2] or f.rel, False):
+                plans[i] = {"action": "skip", "reason": "excluded by the server's filters"}
+    try:
+        sock, _features = ctx.bind_udp(int(req.get("udp_port", 33001)))
+    except Refused as exc:
+        return chan.refuse(exc.code, str(exc))
+    with sock:
+        chan.send({"type": "plan", "cipher": cipher, "udp_port": sock.getsockname()[1], "files": plans, **effective})
+        start = chan.recv("start")
+        skip = {int(i) for i in start.get("skip", [])}
+        restart = {int(i) for i in start.get("restart", [])}
+        sending = [i for i, p in enumerate(plans) if p["action"] in ("send", "compare") and i not in skip]
+        for i, p in enumerate(plans):
+            if i not in sending:
+                chan.send({"type": "file", "index": i, "status": "skipped", "reason": p.get("reason", "same as source")})
+        haves = [[] if i in restart else plans[i].get("have", []) for i in sending]
+        sizes = [files[i].size for i in sending]
+        config = session_config_from({**req, **effective}, cipher)
+        have = RangeSet()
+        base = 0
+        for size, ranges in zip(sizes, haves):
+            for s, e in ranges:
+                have.add(base + s, base + e)
+            base += size
+        session = ReceiverSession(config, sizes, time.monotonic(), have=have)
+
+        def done(k: int, result: dict[str, Any]) -> None:
+            chan.send({"type": "file", "index": sending[k], **result})
+
+        entries = [(targets[i], files[i].size, files[i].mtime, files[i].atime, bool(h)) for i, h in zip(sending, haves)]
+        sink = FileSink(opts, entries, done)
+        stats = receive_files(sock, session, sink)
+        if isinstance(stats, str):
+            return chan.refuse("transfer", stats)
+        chan.send({"type": "done", "stats": stats_json(stats)})
+    return 0
+
+
+def receive_files(sock: Any, session: ReceiverSession, sink: FileSink, peer: Any = None,
+                  progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, object] | str:  # fmt: skip
+    """Run the receiving session into `sink`, checkpointing resume state every 2 s; returns the
+    statistics, or the reason the transfer failed (partial state kept or removed per -k)."""
+
+    def file_ranges(k: int) -> list[list[int]]:
+        base, size = session.layout.bases[k], session.layout.sizes[k]
+        return [[s - base, e - base] for s, e in session.received.intersection(base, base + size)]
+
+    last = [time.monotonic()]
+
+    def tick(stats: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now - last[0] >= _CHECKPOINT_EVERY:
+            last[0] = now
+            sink.checkpoint(file_ranges)
+        if progress is not None:
+            progress(stats)
+
+    try:
+        stats = run_receiver(sock, session, sink, progress=tick, peer=peer)
+    except TransferAborted as exc:
+        sink.abort(file_ranges)
+        return str(exc)
+    stats["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return stats

@@ -21,6 +21,8 @@ Surge {__version__}: fast file transfer over UDP (ascp/async compatible).
 commands:
   cp       copy files and directories (ascp options; `surge cp -h`)
   agent    serve one transfer on stdin/stdout (run by a client or by sshd)
+  server   a self-contained far end with its own SSH server
+  token    create transfer tokens signed with the server's secret
 """
 
 
@@ -88,6 +90,18 @@ def _agent(argv: Sequence[str]) -> int:
     return agent_main(list(argv))
 
 
+def _server(argv: Sequence[str]) -> int:
+    from workers.server import main as server_main
+
+    return server_main(list(argv))
+
+
+def _token(argv: Sequence[str]) -> int:
+    from .token_cli import main as token_main
+
+    return token_main(list(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
@@ -101,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cp(rest)
     if command == "agent":
         return _agent(rest)
+    if command == "server":
+        return _server(rest)
+    if command == "token":
+        return _token(rest)
     print(f"surge: error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

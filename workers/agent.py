@@ -10,6 +10,7 @@ Diagnostics go to stderr (or `-R` dir); stdout carries only frames.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import os
 import sys
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--user", help="the transfer user (default: the login user)")
     parser.add_argument("--udp-ports", help="UDP port or range for data (default: the client's -O)")
     parser.add_argument("--bind", help="address for the UDP port (default 0.0.0.0; local: 127.0.0.1)")
+    parser.add_argument("--docroot", help="confine the user to this directory (overrides the config)")
     parser.add_argument("-R", dest="log_dir", help="log directory")
     args = parser.parse_args(argv)
     try:
@@ -83,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     user = args.user or os.environ.get("SURGE_USER") or getpass.getuser()
     ports = _ports(args.udp_ports) if args.udp_ports else None
     bind = args.bind or os.environ.get("SURGE_AGENT_BIND") or "0.0.0.0"
-    ctx = AgentContext(user=user, policy=config.user(user), token_secret=config.token_secret,
+    policy = config.user(user)
+    if args.docroot:
+        policy = dataclasses.replace(policy, docroot=os.path.realpath(args.docroot), restrictions=())
+    ctx = AgentContext(user=user, policy=policy, token_secret=config.token_secret,
                        udp_ports=ports, bind_host=bind)  # fmt: skip
     return serve(sys.stdin.buffer, sys.stdout.buffer, ctx)
 

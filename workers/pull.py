@@ -26,7 +26,7 @@ __all__ = ["handle_pull"]
 def _scan(ctx: AgentContext, req: dict[str, Any]) -> Any:
     # Imported here: scanning is shared with the client, whose options type it reads.
     from coordinator.cp.options import CopyOptions
-    from coordinator.cp.sources import scan_sources
+    from coordinator.cp.sources import scan_sources, select_share
 
     sources = tuple(ctx.resolve(str(s)) for s in req["sources"])
     opts = req.get("scan", {})
@@ -41,11 +41,16 @@ def _scan(ctx: AgentContext, req: dict[str, Any]) -> Any:
         skip_special_files=bool(opts.get("skip_special_files")),
         byte_range=(byte_range[0], byte_range[1]) if byte_range else None,
     )  # fmt: skip
-    return scan_sources(copts)
+    tree = scan_sources(copts)
+    multi = req.get("multi_session")
+    if multi:
+        tree = select_share(tree, int(multi[0]), int(multi[1]), int(multi[2]))
+    return tree
 
 
 def handle_pull(chan: Channel, req: dict[str, Any], ctx: AgentContext) -> int:
     from coordinator.cp.sources import SourceError
+    from coordinator.cp.upload import file_entry
 
     try:
         ctx.authorize("pull", [str(s) for s in req["sources"]])
@@ -68,7 +73,7 @@ def handle_pull(chan: Channel, req: dict[str, Any], ctx: AgentContext) -> int:
     with sock:
         chan.send({
             "type": "offer", "cipher": cipher, "udp_port": sock.getsockname()[1], **effective,
-            "files": [{"rel": f.rel, "size": f.size, "mtime": f.mtime, "atime": f.atime} for f in files],
+            "files": [file_entry(f) for f in files],
             "dirs": tree.dirs, "single_source": tree.single_source,
             "errors": [[os.path.basename(p), m] for p, m in tree.errors],
         })  # fmt: skip

@@ -16,7 +16,8 @@ from common.transport.receiver import ReceiverSession
 from common.transport.udp import TransferAborted, run_receiver
 
 from .context import AgentContext, Channel, Refused, stats_json
-from .receive import FileSink, IncomingFile, PlanError, ReceiveOptions, plan_receive
+from .receive import IncomingFile, PlanError, ReceiveOptions, plan_receive
+from .sink import Entry, FileSink
 
 __all__ = ["effective_transfer", "handle_push"]
 
@@ -92,7 +93,8 @@ def handle_push(chan: Channel, req: dict[str, Any], ctx: AgentContext) -> int:
         def done(k: int, result: dict[str, Any]) -> None:
             chan.send({"type": "file", "index": sending[k], **result})
 
-        entries = [(targets[i], files[i].size, files[i].mtime, files[i].atime, bool(h)) for i, h in zip(sending, haves)]
+        entries = [Entry(targets[i], files[i].size, files[i].mtime, files[i].atime, bool(h), files[i].part)
+                   for i, h in zip(sending, haves)]  # fmt: skip
         sink = FileSink(opts, entries, done)
         stats = receive_files(sock, session, sink)
         if isinstance(stats, str):

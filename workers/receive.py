@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from common.checksums import file_digest, ranges_digest, sparse_digest
+from common.checksums import ranges_digest, sparse_digest
 from common.paths import PathError, check_relative
 
-__all__ = ["DEFAULT_PARTIAL_SUFFIX", "FileSink", "IncomingFile", "PlanError", "ReceiveOptions", "plan_receive"]
+__all__ = ["DEFAULT_PARTIAL_SUFFIX", "RESUME_SUFFIX", "IncomingFile", "Part", "PlanError", "ReceiveOptions", "plan_receive"]
 
 DEFAULT_PARTIAL_SUFFIX = ".partial"
 RESUME_SUFFIX = ".aspx"
-_MAX_OPEN = 128
 
 
 class PlanError(Exception):
@@ -30,18 +27,35 @@ class PlanError(Exception):
 
 
 @dataclass(frozen=True)
+class Part:
+    """One of `count` byte ranges of a file split across multi-session transfers (-C)."""
+
+    index: int
+    count: int
+    start: int
+    whole: int  # size of the whole file
+
+
+@dataclass(frozen=True)
 class IncomingFile:
     rel: str  # path relative to the transfer root, its first part the source's own name
-    size: int
+    size: int  # bytes this session carries (a part's length for a multi-session part)
     mtime: float
     atime: float
+    part: Part | None = None
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> IncomingFile:
         size = int(d["size"])
         if size < 0:
             raise PlanError(f"negative size for {d.get('rel')!r}")
-        return cls(check_relative(str(d["rel"])), size, float(d.get("mtime", 0)), float(d.get("atime", 0)))
+        part = None
+        if d.get("part"):
+            p = d["part"]
+            part = Part(int(p["index"]), int(p["count"]), int(p["start"]), int(p["size"]))
+            if not (0 <= part.index < part.count <= 128 and part.start >= 0 and part.start + size <= part.whole):
+                raise PlanError(f"malformed multi-session part for {d.get('rel')!r}")
+        return cls(check_relative(str(d["rel"])), size, float(d.get("mtime", 0)), float(d.get("atime", 0)), part)
 
 
 @dataclass(frozen=True)
@@ -150,6 +164,10 @@ def plan_receive(opts: ReceiveOptions, files: Sequence[IncomingFile], dirs: Sequ
 
 def _plan_one(opts: ReceiveOptions, f: IncomingFile, target: str) -> dict[str, Any]:
     st = _file_state(target)
+    if f.part is not None:  # parts are always sent: the sessions assemble one new file together
+        if st is not None and opts.overwrite == "never":
+            return {"action": "skip", "reason": "exists (--overwrite never)"}
+        return {"action": "send"}
     if st is not None and not os.path.isfile(target):
         return {"action": "skip", "reason": "destination exists and is not a regular file", "error": True}
     if st is not None:
@@ -188,139 +206,6 @@ def _plan_one(opts: ReceiveOptions, f: IncomingFile, target: str) -> dict[str, A
                 plan["check"] = {"kind": kind, "digest": digest}
             return plan
     return {"action": "send"}
-
-
-class FileSink:
-    """Writes the blocks of the files being sent into partial files and commits each when done.
-
-    `entries` are (target path, size, mtime, atime, resumed) in stream order."""
-
-    def __init__(self, opts: ReceiveOptions, entries: Sequence[tuple[str, int, float, float, bool]],
-                 on_done: Callable[[int, dict[str, Any]], None]) -> None:  # fmt: skip
-        self.opts = opts
-        self.entries = list(entries)
-        self.on_done = on_done
-        self._fds: OrderedDict[int, int] = OrderedDict()
-        self._opened: set[int] = set()
-        self.done: set[int] = set()
-        self.bytes_written = 0
-
-    def _partial(self, i: int) -> str:
-        return self.entries[i][0] + self.opts.partial_suffix
-
-    def _fd(self, i: int) -> int:
-        fd = self._fds.get(i)
-        if fd is not None:
-            self._fds.move_to_end(i)
-            return fd
-        if len(self._fds) >= _MAX_OPEN:
-            _, old = self._fds.popitem(last=False)
-            os.close(old)
-        flags = os.O_WRONLY | os.O_CREAT
-        first = i not in self._opened
-        if first and not self.entries[i][4]:
-            flags |= os.O_TRUNC
-        fd = os.open(self._partial(i), flags, 0o644)
-        if first:
-            self._opened.add(i)
-            size = self.entries[i][1]
-            if size and hasattr(os, "posix_fallocate"):
-                try:  # claim the space now: a full disk fails here, not half-way
-                    os.posix_fallocate(fd, 0, size)
-                except OSError as exc:
-                    os.close(fd)
-                    raise OSError(exc.errno, f"no space for {self.entries[i][0]!r} ({size} bytes)") from None
-        self._fds[i] = fd
-        return fd
-
-    def write(self, file_index: int, offset: int, data: list[memoryview]) -> None:
-        n = sum(len(d) for d in data)
-        if not self.opts.discard:
-            done = os.pwritev(self._fd(file_index), data, offset)
-            if done != n:
-                raise OSError(28, f"short write to {self.entries[file_index][0]!r}: {done} of {n} bytes")
-        self.bytes_written += n
-
-    def file_complete(self, file_index: int) -> None:
-        if file_index in self.done:
-            return
-        self.done.add(file_index)
-        if self.opts.discard:
-            self.on_done(file_index, {"status": "done"})
-            return
-        target, size, mtime, atime, _ = self.entries[file_index]
-        try:
-            result = self._commit(file_index, target, size, mtime, atime)
-        except OSError as exc:
-            result = {"status": "failed", "error": f"{target}: {exc.strerror or exc}"}
-        self.on_done(file_index, result)
-
-    def _commit(self, i: int, target: str, size: int, mtime: float, atime: float) -> dict[str, Any]:
-        fd = self._fds.pop(i, None)
-        if fd is None:
-            fd = self._fd(i) if size == 0 or i not in self._opened else os.open(self._partial(i), os.O_WRONLY)
-            self._fds.pop(i, None)
-        try:
-            os.ftruncate(fd, size)
-        finally:
-            os.close(fd)
-        partial = self._partial(i)
-        result: dict[str, Any] = {"status": "done"}
-        if self.opts.checksum != "none":
-            result["checksum"] = file_digest(partial, self.opts.checksum)
-        if self.opts.preserve_mtime or self.opts.preserve_atime:
-            st = os.stat(partial)
-            os.utime(partial, (atime if self.opts.preserve_atime else st.st_atime,
-                               mtime if self.opts.preserve_mtime else st.st_mtime))  # fmt: skip
-        if self.opts.save_before_overwrite and os.path.isfile(target):
-            os.replace(target, _saved_name(target))
-        os.replace(partial, target)
-        try:
-            os.unlink(target + RESUME_SUFFIX)
-        except FileNotFoundError:
-            pass
-        return result
-
-    def checkpoint(self, received: Callable[[int], list[list[int]]]) -> None:
-        """Record the received ranges of every unfinished file (resume levels 1-3)."""
-        if self.opts.resume == 0 or self.opts.discard:
-            return
-        for i in list(self._opened):
-            if i in self.done:
-                continue
-            fd = self._fds.get(i)
-            if fd is not None:
-                os.fdatasync(fd)  # ranges claimed must be on disk first
-            target, size, mtime, _, _ = self.entries[i]
-            tmp = target + RESUME_SUFFIX + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump({"size": size, "mtime": mtime, "ranges": received(i)}, f)
-            os.replace(tmp, target + RESUME_SUFFIX)
-
-    def abort(self, received: Callable[[int], list[list[int]]]) -> None:
-        """The session failed: keep resumable state (-k 1-3) or remove the partial files."""
-        try:
-            self.checkpoint(received)
-        finally:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
-            if self.opts.resume == 0 and not self.opts.discard:
-                for i in self._opened - self.done:
-                    try:
-                        os.unlink(self._partial(i))
-                    except FileNotFoundError:
-                        pass
-
-
-def _saved_name(target: str) -> str:
-    """name.ext -> name.yyyy.mm.dd.hh.mm.ss.index.ext (the reference's --save-before-overwrite)."""
-    head, ext = os.path.splitext(target)
-    stamp = time.strftime("%Y.%m.%d.%H.%M.%S", time.localtime())
-    index = 1
-    while os.path.exists(f"{head}.{stamp}.{index}{ext}"):
-        index += 1
-    return f"{head}.{stamp}.{index}{ext}"
 
 
 __all__ += ["PathError"]

@@ -14,7 +14,8 @@ from common.transport.ranges import RangeSet
 from common.transport.receiver import ReceiverSession
 from common.transport.sockopts import open_udp_socket
 from workers.push import receive_files
-from workers.receive import FileSink, IncomingFile, PlanError, ReceiveOptions, plan_receive
+from workers.receive import IncomingFile, PlanError, ReceiveOptions, plan_receive
+from workers.sink import Entry, FileSink
 
 from .common import CopyError, CopyResult, expect, transfer_fields
 from .endpoint import Endpoint, EndpointError
@@ -31,6 +32,7 @@ def _pull_request(opts: CopyOptions, sources: tuple[str, ...], host: str) -> dic
         "type": "pull",
         **transfer_fields(opts, host),
         "sources": list(sources),
+        "multi_session": [*opts.multi_session, opts.multi_session_threshold] if opts.multi_session else None,
         "scan": {
             "filters": [list(f) for f in opts.filters], "src_base": opts.src_base,
             "exclude_newer_than": opts.exclude_newer_than, "exclude_older_than": opts.exclude_older_than,
@@ -112,7 +114,8 @@ def download(opts: CopyOptions, sources: tuple[str, ...], destination: str, endp
         if on_file is not None:
             on_file(result.files[i], result.status[i])
 
-    entries = [(targets[i], files[i].size, files[i].mtime, files[i].atime, bool(haves[i])) for i in sending]
+    entries = [Entry(targets[i], files[i].size, files[i].mtime, files[i].atime, bool(haves[i]), files[i].part)
+               for i in sending]  # fmt: skip
     sink = FileSink(ropts, entries, done)
     sock, _features = open_udp_socket("::" if ":" in endpoint.udp_host else "0.0.0.0", 0, gro=True)
     with sock:

@@ -17,7 +17,8 @@ from common.units import UnitError, parse_size
 
 from .options import CopyOptions
 
-__all__ = ["FauxSpec", "SourceError", "SourceFile", "SourceTree", "is_faux", "parse_faux", "scan_sources"]
+__all__ = ["FauxSpec", "SourceError", "SourceFile", "SourceTree", "is_faux", "parse_faux", "scan_sources",
+           "select_share"]
 
 _FAUX = re.compile(r"^faux://(?P<path>/?[^?]*)(?:\?(?P<query>.*))?$")
 
@@ -43,7 +44,8 @@ class SourceFile:
     atime: float
     faux: FauxSpec | None = None
     argument: str = ""  # the source argument this file came from
-    start: int = 0  # -@: first byte of the source sent (the file carries bytes start..start+size)
+    start: int = 0  # first byte of the source sent (-@, or a multi-session part)
+    part: tuple[int, int, int] | None = None  # multi-session: (part index, part count, whole size)
 
 
 @dataclass
@@ -188,7 +190,29 @@ def scan_sources(opts: CopyOptions) -> SourceTree:
         _add_argument(scanner, opts, arg, dest_rel)
     if opts.byte_range is not None:
         _apply_byte_range(opts, tree)
+    if opts.multi_session is not None:
+        tree = select_share(tree, *opts.multi_session, opts.multi_session_threshold)
     return tree
+
+
+def select_share(tree: SourceTree, node: int, count: int, threshold: int) -> SourceTree:
+    """Multi-session (`-C node:count`): this session's share. Files below `threshold` (all files
+    when it is 0) go whole to one session each, round robin; larger files are split into
+    `count` byte ranges, one per session, assembled into one file at the far end."""
+    share = SourceTree(dirs=list(tree.dirs), skipped=list(tree.skipped), errors=list(tree.errors),
+                       single_source=False)  # fmt: skip
+    whole = 0
+    for f in tree.files:
+        if threshold and f.size >= threshold and count > 1:
+            k = node - 1
+            start, end = f.size * k // count, f.size * (k + 1) // count
+            share.files.append(SourceFile(f.path, f.rel, end - start, f.mtime, f.atime, f.faux, f.argument,
+                                          f.start + start, (k, count, f.size)))  # fmt: skip
+        else:
+            if whole % count == node - 1:
+                share.files.append(f)
+            whole += 1
+    return share
 
 
 def _apply_byte_range(opts: CopyOptions, tree: SourceTree) -> None:

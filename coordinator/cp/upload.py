@@ -20,7 +20,7 @@ from .endpoint import Endpoint, EndpointError
 from .options import CopyOptions
 from .sources import SourceFile, SourceTree, is_faux
 
-__all__ = ["upload"]
+__all__ = ["file_entry", "local_digest", "upload"]
 
 log = logging.getLogger("surge.cp")
 
@@ -43,9 +43,16 @@ def _push_request(opts: CopyOptions, tree: SourceTree, destination: str, host: s
             "save_before_overwrite": opts.save_before_overwrite,
             "discard": is_faux(destination),
         },
-        "files": [{"rel": f.rel, "size": f.size, "mtime": f.mtime, "atime": f.atime} for f in tree.files],
+        "files": [file_entry(f) for f in tree.files],
         "dirs": tree.dirs,
     }
+
+
+def file_entry(f: SourceFile) -> dict[str, Any]:
+    entry: dict[str, Any] = {"rel": f.rel, "size": f.size, "mtime": f.mtime, "atime": f.atime}
+    if f.part is not None:
+        entry["part"] = {"index": f.part[0], "count": f.part[1], "start": f.start, "size": f.part[2]}
+    return entry
 
 
 def local_digest(f: SourceFile, kind: str, ranges: list[tuple[int, int]] | None) -> str | None:

@@ -19,6 +19,7 @@ USAGE = f"""usage: surge [--version] [-h] <command> [options]
 Surge {__version__}: fast file transfer over UDP (ascp/async compatible).
 
 commands:
+  sync     synchronize two directories (async options; `surge sync -h`)
   cp       copy files and directories (ascp options; `surge cp -h`)
   agent    serve one transfer on stdin/stdout (run by a client or by sshd)
   server   a self-contained far end with its own SSH server
@@ -90,6 +91,12 @@ def _agent(argv: Sequence[str]) -> int:
     return agent_main(list(argv))
 
 
+def _sync(argv: Sequence[str]) -> int:
+    from .sync.cli import main as sync_main
+
+    return sync_main(argv)
+
+
 def _server(argv: Sequence[str]) -> int:
     from workers.server import main as server_main
 
@@ -113,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = args[0], args[1:]
     if command == "cp":
         return _cp(rest)
+    if command == "sync":
+        return _sync(rest)
     if command == "agent":
         return _agent(rest)
     if command == "server":

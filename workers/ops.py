@@ -21,10 +21,16 @@ MAX_SMALL_FILE = 1 << 20  # read/write of whole files over the control channel
 MAX_LIST_ENTRIES = 1_000_000
 
 
-def _attrs(st: os.stat_result) -> dict[str, Any]:
-    kind = "dir" if stat_mod.S_ISDIR(st.st_mode) else "file" if stat_mod.S_ISREG(st.st_mode) else "other"
-    return {"type": kind, "size": st.st_size, "mtime": st.st_mtime, "atime": st.st_atime,
-            "mode": stat_mod.S_IMODE(st.st_mode)}  # fmt: skip
+def _attrs(st: os.stat_result, path: str | None = None) -> dict[str, Any]:
+    mode = st.st_mode
+    kind = ("dir" if stat_mod.S_ISDIR(mode) else "file" if stat_mod.S_ISREG(mode)
+            else "link" if stat_mod.S_ISLNK(mode) else "other")  # fmt: skip
+    out: dict[str, Any] = {"type": kind, "size": st.st_size, "mtime": st.st_mtime, "atime": st.st_atime,
+                           "mtime_ns": st.st_mtime_ns, "mode": stat_mod.S_IMODE(mode), "ino": st.st_ino,
+                           "dev": st.st_dev, "nlink": st.st_nlink, "uid": st.st_uid, "gid": st.st_gid}  # fmt: skip
+    if kind == "link" and path is not None:
+        out["target"] = os.readlink(path)
+    return out
 
 
 def _list(root: str, limit: int) -> list[dict[str, Any]]:
@@ -37,7 +43,7 @@ def _list(root: str, limit: int) -> list[dict[str, Any]]:
                 st = os.lstat(full)
             except OSError:
                 continue
-            out.append({"path": os.path.relpath(full, root).replace(os.sep, "/"), **_attrs(st)})
+            out.append({"path": os.path.relpath(full, root).replace(os.sep, "/"), **_attrs(st, full)})
             if len(out) > limit:
                 raise Refused("limit", f"listing exceeds {limit} entries")
     return out
@@ -50,11 +56,29 @@ def _op(ctx: AgentContext, msg: dict[str, Any]) -> dict[str, Any]:
     ctx.authorize("pull" if reading else "push", [path_arg])
     path = ctx.resolve(path_arg)
     if op == "stat":
-        return {"attrs": _attrs(os.stat(path))}
+        return {"attrs": _attrs(os.lstat(path) if msg.get("nofollow") else os.stat(path), path)}
     if op == "list":
         return {"entries": _list(path, min(int(msg.get("limit", MAX_LIST_ENTRIES)), MAX_LIST_ENTRIES))}
     if op == "mkdir":
         os.makedirs(path, exist_ok=True)
+        return {}
+    if op == "symlink":
+        if os.path.lexists(path):
+            os.unlink(path)
+        os.symlink(str(msg["target"]), path)
+        return {}
+    if op == "link":  # a hard link to another path of the same tree (--dedup=hardlink/inode)
+        source_arg = str(msg["source"])
+        ctx.authorize("push", [source_arg])
+        tmp = path + ".surge-tmp"
+        os.link(ctx.resolve(source_arg), tmp)
+        os.replace(tmp, path)
+        return {}
+    if op == "copy":  # a local copy on the far end (--dedup=copy)
+        source_arg = str(msg["source"])
+        tmp = path + ".surge-tmp"
+        shutil.copy2(ctx.resolve(source_arg), tmp)
+        os.replace(tmp, path)
         return {}
     if op == "delete":
         if os.path.isdir(path) and not os.path.islink(path):

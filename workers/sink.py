@@ -133,6 +133,9 @@ class FileSink:
             os.unlink(entry.target + RESUME_SUFFIX)
         except FileNotFoundError:
             pass
+        st = os.stat(entry.target)
+        result["attrs"] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "mode": st.st_mode & 0o7777,
+                           "ino": st.st_ino, "dev": st.st_dev, "nlink": st.st_nlink}  # fmt: skip
         return result
 
     def _commit_part(self, entry: Entry) -> dict[str, Any]:

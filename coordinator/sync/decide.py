@@ -1,0 +1,214 @@
+"""Compare and plan, as pure functions: two listings (source and target as scanned now), the
+snapshot of the last sync, and the options in; actions out. No I/O.
+
+Decision order for one path in a one-way sync (push; pull is the mirror image):
+
+1. Excluded by the filters: nothing (a previously synced file keeps its copy at the target).
+2. Gone from the source but in the snapshot: delete at the target (unless --ignore-delete, or the
+   source's mount signature is missing), or a rename when a new path has its inode (and mtime).
+3. Unchanged since the snapshot (same kind, size, mtime, inode): nothing, unless --mirror finds
+   the target missing or different.
+4. New or changed: skip when the target already has it (first sync or --mirror: same size, and
+   the same checksum when -k asks for one) - "exists"; only attributes changed - "attributes";
+   otherwise transfer, subject to -o (always / older / conflict).
+5. --mirror: every target path the source does not have is deleted.
+
+Bidirectional: a path changed on one side only goes to the other; changed on both sides is a
+conflict (-o conflict: the newer wins and the older is kept as a conflict copy); deleted on one
+side and unchanged on the other is deleted; deleted on one side and changed on the other is sent
+again (a change wins over a deletion).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from common.snapshot import Entry
+
+__all__ = ["Action", "Plan", "changed", "plan_bidi", "plan_one_way"]
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """`kind`: send, mkdir, symlink, delete, rename, attrs, exists, conflict, dedup, skip."""
+
+    kind: str
+    path: str
+    to_target: bool = True  # for bidi: True = local -> remote, False = remote -> local
+    source: Entry | None = None  # the entry being sent / whose attributes are applied
+    old_path: str | None = None  # rename: previous name; dedup: the duplicate's original
+    reason: str = ""
+
+
+@dataclass
+class Plan:
+    actions: list[Action]
+    conflicts: int = 0
+
+    def of(self, kind: str) -> list[Action]:
+        return [a for a in self.actions if a.kind == kind]
+
+
+def changed(now: Entry, before: Entry | None) -> bool:
+    """True when `now` differs from the snapshot record `before` (stat-level comparison)."""
+    if before is None or now.kind != before.kind:
+        return True
+    if now.kind == "dir":
+        return False
+    if now.kind == "link":
+        return now.target != before.target
+    return now.size != before.size or now.mtime_ns != before.mtime_ns
+
+
+def _same_content(a: Entry, b: Entry, use_checksum: bool) -> bool:
+    if a.kind != b.kind:
+        return False
+    if a.kind == "dir":
+        return True
+    if a.kind == "link":
+        return a.target == b.target
+    if a.size != b.size:
+        return False
+    if use_checksum:
+        return a.checksum is not None and a.checksum == b.checksum
+    return True
+
+
+def _order(actions: list[Action], delete_before: bool) -> list[Action]:
+    """mkdir first (parents before children), then renames, transfers and attribute updates;
+    deletes (children before parents) last, or first with --delete-before."""
+    rank = {"mkdir": 0, "rename": 1}
+    rest = sorted((a for a in actions if a.kind != "delete"), key=lambda a: (rank.get(a.kind, 2), a.path))
+    deletes = sorted((a for a in actions if a.kind == "delete"), key=lambda a: a.path, reverse=True)
+    return deletes + rest if delete_before else rest + deletes
+
+
+def plan_one_way(source: Mapping[str, Entry], target: Mapping[str, Entry] | None, snapshot: Mapping[str, Entry],
+                 *, overwrite: str = "always", mirror: bool = False, ignore_delete: bool = False,
+                 delete_before: bool = False, use_checksum: bool = False, file_rename: bool = False,
+                 dir_rename: bool = False, deletes_allowed: bool = True,
+                 excluded: Callable[[str, bool], bool] | None = None) -> Plan:  # fmt: skip
+    """`target` is None when the target was not scanned (a re-sync without --mirror: the
+    snapshot stands for it)."""
+    actions: list[Action] = []
+    gone = {p: e for p, e in snapshot.items() if p not in source}
+    by_inode: dict[tuple[int, int], str] = {}
+    if file_rename or dir_rename:
+        for p, e in gone.items():
+            if (e.kind == "file" and file_rename and e.nlink <= 1) or (e.kind == "dir" and dir_rename):
+                by_inode[(e.dev, e.inode)] = p
+    renamed_dirs: list[tuple[str, str]] = []
+    for path in sorted(source):
+        now = source[path]
+        before = snapshot.get(path)
+        if any(path.startswith(new + "/") for _, new in renamed_dirs):
+            continue  # moved along with its renamed directory
+        if before is None and by_inode:
+            old = by_inode.get((now.dev, now.inode))
+            old_entry = snapshot.get(old) if old else None
+            if old and old_entry is not None and old_entry.kind == now.kind and (
+                    now.kind == "dir" or old_entry.mtime_ns == now.mtime_ns):  # fmt: skip
+                actions.append(Action("rename", path, source=now, old_path=old))
+                gone.pop(old, None)
+                if now.kind == "dir":
+                    renamed_dirs.append((old, path))
+                    for p in list(gone):
+                        if p.startswith(old + "/"):
+                            gone.pop(p)
+                continue
+        there = target.get(path) if target is not None else None
+        if not changed(now, before):
+            if mirror and target is not None and (there is None or not _same_content(now, there, use_checksum)):
+                actions.append(_make(now, path))
+            continue
+        if now.kind == "dir":
+            if there is None or there.kind != "dir":
+                actions.append(Action("mkdir", path, source=now))
+            else:
+                actions.append(Action("exists", path, source=now))
+            continue
+        if there is not None and _same_content(now, there, use_checksum):
+            actions.append(Action("exists", path, source=now, reason="identical at the target"))
+            continue
+        if before is not None and now.kind == "file" and before.kind == "file" and now.size == before.size \
+                and use_checksum and now.checksum is not None and now.checksum == before.checksum:
+            actions.append(Action("attrs", path, source=now, reason="attributes changed"))
+            continue
+        if overwrite == "older" and there is not None and there.mtime_ns >= now.mtime_ns:
+            actions.append(Action("skip", path, source=now, reason="target not older"))
+            continue
+        actions.append(_make(now, path))
+    if deletes_allowed and not ignore_delete:
+        for path, e in gone.items():
+            if target is not None and path not in target:
+                continue
+            actions.append(Action("delete", path, source=e))
+    if mirror and target is not None:
+        for path, e in target.items():
+            if path not in source and path not in gone and not (excluded and excluded(path, e.kind == "dir")):
+                if not any(path.startswith(new + "/") or path == new for _, new in renamed_dirs):
+                    actions.append(Action("delete", path, source=e, reason="not at the source (--mirror)"))
+    return Plan(_order(_collapse_deletes(actions), delete_before))
+
+
+def _make(entry: Entry, path: str, to_target: bool = True) -> Action:
+    if entry.kind == "dir":
+        return Action("mkdir", path, to_target, source=entry)
+    if entry.kind == "link":
+        return Action("symlink", path, to_target, source=entry)
+    return Action("send", path, to_target, source=entry)
+
+
+def _collapse_deletes(actions: list[Action]) -> list[Action]:
+    """A deleted directory takes its contents with it: drop the deletes below it."""
+    dirs = sorted(a.path for a in actions if a.kind == "delete" and a.source is not None and a.source.kind == "dir")
+    if not dirs:
+        return actions
+    out = []
+    for a in actions:
+        if a.kind == "delete" and any(a.path.startswith(d + "/") for d in dirs):
+            continue
+        out.append(a)
+    return out
+
+
+def plan_bidi(local: Mapping[str, Entry], remote: Mapping[str, Entry], snap_local: Mapping[str, Entry],
+              snap_remote: Mapping[str, Entry], *, ignore_delete: bool = False, delete_before: bool = False,
+              use_checksum: bool = False, deletes_allowed_local: bool = True,
+              deletes_allowed_remote: bool = True) -> Plan:  # fmt: skip
+    actions: list[Action] = []
+    conflicts = 0
+    for path in sorted(set(local) | set(remote) | set(snap_local) | set(snap_remote)):
+        lnow, rnow = local.get(path), remote.get(path)
+        lbefore, rbefore = snap_local.get(path), snap_remote.get(path)
+        lchg = lnow is not None and changed(lnow, lbefore)
+        rchg = rnow is not None and changed(rnow, rbefore)
+        lgone = lnow is None and lbefore is not None
+        rgone = rnow is None and rbefore is not None
+        if lnow is not None and rnow is not None:
+            if not lchg and not rchg:
+                continue
+            if _same_content(lnow, rnow, use_checksum):
+                actions.append(Action("exists", path, source=lnow))
+                continue
+            if lchg and rchg:
+                newer_local = lnow.mtime_ns >= rnow.mtime_ns
+                conflicts += 1
+                actions.append(Action("conflict", path, newer_local, source=lnow if newer_local else rnow,
+                                      reason="changed on both sides; the newer wins, the older is kept"))  # fmt: skip
+                continue
+            actions.append(_make(lnow, path, True) if lchg else _make(rnow, path, False))  # type: ignore[arg-type]
+        elif lnow is not None:
+            if rgone and not lchg:
+                if deletes_allowed_remote and not ignore_delete:
+                    actions.append(Action("delete", path, False, source=lnow, reason="deleted on the remote side"))
+            else:
+                actions.append(_make(lnow, path, True))
+        elif rnow is not None:
+            if lgone and not rchg:
+                if deletes_allowed_local and not ignore_delete:
+                    actions.append(Action("delete", path, True, source=rnow, reason="deleted on the local side"))
+            else:
+                actions.append(_make(rnow, path, False))
+    return Plan(_order(_collapse_deletes(actions), delete_before), conflicts)

@@ -1,0 +1,289 @@
+"""One-time synchronization: scan -> compare -> plan -> transfer -> commit -> report.
+
+The snapshot (SQLite in `<local dir>/.surge/<pair>.db` by default) records what both sides
+looked like after the last sync. A push re-sync therefore stats the local tree only; the remote
+tree is listed on the first run, with --mirror, and for pull and bidi. Every action that
+succeeds is recorded at once, so a sync killed at any point resumes where it was: files not
+recorded are examined again (and partial transfers resume), and no partial file ever carries a
+final name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.filters import compile_filters
+from common.snapshot import Entry, SnapshotError, SqliteSnapshot, default_snapshot_path
+
+from ..cp.common import CopyError, hello
+from ..cp.endpoint import Endpoint, EndpointError
+from .decide import Action, Plan, plan_bidi, plan_one_way
+from .scan import ScanResult, fill_checksums, scan_tree
+from .sides import LocalSide, RemoteSide, SideError
+from .transfer import copy_options, send_files
+
+__all__ = ["SyncError", "SyncReport", "run_sync"]
+
+log = logging.getLogger("surge.sync")
+
+STATUS = {"send": "SYNCHRONIZED", "mkdir": "SYNCHRONIZED", "symlink": "SYNCHRONIZED", "conflict": "SYNCHRONIZED",
+          "skip": "SYNCHRONIZED(skp)", "delete": "SYNCHRONIZED(del)", "exists": "SYNCHRONIZED(exs)",
+          "rename": "SYNCHRONIZED(mov)", "attrs": "SYNCHRONIZED(mov)", "dedup": "SYNCHRONIZED(ddp)"}  # fmt: skip
+
+
+class SyncError(Exception):
+    """The sync cannot start or go on (the message names the option or path and the cause)."""
+
+
+@dataclass
+class SyncReport:
+    lines: list[tuple[str, str]] = field(default_factory=list)  # (path, status)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    conflicts: int = 0
+    bytes_sent: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def add(self, path: str, status: str) -> None:
+        self.lines.append((path, status))
+        self.counts[status] = self.counts.get(status, 0) + 1
+
+
+def _signature_ok(root: str, signature: str | None) -> bool:
+    return signature is None or os.path.exists(signature if os.path.isabs(signature) else os.path.join(root, signature))
+
+
+class _Run:
+    def __init__(self, opts: Any, endpoint: Endpoint | None, emit: Callable[[str, str], None] | None) -> None:
+        self.opts = opts
+        self.endpoint = endpoint
+        self.emit = emit
+        self.report = SyncReport()
+        self.local = LocalSide(opts.local_dir)
+        self.remote: LocalSide | RemoteSide = (LocalSide(opts.remote_dir) if endpoint is None or opts.host is None
+                                               else RemoteSide(endpoint, opts.remote_dir))  # fmt: skip
+        self.filters = compile_filters(opts.filters)
+        self.snap: SqliteSnapshot | None = None
+        self.pending_local: list[Entry] = []
+        self.pending_remote: list[Entry] = []
+
+    # -- reporting and bookkeeping -----------------------------------------------------------
+    def status(self, path: str, status: str) -> None:
+        self.report.add(path, status)
+        if self.emit is not None:
+            self.emit(path, status)
+
+    def error(self, path: str, message: str) -> None:
+        self.report.errors.append((path, message))
+        if self.emit is not None:
+            self.emit(path, f"ERROR: {message}")
+
+    def record(self, local: Entry | None, remote: Entry | None, path: str) -> None:
+        assert self.snap is not None
+        self.snap.apply("local", [local] if local else [], [] if local else [path])
+        self.snap.apply("remote", [remote] if remote else [], [] if remote else [path])
+
+    # -- scanning ------------------------------------------------------------------------------
+    def scan_local(self, snapshot: dict[str, Entry]) -> ScanResult:
+        o = self.opts
+        skip_dir = None
+        if o.exclude_dirs_older_than is not None or o.assume_no_mods:
+            limit = o.exclude_dirs_older_than
+
+            def skip_dir(path: str, st: os.stat_result) -> bool:
+                before = snapshot.get(path)
+                if before is None or before.kind != "dir":
+                    return False
+                if limit is not None:
+                    return max(st.st_mtime_ns, before.rmtime_ns) / 1e9 < limit
+                return st.st_mtime_ns == before.mtime_ns
+
+        return scan_tree(o.local_dir, filters=self.filters, symlinks=o.symbolic_links, skip_dir=skip_dir,
+                         snapshot=snapshot)  # fmt: skip
+
+    def scan_remote(self) -> dict[str, Entry]:
+        if isinstance(self.remote, LocalSide):
+            result = scan_tree(self.remote.root, filters=self.filters, symlinks=self.opts.symbolic_links)
+            for p, m in result.errors:
+                self.error(p, m)
+            return result.entries
+        entries = {}
+        for e in self.remote.list():
+            if e.path.split("/")[0] in (".surge", ".private-asp") or e.path.endswith((".partial", ".aspx")):
+                continue
+            if self.filters and self.filters.excluded(e.path, e.kind == "dir"):
+                continue
+            entries[e.path] = e
+        return entries
+
+
+def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = None,
+             emit: Callable[[str, str], None] | None = None,
+             progress: Callable[[dict[str, Any]], None] | None = None) -> SyncReport:  # fmt: skip
+    """Run one synchronization of the pair `opts.name`. Raises SyncError for a problem that
+    stops it; per-file problems are in the report."""
+    from .execute import execute
+
+    started = time.monotonic()
+    _check_dirs(opts)
+    endpoint = _connect(opts, endpoint_factory)
+    run = _Run(opts, endpoint, emit)
+    try:
+        try:
+            run.snap = SqliteSnapshot(default_snapshot_path(opts.local_dir, opts.name, opts.local_db_dir))
+        except SnapshotError as exc:
+            raise SyncError(str(exc)) from None
+        _check_snapshot_meta(run)
+        plan = _plan(run)
+        run.report.conflicts = plan.conflicts
+        execute(run, plan, progress)
+        _finish_meta(run)
+    finally:
+        if run.snap is not None:
+            run.snap.close()
+        if endpoint is not None:
+            try:
+                endpoint.send({"type": "bye"})
+            except EndpointError:
+                pass
+            endpoint.close()
+    run.report.elapsed = time.monotonic() - started
+    return run.report
+
+
+def _check_dirs(opts: Any) -> None:
+    for option, path, local in (("-d", opts.local_dir, True), ("-r", opts.remote_dir, opts.host is None)):
+        if not local:
+            continue
+        if not os.path.isdir(path):
+            if os.path.exists(path):
+                raise SyncError(f"{option}: {path!r} is not a directory")
+            if not opts.create_dir:
+                raise SyncError(f"{option}: directory {path!r} does not exist (use --create-dir to create it)")
+            os.makedirs(path, exist_ok=True)
+    if opts.host is None:
+        a, b = os.path.realpath(opts.local_dir), os.path.realpath(opts.remote_dir)
+        if a == b or b.startswith(a + os.sep) or a.startswith(b + os.sep):
+            raise SyncError("-r: the remote directory must not be inside the local directory (or the reverse)")
+    for option, keep in (("--keep-dir-local", opts.keep_dir_local), ("--keep-dir-remote", opts.keep_dir_remote if opts.host is None else None)):
+        if keep and not os.path.isdir(keep):
+            raise SyncError(f"{option}: directory {keep!r} does not exist (it is not created for you)")
+
+
+def _connect(opts: Any, factory: Callable[[Any], Endpoint] | None) -> Endpoint:
+    from ..cp.client import default_endpoint
+    from ..cp.remote import Route
+
+    copts = copy_options(opts, opts.local_dir, opts.remote_dir)
+    try:
+        if factory is not None:
+            endpoint = factory(opts)
+        else:
+            endpoint = default_endpoint(copts, Route("push", opts.host, opts.user, (opts.local_dir,), opts.remote_dir))
+        hello(endpoint, copts)
+    except (EndpointError, CopyError) as exc:
+        raise SyncError(str(exc)) from None
+    return endpoint
+
+
+def _check_snapshot_meta(run: _Run) -> None:
+    o, snap = run.opts, run.snap
+    assert snap is not None
+    if o.reset:
+        snap.reset()
+    where = f"{o.host or ''}:{o.remote_dir}" if o.host else os.path.realpath(o.remote_dir)
+    previous = snap.get_meta("remote")
+    if previous is not None and previous != where and not o.ignore_remote_host_sync_name:
+        raise SyncError(f"-r: this pair was synchronized with {previous!r}, not {where!r} "
+                        "(use -x to start over, or --ignore_remote_host_sync_name)")  # fmt: skip
+    edot = snap.get_meta("exclude_dirs_older_than")
+    given = o.exclude_dirs_older_than_text
+    if snap.count("local") and (edot or None) != (given or None):
+        raise SyncError("--exclude-dirs-older-than: every run of a pair must use the same value as the first "
+                        f"(first run: {edot or 'not given'}, now: {given or 'not given'})")  # fmt: skip
+    snap.set_meta("remote", where)
+    snap.set_meta("exclude_dirs_older_than", given)
+    snap.set_meta("checksum", o.checksum)
+
+
+def _finish_meta(run: _Run) -> None:
+    assert run.snap is not None
+    run.snap.set_meta("last_sync", str(time.time()))
+
+
+def _plan(run: _Run) -> Plan:
+    o, snap = run.opts, run.snap
+    assert snap is not None
+    snap_local, snap_remote = snap.load("local"), snap.load("remote")
+    local = run.scan_local(snap_local)
+    for p, m in local.errors:
+        run.error(p, m)
+    for p, m in local.skipped:
+        log.info("skipped %s: %s", p, m)
+    first = not snap_local and not snap_remote
+    need_remote = o.direction != "push" or first or o.mirror
+    remote = run.scan_remote() if need_remote else None
+    use_checksum = o.checksum != "none"
+    local_ok = _signature_ok(o.local_dir, o.local_mount_signature)
+    remote_ok = o.host is not None or _signature_ok(o.remote_dir, o.remote_mount_signature)
+    if not local_ok:
+        run.error(o.local_mount_signature, "--local-mount-signature: missing; no deletions are propagated")
+    if not remote_ok:
+        run.error(o.remote_mount_signature, "--remote-mount-signature: missing; no deletions are propagated")
+
+    def excluded(path: str, is_dir: bool) -> bool:
+        return bool(run.filters) and run.filters.excluded(path, is_dir)
+
+    if use_checksum:
+        _checksums(run, local.entries, snap_local, remote)
+    if o.direction == "push":
+        plan = plan_one_way(local.entries, remote, {p: e for p, e in snap_local.items() if not excluded(p, e.kind == "dir")},
+                            overwrite=o.overwrite, mirror=o.mirror, ignore_delete=o.ignore_delete,
+                            delete_before=o.delete_before, use_checksum=use_checksum,
+                            file_rename=o.scan_file_rename, dir_rename=o.scan_dir_rename,
+                            deletes_allowed=local_ok, excluded=excluded)  # fmt: skip
+    elif o.direction == "pull":
+        assert remote is not None
+        plan = plan_one_way(remote, local.entries, {p: e for p, e in snap_remote.items() if not excluded(p, e.kind == "dir")},
+                            overwrite=o.overwrite, mirror=o.mirror, ignore_delete=o.ignore_delete,
+                            delete_before=o.delete_before, use_checksum=use_checksum,
+                            deletes_allowed=remote_ok, excluded=excluded)  # fmt: skip
+        plan.actions = [Action(a.kind, a.path, False, a.source, a.old_path, a.reason) for a in plan.actions]
+    else:
+        assert remote is not None
+        plan = plan_bidi(local.entries, remote, snap_local, snap_remote, ignore_delete=o.ignore_delete,
+                         delete_before=o.delete_before, use_checksum=False,
+                         deletes_allowed_local=remote_ok, deletes_allowed_remote=local_ok)  # fmt: skip
+    run.scanned = (local.entries, remote)  # type: ignore[attr-defined]
+    return plan
+
+
+def _checksums(run: _Run, local: dict[str, Entry], snap_local: dict[str, Entry], remote: dict[str, Entry] | None) -> None:
+    """-k: checksums of new or changed local files, and of same-size remote files a first sync
+    or --mirror compares with them (a local-to-local pair computes both here)."""
+    o = run.opts
+    todo = [p for p, e in local.items() if e.kind == "file" and (p not in snap_local or
+            snap_local[p].size != e.size or snap_local[p].mtime_ns != e.mtime_ns)]  # fmt: skip
+    for p, e in snap_local.items():  # unchanged files keep their recorded checksum
+        if p in local and p not in todo and e.checksum:
+            cur = local[p]
+            local[p] = Entry(cur.path, cur.kind, cur.size, cur.mtime_ns, cur.mode, cur.inode, cur.dev, cur.nlink,
+                             e.checksum, cur.target, cur.rmtime_ns, cur.uid, cur.gid, cur.meta)  # fmt: skip
+    for p, m in fill_checksums(o.local_dir, local, todo, o.checksum, o.local_checksum_threads):
+        run.error(p, m)
+    if remote is not None and isinstance(run.remote, LocalSide):
+        same = [p for p in todo if p in remote and remote[p].kind == "file" and remote[p].size == local[p].size]
+        for p, m in fill_checksums(o.remote_dir, remote, same, o.checksum, o.remote_checksum_threads):
+            run.error(p, m)
+
+
+__all__ += ["SyncError"]

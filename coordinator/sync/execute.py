@@ -1,0 +1,182 @@
+"""Carrying out a sync plan, recording each success in the snapshot as it happens.
+
+Phases: deletes first with --delete-before; then directories, renames, links, attribute
+updates and conflict copies; then the transfers (one upload and/or one download session over
+the UDP transport); then deletes (the default, like --delete-delay: deletion waits for the
+transfers). `--remove-after-transfer` removes each source file once its copy is committed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from common.snapshot import Entry
+
+from ..cp.common import CopyError
+from .decide import Action, Plan
+from .sides import SideError
+from .transfer import send_files
+
+if TYPE_CHECKING:
+    from .engine import _Run
+
+__all__ = ["execute"]
+
+
+def _attrs_entry(path: str, attrs: dict[str, Any]) -> Entry:
+    return Entry(path, "file", int(attrs.get("size", 0)), int(attrs.get("mtime_ns", 0)), int(attrs.get("mode", 0)),
+                 int(attrs.get("ino", 0)), int(attrs.get("dev", 0)), int(attrs.get("nlink", 1)))  # fmt: skip
+
+
+def _conflict_name(path: str) -> str:
+    head, ext = os.path.splitext(path)
+    return f"{head}.conflict-{time.strftime('%Y%m%d-%H%M%S')}{ext}"
+
+
+def execute(run: _Run, plan: Plan, progress: Callable[[dict[str, Any]], None] | None) -> None:
+    o = run.opts
+    assert run.snap is not None
+    snap = run.snap
+    local_now, remote_now = run.scanned  # type: ignore[attr-defined]
+    remote_now = remote_now or {}
+    deletes = [a for a in plan.actions if a.kind == "delete"]
+    sends = [a for a in plan.actions if a.kind in ("send", "conflict")]
+    others = [a for a in plan.actions if a.kind not in ("delete", "send", "conflict")]
+
+    def both(a: Action) -> tuple[Entry | None, Entry | None]:
+        return local_now.get(a.path), remote_now.get(a.path)
+
+    def target_of(a: Action) -> Any:
+        return run.remote if a.to_target else run.local
+
+    def do_delete(a: Action) -> None:
+        side = target_of(a)
+        keep = o.keep_dir_remote if a.to_target else o.keep_dir_local
+        try:
+            side.delete(a.path, keep)
+        except SideError as exc:
+            run.error(a.path, str(exc))
+            return
+        is_dir = a.source is not None and a.source.kind == "dir"
+        for which in ("local", "remote"):
+            snap.apply(which, deletes=[a.path], delete_trees=[a.path] if is_dir else [])
+        run.status(a.path, "SYNCHRONIZED(del)")
+
+    if o.delete_before:
+        for a in deletes:
+            do_delete(a)
+    for a in others:
+        _simple(run, a, both(a), target_of(a))
+    for a in sends:
+        if a.kind == "conflict":  # keep the losing version beside the winner
+            loser = target_of(a)
+            try:
+                loser.rename(a.path, _conflict_name(a.path))
+            except SideError as exc:
+                run.error(a.path, f"conflict copy: {exc}")
+            run.report.conflicts = max(run.report.conflicts, 1)
+    up = [a for a in sends if a.to_target and a.source is not None and a.source.kind == "file"]
+    down = [a for a in sends if not a.to_target and a.source is not None and a.source.kind == "file"]
+    for direction, batch in ((True, up), (False, down)):
+        if batch:
+            _transfer(run, batch, direction, local_now, remote_now, progress)
+    if not o.delete_before:
+        for a in deletes:
+            do_delete(a)
+
+
+def _simple(run: _Run, a: Action, now: tuple[Entry | None, Entry | None], side: Any) -> None:
+    o = run.opts
+    assert run.snap is not None
+    snap = run.snap
+    local, remote = now
+    try:
+        if a.kind in ("mkdir", "symlink"):
+            if a.kind == "mkdir":
+                side.mkdir(a.path)
+            else:
+                assert a.source is not None and a.source.target is not None
+                side.symlink(a.path, a.source.target)
+            made = side.stat(a.path)
+            pair = (local, made) if a.to_target else (made, remote)
+            snap.apply("local", [pair[0]] if pair[0] else [])
+            snap.apply("remote", [pair[1]] if pair[1] else [])
+            run.status(a.path, "SYNCHRONIZED")
+        elif a.kind == "rename":
+            assert a.old_path is not None
+            side.rename(a.old_path, a.path)
+            for which in ("local", "remote"):
+                if a.source is not None and a.source.kind == "dir":
+                    snap.rename_tree(which, a.old_path, a.path)
+                else:
+                    snap.apply(which, deletes=[a.old_path])
+            moved = side.stat(a.path)
+            pair = (local, moved) if a.to_target else (moved, remote)
+            snap.apply("local", [pair[0]] if pair[0] else [])
+            snap.apply("remote", [pair[1]] if pair[1] else [])
+            run.status(a.path, "SYNCHRONIZED(mov)")
+        elif a.kind == "attrs":
+            assert a.source is not None
+            side.set_attrs(a.path, a.source.mtime_ns if o.preserve_mtime else None,
+                           None if o.ignore_mode else a.source.mode)  # fmt: skip
+            updated = side.stat(a.path)
+            pair = (local, updated) if a.to_target else (updated, remote)
+            snap.apply("local", [pair[0]] if pair[0] else [])
+            snap.apply("remote", [pair[1]] if pair[1] else [])
+            run.status(a.path, "SYNCHRONIZED(mov)")
+        elif a.kind == "exists":
+            if local is not None:
+                snap.apply("local", [local])
+            if remote is not None:
+                snap.apply("remote", [remote])
+            if a.source is not None and a.source.kind != "dir":
+                run.status(a.path, "SYNCHRONIZED(exs)")
+        elif a.kind == "skip":
+            run.status(a.path, "SYNCHRONIZED(skp)")
+    except SideError as exc:
+        run.error(a.path, str(exc))
+
+
+def _transfer(run: _Run, batch: list[Action], upload: bool, local_now: dict[str, Entry],
+              remote_now: dict[str, Entry], progress: Callable[[dict[str, Any]], None] | None) -> None:  # fmt: skip
+    o = run.opts
+    assert run.snap is not None and run.endpoint is not None
+    snap = run.snap
+    entries = [a.source for a in batch if a.source is not None]
+
+    def on_file(path: str, event: dict[str, Any]) -> None:
+        status = event.get("status")
+        if status == "failed":
+            run.error(path, str(event.get("error", "transfer failed")))
+            return
+        if status != "done":
+            run.status(path, "SYNCHRONIZED(skp)")
+            return
+        committed = _attrs_entry(path, event.get("attrs", {}))
+        if upload:
+            snap.apply("local", [local_now[path]] if path in local_now else [])
+            snap.apply("remote", [committed])
+        else:
+            snap.apply("local", [committed])
+            snap.apply("remote", [remote_now[path]] if path in remote_now else [])
+        run.report.bytes_sent += committed.size
+        run.status(path, "SYNCHRONIZED")
+        if o.remove_after_transfer:
+            source_side = run.local if upload else run.remote
+            try:
+                source_side.delete(path)
+                snap.apply("local" if upload else "remote", deletes=[path])
+            except SideError as exc:
+                run.error(path, f"--remove-after-transfer: {exc}")
+
+    try:
+        result = send_files(o, run.endpoint, entries, upload=upload, local_root=o.local_dir,
+                            remote_root=o.remote_dir, on_file=on_file, progress=progress)  # fmt: skip
+    except CopyError as exc:
+        run.error("/", f"transfer failed: {exc}")
+        return
+    for path, message in result.errors:
+        run.error(path, message)

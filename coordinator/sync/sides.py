@@ -1,0 +1,161 @@
+"""The two ends of a sync pair behind one small interface: list, stat, mkdir, symlink, delete
+(optionally into a keep directory), rename and attribute updates. `LocalSide` works on this
+machine's file system; `RemoteSide` sends the same operations over the control channel to
+`surge agent` (which confines them to the user's docroot)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any, Protocol
+
+from common.snapshot import Entry
+
+from ..cp.endpoint import Endpoint
+from .scan import entry_from_attrs
+
+__all__ = ["LocalSide", "RemoteSide", "Side", "SideError"]
+
+
+class SideError(Exception):
+    """An operation on one end failed; the message names the path and the cause."""
+
+
+class Side(Protocol):
+    root: str
+
+    def stat(self, path: str) -> Entry | None: ...
+
+    def mkdir(self, path: str) -> None: ...
+
+    def symlink(self, path: str, target: str) -> None: ...
+
+    def delete(self, path: str, keep_dir: str | None = None) -> None: ...
+
+    def rename(self, old: str, new: str) -> None: ...
+
+    def set_attrs(self, path: str, mtime_ns: int | None, mode: int | None) -> None: ...
+
+
+class LocalSide:
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def _full(self, path: str) -> str:
+        return os.path.join(self.root, *path.split("/"))
+
+    def stat(self, path: str) -> Entry | None:
+        full = self._full(path)
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            return None
+        import stat as st_mod
+
+        kind = "dir" if st_mod.S_ISDIR(st.st_mode) else "link" if st_mod.S_ISLNK(st.st_mode) else "file"
+        return Entry(path, kind, st.st_size if kind == "file" else 0, st.st_mtime_ns, st_mod.S_IMODE(st.st_mode),
+                     st.st_ino, st.st_dev, st.st_nlink, None, os.readlink(full) if kind == "link" else None)  # fmt: skip
+
+    def mkdir(self, path: str) -> None:
+        try:
+            os.makedirs(self._full(path), exist_ok=True)
+        except OSError as exc:
+            raise SideError(f"{path}: cannot create directory: {exc.strerror}") from None
+
+    def symlink(self, path: str, target: str) -> None:
+        full = self._full(path)
+        try:
+            if os.path.lexists(full):
+                os.unlink(full)
+            os.symlink(target, full)
+        except OSError as exc:
+            raise SideError(f"{path}: cannot create symbolic link: {exc.strerror}") from None
+
+    def delete(self, path: str, keep_dir: str | None = None) -> None:
+        full = self._full(path)
+        try:
+            if keep_dir:
+                dest = os.path.join(keep_dir, *path.split("/"))
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                os.replace(full, dest)
+            elif os.path.isdir(full) and not os.path.islink(full):
+                shutil.rmtree(full)
+            else:
+                os.unlink(full)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise SideError(f"{path}: cannot delete: {exc.strerror}") from None
+
+    def rename(self, old: str, new: str) -> None:
+        try:
+            dest = self._full(new)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            os.replace(self._full(old), dest)
+        except OSError as exc:
+            raise SideError(f"{old} -> {new}: cannot rename: {exc.strerror}") from None
+
+    def set_attrs(self, path: str, mtime_ns: int | None, mode: int | None) -> None:
+        full = self._full(path)
+        try:
+            if mode is not None:
+                os.chmod(full, mode)
+            if mtime_ns is not None:
+                st = os.stat(full)
+                os.utime(full, ns=(st.st_atime_ns, mtime_ns))
+        except OSError as exc:
+            raise SideError(f"{path}: cannot set attributes: {exc.strerror}") from None
+
+
+class RemoteSide:
+    """Operations through the far end's agent; paths are joined to the remote root."""
+
+    def __init__(self, endpoint: Endpoint, root: str) -> None:
+        self.endpoint = endpoint
+        self.root = root.rstrip("/") or "/"
+
+    def _path(self, path: str) -> str:
+        return f"{self.root}/{path}" if path else self.root
+
+    def op(self, op: str, path: str, **fields: Any) -> dict[str, Any]:
+        self.endpoint.send({"type": "op", "op": op, "path": self._path(path), **fields})
+        msg = self.endpoint.recv(120.0)
+        if msg["type"] == "error":
+            raise SideError(f"{path or '.'}: {msg.get('message')}")
+        return msg
+
+    def list(self) -> list[Entry]:
+        return [entry_from_attrs(e["path"], e) for e in self.op("list", "")["entries"]]
+
+    def stat(self, path: str) -> Entry | None:
+        try:
+            return entry_from_attrs(path, self.op("stat", path, nofollow=True)["attrs"])
+        except SideError:
+            return None
+
+    def mkdir(self, path: str) -> None:
+        self.op("mkdir", path)
+
+    def symlink(self, path: str, target: str) -> None:
+        self.op("symlink", path, target=target)
+
+    def delete(self, path: str, keep_dir: str | None = None) -> None:
+        if keep_dir:
+            self.endpoint.send({"type": "op", "op": "rename", "path": self._path(path),
+                                "to": f"{keep_dir.rstrip('/')}/{path}"})  # fmt: skip
+            msg = self.endpoint.recv(120.0)
+            if msg["type"] == "error":
+                raise SideError(f"{path}: {msg.get('message')}")
+            return
+        self.op("delete", path, recursive=True)
+
+    def rename(self, old: str, new: str) -> None:
+        self.op("rename", old, to=self._path(new))
+
+    def set_attrs(self, path: str, mtime_ns: int | None, mode: int | None) -> None:
+        fields: dict[str, Any] = {}
+        if mode is not None:
+            fields["mode"] = mode
+        if mtime_ns is not None:
+            fields["mtime"] = mtime_ns / 1e9
+        self.op("setattr", path, **fields)

@@ -1,0 +1,62 @@
+"""Moving the files a sync plan sends, over the same UDP transport and far end as `surge cp`:
+an upload for local -> remote, a download for remote -> local. Each committed file is reported
+back with the attributes it has at its destination, so the snapshot records both sides."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from common.snapshot import Entry
+
+from ..cp.common import CopyError, CopyResult
+from ..cp.endpoint import Endpoint
+from ..cp.options import CopyOptions
+from ..cp.sources import SourceFile, SourceTree
+
+__all__ = ["send_files", "copy_options"]
+
+FileDone = Callable[[str, dict[str, Any]], None]
+
+
+def copy_options(opts: Any, source: str, destination: str) -> CopyOptions:
+    """The transfer settings of a sync session expressed as `surge cp` options."""
+    return CopyOptions(
+        sources=(source,), destination=destination, target_rate=opts.target_rate, min_rate=opts.min_rate,
+        policy=opts.policy, cipher=opts.cipher, udp_port=opts.udp_port, datagram_size=opts.datagram_size,
+        rexmsg_size=opts.rexmsg_size, overwrite="always", resume=1, preserve_mtime=opts.preserve_mtime,
+        preserve_atime=opts.preserve_atime, token=opts.token, password=opts.password, keys=tuple(opts.keys),
+        ssh_port=opts.ssh_port, check_sshfp=opts.check_sshfp, create_dir=True,
+    )  # fmt: skip
+
+
+def send_files(opts: Any, endpoint: Endpoint, entries: list[Entry], *, upload: bool, local_root: str,
+               remote_root: str, on_file: FileDone,
+               progress: Callable[[dict[str, Any]], None] | None = None) -> CopyResult:  # fmt: skip
+    """Send `entries` (files, paths relative to the roots) local -> remote (`upload`) or
+    remote -> local; `on_file(path, event)` for each file the destination committed."""
+    from ..cp.download import download
+    from ..cp.upload import upload as do_upload
+
+    def event(f: SourceFile, msg: dict[str, Any]) -> None:
+        on_file(f.rel, msg)
+
+    if upload:
+        tree = SourceTree(single_source=False)
+        for e in entries:
+            full = f"{local_root.rstrip('/')}/{e.path}"
+            tree.files.append(SourceFile(full, e.path, e.size, e.mtime_ns / 1e9, e.mtime_ns / 1e9))
+        copts = copy_options(opts, local_root, remote_root)
+        result = CopyResult(tree.files)
+        do_upload(copts, tree, remote_root.rstrip("/") + "/", endpoint, result, progress, event)
+        return result
+    root = remote_root.rstrip("/") or "/"
+    copts = dataclasses.replace(copy_options(opts, root, local_root),
+                                sources=tuple(f"{root}/{e.path}" for e in entries), src_base=root)
+    result = CopyResult([])
+    download(copts, copts.sources, local_root.rstrip("/") + "/", endpoint, result, progress, event)
+    return result
+
+
+__all__ += ["CopyError"]

@@ -19,6 +19,8 @@ Conventions, from the ascp and async references:
   (async writes ``SS.mmm``; smaller units are spelled ``ms``/``us``).
 * mtime bounds (``--exclude-newer-than``/``--exclude-older-than``): a positive number is seconds
   since the epoch, a negative one is seconds before now.
+* UTC timestamps (async's ``--exclude-dirs-older-than``): ``YYYY-MM-DDTHH:MM:SS``, optionally
+  followed by ``Z``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "parse_mtime_bound",
     "parse_rate",
     "parse_size",
+    "parse_utc_timestamp",
 ]
 
 MAX_RATE_BPS = 1_000_000_000_000
@@ -71,6 +75,7 @@ _UNIT_SECONDS: dict[str, float] = {
 }
 _UNIT_ORDER = tuple(_UNIT_SECONDS)
 _MTIME_RE = re.compile(rf"(?P<sign>[+-])?(?P<num>{_NUMBER})")
+_UTC_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z?")
 
 
 class UnitError(ValueError):
@@ -330,3 +335,20 @@ def parse_mtime_bound(text: str, option: str, now: float) -> float:
     if result < 0:
         raise UnitError(f"{option}: invalid time {_show(text)}: before 1970")
     return result
+
+
+def parse_utc_timestamp(text: str, option: str) -> float:
+    """Parse async's UTC timestamp ``YYYY-MM-DDTHH:MM:SS`` (``2015-01-01T08:00:00``, a trailing
+    ``Z`` allowed) into seconds since the epoch."""
+    stripped = _checked_text(text, option, "timestamp")
+    match = _UTC_RE.fullmatch(stripped)
+    if match is None:
+        raise UnitError(
+            f"{option}: invalid timestamp {_show(text)}: expected YYYY-MM-DDTHH:MM:SS (UTC)"
+        )
+    try:
+        year, month, day, hour, minute, second = (int(field) for field in match.groups())
+        moment = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    except ValueError:
+        raise UnitError(f"{option}: invalid timestamp {_show(text)}: no such date or time") from None
+    return moment.timestamp()

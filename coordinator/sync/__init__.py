@@ -1,0 +1,1 @@
+"""`surge sync`: the async-compatible directory synchronisation."""

@@ -1,0 +1,491 @@
+"""The command line of ``surge sync``: async syntax in, one validated :class:`SyncOptions` out.
+
+:func:`parse_sync_args` is the only entry point that reads the environment (password, token,
+cookie, ``$USER``) and the clock (``--exclude-dirs-older-than`` durations) and the filter rule
+files; everything below it gets a frozen dataclass. Errors raise :class:`OptionError` with a
+one-line message that starts with the option at fault; the CLI prints
+``surge sync: error: <message>`` and exits 2. ``-h``/``--help`` and ``-A``/``--version`` raise
+:class:`ShowHelp`/:class:`ShowVersion` (both :class:`InfoRequest`) carrying the text to print.
+
+Choices where the async reference is silent or loose, so that they are easy to find:
+
+* ``-N`` must precede every session option (the reference's rule); instance options (``-A``,
+  ``--apply-local-docroot``, ``-D``, ``-h``, ``-L``, ``-q``, ``--watchd``) may come anywhere.
+* ``-l``/``-m``: a bare number is bps (the reference lists the units G/g, M/m, K/k or bps);
+  percentages are not accepted. Without ``-m``, a ``-l`` below 200 Kbps lowers the minimum to
+  it; an explicit ``-m`` above ``-l`` is an error.
+* ``-o always``/``older`` with ``-K bidi`` is an error (the reference: "Use with -K push and
+  pull"); ``-o conflict`` is accepted with every direction.
+* ``--dedup=hardlink`` with ``-u``/``-j`` is an error (the reference: "not supported").
+* ``--user`` without a remote host is an error; with a remote host and no ``--user`` the user is
+  ``$USER``, as the reference says. ``-r USER@A:DIR`` with a one-letter host is an error (``A:``
+  reads as a drive); ``-r A:DIR`` is a local Windows path.
+* ``--preserve-acls=native`` (Windows, macOS, AIX) and ``--preserve-xattrs=native`` (Linux,
+  macOS) are errors on other platforms; the remote values are checked here only for a local
+  sync, otherwise by the peer.
+* ``-L``/``-R DIR:MB``: the size is a whole number of MB (the examples' ``c:/logs:200``).
+* ``--exclude-dirs-older-than``: a plain number is epoch seconds, ``YYYY-...`` a UTC timestamp,
+  anything else a duration that must spell every field right of its largest unit.
+* ``--ignore_remote_host_sync_name`` is also accepted with hyphens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from common.filters import FilterError, FilterRule, Kind, compile_filters, read_rule_file
+from common.units import Rate, UnitError, format_bytes, parse_duration, parse_size
+from coordinator.cp.options import CIPHERS, POLICIES
+
+from . import _values as conv
+from ._optparse import InfoRequest, OptionError, ShowHelp, ShowVersion, build_parser, check_order
+from ._optparse import Parser as _Parser
+
+__all__ = [
+    "CHECKSUMS", "CIPHERS", "DEDUP_MODES", "DEFAULT_MIN_RATE", "DEFAULT_TARGET_RATE", "DIRECTIONS",
+    "OVERWRITE_POLICIES", "POLICIES", "PRESERVE_MODES", "SCAN_INTENSITIES", "SYMLINK_ACTIONS",
+    "InfoRequest", "OptionError", "ShowHelp", "ShowVersion", "SyncOptions", "build_parser",
+    "parse_sync_args",
+]
+
+DEFAULT_TARGET_RATE = Rate(bits_per_second=10_000_000.0)  # -l: 10 Mbps
+DEFAULT_MIN_RATE = Rate(bits_per_second=200_000.0)  # -m: 200 Kbps
+DIRECTIONS = ("push", "pull", "bidi")
+CHECKSUMS = ("sha1", "md5", "sha1-sparse", "md5-sparse", "none")
+FULL_CHECKSUMS = ("sha1", "md5")
+OVERWRITE_POLICIES = ("always", "older", "conflict")
+DEDUP_MODES = ("hardlink", "inode", "copy")
+PRESERVE_MODES = ("native", "metafile", "none")
+SYMLINK_ACTIONS = ("copy", "skip", "follow")
+SCAN_INTENSITIES = ("vlow", "low", "medium", "high", "vhigh")
+COMPRESSIONS = ("zlib", "none")
+MAX_NAME_LENGTH = 255  # -N: the name is a directory name in the database
+MAX_THREADS = 256  # --*-threads
+MAX_TRANSFER_THREADS = 128  # --transfer-threads N
+MAX_PENDING = 1_000_000  # --pending-max: files queued for transfer
+MAX_COOLOFF = 60  # --cooloff: "integers 0-60"
+DEFAULT_LOG_SIZE = 10 << 20  # -L DIR without :MB
+DEFAULT_SUPPORT_RESUME = 1 << 20  # --support-resume: 1048576
+DEFAULT_READ_BLOCK = 64 << 20  # -g: "Default: 64 MB"
+DEFAULT_WRITE_BLOCK = 64 << 10  # -G: "Default: 64 KB"
+MAX_READ_BLOCK = 500 << 20  # -g: ascp's limit
+MAX_WRITE_BLOCK = 16 << 20  # -G: "The maximum is 16 MB"
+DATAGRAM_RANGE = (296, 65535)  # -Z
+REXMSG_RANGE = (98, 1440)  # -X: "Maximum: 1440"; the minimum is one range with its header
+NATIVE_ACLS = sys.platform in ("win32", "darwin") or sys.platform.startswith("aix")
+NATIVE_XATTRS = sys.platform.startswith("linux") or sys.platform == "darwin"
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
+_HOST_RE = re.compile(r"[^\s/\\@]+")
+_BAD_PATH_RE = re.compile(r"[\0\r\n]")
+
+
+def _choice(option: str, what: str, value: str | None, choices: Sequence[str]) -> None:
+    if value is not None and value not in choices:
+        raise OptionError(f"{option}: unknown {what} {value!r}: expected one of "
+                          + ", ".join(choices))
+
+
+def _range(option: str, value: int | None, low: int, high: int | None = None) -> None:
+    if value is not None and (value < low or (high is not None and value > high)):
+        bound = f"{low}..{high}" if high is not None else f"at least {low}"
+        raise OptionError(f"{option}: {value} out of range {bound}")
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """Everything ``surge sync`` was asked to do; defaults are async's. Validated on creation.
+
+    ``overwrite`` "" means the direction's default (always; conflict for bidi) and the
+    ``remote_preserve_*`` "" the local value; both are resolved on creation."""
+
+    name: str
+    local_dir: str
+    remote_dir: str
+    host: str | None = None  # None: remote_dir is a local directory
+    user: str | None = None
+    direction: str = "push"
+    continuous: bool = False
+    create_dir: bool = False
+    checksum: str = "sha1-sparse"
+    overwrite: str = ""
+    mirror: bool = False
+    ignore_delete: bool = False
+    delete_before: bool = False
+    delete_delay: bool = False
+    keep_dir_local: str | None = None
+    keep_dir_remote: str | None = None
+    remove_after_transfer: bool = False
+    filters: tuple[FilterRule, ...] = ()
+    exclude_dirs_older_than: float | None = None  # absolute epoch seconds
+    exclude_dirs_older_than_text: str | None = None  # as given, to compare with later runs
+    assume_no_mods: bool = False
+    scan_file_rename: bool = False
+    scan_dir_rename: bool = False
+    dedup: str | None = None
+    preserve_mtime: bool = False
+    preserve_atime: bool = False
+    preserve_ctime: bool = False  # Windows only: accepted, no effect
+    preserve_uid: bool = False
+    preserve_gid: bool = False
+    write_uid: str | None = None
+    write_gid: str | None = None
+    preserve_xattrs: str = "none"
+    remote_preserve_xattrs: str = ""
+    preserve_acls: str = "none"
+    remote_preserve_acls: str = ""
+    preserve_object_lock_legal_hold: bool = False  # S3 to S3 only: accepted, no effect
+    preserve_object_lock_retention: bool = False
+    ignore_mode: bool = False
+    no_preserve_root_attrs: bool = False
+    symbolic_links: str = "copy"
+    local_mount_signature: str | None = None
+    remote_mount_signature: str | None = None
+    local_fs_threads: int = 1
+    remote_fs_threads: int = 1
+    local_checksum_threads: int = 4
+    remote_checksum_threads: int = 4
+    scan_threads: int = 1
+    remote_scan_threads: int = 1
+    support_resume: int = DEFAULT_SUPPORT_RESUME
+    resume_age_days: int = 5
+    cooloff: int = 3
+    cooloff_max: int = 0
+    sharing_retry_max: int = 3
+    pending_max: int = 2000
+    scan_interval: float | None = None  # seconds
+    remote_scan_interval: float | None = None
+    no_scan: bool = False
+    local_force_stat: bool = False
+    remote_force_stat: bool = False
+    scan_intensity: str = "medium"
+    transfer_threads: tuple[tuple[int, int | None], ...] = ()  # (threads, size bound or None)
+    file_manifest_path: str | None = None
+    cookie: str | None = None
+    tags: str | None = None  # JSON text of a JSON object
+    log_dir: str | None = None
+    log_size: int = DEFAULT_LOG_SIZE  # bytes
+    remote_log_dir: str | None = None
+    remote_log_size: int | None = None  # bytes; None: the server's
+    debug: int = 0
+    quiet: bool = False
+    no_log_stats: bool = False
+    watchd: str | None = None
+    local_db_dir: str | None = None
+    remote_db_dir: str | None = None
+    reset: bool = False
+    clean_excluded: bool = False
+    store_metadata_records: bool = False
+    ignore_remote_host_sync_name: bool = False
+    apply_local_docroot: bool = False
+    target_rate: Rate = DEFAULT_TARGET_RATE
+    min_rate: Rate = DEFAULT_MIN_RATE
+    policy: str = "fair"
+    cipher: str = "aes128"
+    compression: str = "none"
+    udp_port: int = 33001
+    ssh_port: int = 22
+    keys: tuple[str, ...] = ()
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    check_sshfp: str | None = None
+    datagram_size: int | None = None  # None: the path MTU
+    rexmsg_size: int = REXMSG_RANGE[1]
+    read_block_size: int = DEFAULT_READ_BLOCK
+    write_block_size: int = DEFAULT_WRITE_BLOCK
+    raw_options: tuple[str, ...] = ()
+    proxy: str | None = field(default=None, repr=False)  # holds the proxy password
+
+    def __post_init__(self) -> None:
+        _choice("-K", "direction", self.direction, DIRECTIONS)
+        if not self.overwrite:
+            object.__setattr__(self, "overwrite",
+                               "conflict" if self.direction == "bidi" else "always")
+        for side in ("xattrs", "acls"):
+            if not getattr(self, f"remote_preserve_{side}"):
+                object.__setattr__(self, f"remote_preserve_{side}",
+                                   getattr(self, f"preserve_{side}"))
+        self._check_names()
+        self._check_values()
+        self._check_combinations()
+        try:
+            compile_filters(self.filters)
+        except FilterError as error:
+            raise OptionError(str(error)) from None
+
+    def _check_names(self) -> None:
+        if not _NAME_RE.fullmatch(self.name) or len(self.name) > MAX_NAME_LENGTH:
+            raise OptionError(f"-N: invalid session name {self.name[:40]!r}: use 1-"
+                              f"{MAX_NAME_LENGTH} ASCII letters, digits, '-' and '_'")
+        for option, path in (("-d", self.local_dir), ("-r", self.remote_dir)):
+            if not path:
+                raise OptionError(f"{option}: empty directory")
+            if _BAD_PATH_RE.search(path):
+                raise OptionError(f"{option}: a directory must not contain NUL, CR or LF")
+        if self.host is not None and not _HOST_RE.fullmatch(self.host):
+            raise OptionError(f"--host: invalid host name {self.host!r}")
+        if self.user is not None and (not self.user or _BAD_PATH_RE.search(self.user)):
+            raise OptionError("--user: invalid user name")
+        for option, who in (("--write-uid", self.write_uid), ("--write-gid", self.write_gid)):
+            if who is not None and not re.fullmatch(r"[^\s:]+", who):
+                raise OptionError(f"{option}: invalid id {who!r}: a number or a name")
+        if self.cookie is not None and _BAD_PATH_RE.search(self.cookie):
+            raise OptionError("--cookie: must not contain CR, LF or NUL")
+        if self.tags is not None and len(self.tags.encode()) > conv.MAX_TAGS_BYTES:
+            raise OptionError(f"--tags: longer than {conv.MAX_TAGS_BYTES} bytes")
+
+    def _check_values(self) -> None:
+        _choice("-k", "checksum", self.checksum, CHECKSUMS)
+        _choice("-o", "overwrite policy", self.overwrite, OVERWRITE_POLICIES)
+        _choice("--dedup", "mode", self.dedup, DEDUP_MODES)
+        for option in ("preserve_xattrs", "remote_preserve_xattrs", "preserve_acls",
+                       "remote_preserve_acls"):
+            _choice("--" + option.replace("_", "-"), "mode", getattr(self, option),
+                    PRESERVE_MODES)
+        _choice("-n", "symbolic link action", self.symbolic_links, SYMLINK_ACTIONS)
+        _choice("-H", "scan intensity", self.scan_intensity, SCAN_INTENSITIES)
+        _choice("-a", "rate policy", self.policy, POLICIES)
+        _choice("-c", "cipher", self.cipher, CIPHERS)
+        _choice("--compression", "method", self.compression, COMPRESSIONS)
+        for name in ("local_fs_threads", "remote_fs_threads", "local_checksum_threads",
+                     "remote_checksum_threads", "scan_threads", "remote_scan_threads"):
+            _range("--" + name.replace("_", "-"), getattr(self, name), 1, MAX_THREADS)
+        _range("--cooloff", self.cooloff, 0, MAX_COOLOFF)
+        _range("--cooloff-max", self.cooloff_max, 0)
+        _range("--sharing-retry-max", self.sharing_retry_max, 0)
+        _range("--resume-age-days", self.resume_age_days, 0)
+        _range("--support-resume", self.support_resume, 0)
+        _range("--pending-max", self.pending_max, 1, MAX_PENDING)
+        for option, interval in (("--scan-interval", self.scan_interval),
+                                 ("--remote-scan-interval", self.remote_scan_interval)):
+            if interval is not None and interval <= 0:
+                raise OptionError(f"{option}: the interval must be positive")
+        for threads, bound in self.transfer_threads:
+            _range("--transfer-threads", threads, 1, MAX_TRANSFER_THREADS)
+            _range("--transfer-threads", bound, 0)
+        _range("-O", self.udp_port, 1, 65535)
+        _range("-P", self.ssh_port, 1, 65535)
+        _range("-Z", self.datagram_size, *DATAGRAM_RANGE)
+        _range("-X", self.rexmsg_size, *REXMSG_RANGE)
+        for option, size, top in (("-g", self.read_block_size, MAX_READ_BLOCK),
+                                  ("-G", self.write_block_size, MAX_WRITE_BLOCK)):
+            if not 1 <= size <= top:
+                raise OptionError(f"{option}: block size {size} out of range 1 B.."
+                                  f"{format_bytes(top)}")
+        _range("-L", self.log_size, 1)
+        _range("-R", self.remote_log_size, 1)
+        _range("-D", self.debug, 0)
+        if (self.exclude_dirs_older_than is None) != (self.exclude_dirs_older_than_text is None):
+            raise OptionError("--exclude-dirs-older-than: the value and its text go together")
+        if self.exclude_dirs_older_than is not None and self.exclude_dirs_older_than < 0:
+            raise OptionError("--exclude-dirs-older-than: before 1970")
+        if self.target_rate.percent is not None or not self.target_rate.bits_per_second:
+            raise OptionError("-l: the target rate must be an absolute rate above zero")
+        if self.min_rate.percent is not None:
+            raise OptionError("-m: the minimum rate must be an absolute rate")
+        if self.min_rate.resolve(0) > self.target_rate.resolve(0):
+            raise OptionError(f"-m: minimum rate {self.min_rate} is above the target rate "
+                              f"{self.target_rate} (-l)")
+
+    def _check_combinations(self) -> None:
+        if self.mirror:
+            for given, other in ((self.direction == "bidi", "-K bidi"),
+                                 (self.no_scan, "--no-scan"),
+                                 (self.remove_after_transfer, "--remove-after-transfer"),
+                                 (self.exclude_dirs_older_than is not None,
+                                  "--exclude-dirs-older-than"),
+                                 (self.ignore_delete, "--ignore-delete")):
+                if given:
+                    raise OptionError(f"--mirror: cannot be used with {other}")
+        if self.delete_before:
+            for given, other in ((self.delete_delay, "--delete-delay"),
+                                 (self.ignore_delete, "--ignore-delete")):
+                if given:
+                    raise OptionError(f"--delete-before: cannot be used with {other}")
+        if self.no_scan and not self.continuous:
+            raise OptionError("--no-scan: cannot be used with one-time sessions (without -C)")
+        if self.no_scan and self.scan_interval is not None:
+            raise OptionError("--no-scan: cannot be used with --scan-interval")
+        if self.direction == "bidi" and self.overwrite != "conflict":
+            raise OptionError(f"-o {self.overwrite}: is for -K push and pull; -K bidi takes "
+                              "-o conflict")
+        if self.dedup is not None and self.checksum not in FULL_CHECKSUMS:
+            raise OptionError(f"--dedup: requires -k with a full checksum (sha1 or md5), not "
+                              f"{self.checksum}")
+        if self.dedup == "hardlink":
+            for given, other in ((self.preserve_uid, "-u"), (self.preserve_gid, "-j")):
+                if given:
+                    raise OptionError(f"--dedup=hardlink: cannot be used with {other}; "
+                                      "use --dedup=copy")
+        if self.write_uid is not None and self.preserve_uid:
+            raise OptionError("--write-uid: cannot be used with -u/--preserve-uid")
+        if self.write_gid is not None and self.preserve_gid:
+            raise OptionError("--write-gid: cannot be used with -j/--preserve-gid")
+        if self.user is not None and self.host is None:
+            raise OptionError("--user: needs a remote host (--host, or HOST:DIR in -r)")
+        self._check_native()
+
+    def _check_native(self) -> None:
+        sides = [("", self.preserve_acls, self.preserve_xattrs)]
+        if self.host is None:  # the "remote" side is this machine too
+            sides.append(("remote-", self.remote_preserve_acls, self.remote_preserve_xattrs))
+        for prefix, acls, xattrs in sides:
+            if acls == "native" and not NATIVE_ACLS:
+                raise OptionError(f"--{prefix}preserve-acls=native is not supported on this "
+                                  "platform")
+            if xattrs == "native" and not NATIVE_XATTRS:
+                raise OptionError(f"--{prefix}preserve-xattrs=native is not supported on this "
+                                  "platform")
+
+
+# ------------------------------------------------------------------------------- conversion
+
+
+def parse_sync_args(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+                    now: float | None = None) -> SyncOptions:
+    """Parse ``surge sync`` arguments (without the ``surge sync`` words themselves).
+
+    ``env`` defaults to :data:`os.environ`, ``now`` (for durations) to the clock. Raises
+    :class:`OptionError` for a bad command line and :class:`InfoRequest` for -h/-A.
+    """
+    parser = build_parser()
+    assert isinstance(parser, _Parser)
+    ns, extras = parser.parse_known_args(parser.join_values(argv))
+    if extras:
+        more = f" (and {len(extras) - 1} more)" if len(extras) > 1 else ""
+        what = "unknown option" if extras[0].startswith("-") else "unexpected argument"
+        raise OptionError(f"{extras[0]}: {what}{more}")
+    check_order(ns)
+    try:
+        return _build(ns, os.environ if env is None else env, time.time() if now is None else now)
+    except UnitError as error:
+        raise OptionError(str(error)) from None
+
+
+def _filters(given: list[tuple[tuple[Kind, bool], str, str]] | None) -> tuple[FilterRule, ...]:
+    """--include/--exclude rules and those of -I/-E files, in command-line order."""
+    rules: list[FilterRule] = []
+    for (kind, from_file), value, option in given or ():
+        if not from_file:
+            rules.append(FilterRule(kind, value, option))
+            continue
+        try:
+            rules.extend(read_rule_file(value, kind))
+        except FilterError as error:
+            raise OptionError(f"{option}: {error}") from None
+    return tuple(rules)
+
+
+def _build(ns: argparse.Namespace, env: Mapping[str, str], now: float) -> SyncOptions:
+    if ns.local_dir is None:
+        raise OptionError("-d: required: the local directory")
+    if ns.remote_dir is None:
+        raise OptionError("-r: required: the remote directory ([[USER@]HOST:]RDIR)")
+    user, host, remote_dir = conv.split_remote(ns.remote_dir, ns.host, ns.user)
+    if host is not None and user is None:
+        user = conv.env_value(env, "USER")
+    log_dir, log_size = (None, None) if ns.log is None else conv.log_location(ns.log, "-L")
+    remote_log_dir, remote_log_size = (None, None) if ns.remote_log is None else \
+        conv.log_location(ns.remote_log, "-R")
+    target = DEFAULT_TARGET_RATE if ns.target_rate is None else conv.async_rate(
+        ns.target_rate, "-l", allow_zero=False)
+    minimum = min(DEFAULT_MIN_RATE, target, key=lambda rate: rate.resolve(0)) \
+        if ns.min_rate is None else conv.async_rate(ns.min_rate, "-m", allow_zero=True)
+    if ns.no_log not in (None, "stats"):
+        raise OptionError(f"--no-log: only 'stats' can be suppressed, not {ns.no_log!r}")
+    for option, secret in (("-w", ns.password), ("-W", ns.token)):
+        if secret is not None and not secret.strip():
+            raise OptionError(f"{option}: empty value")
+
+    def number(text: str | None, option: str, default: int) -> int:
+        return default if text is None else conv.integer(text, option, 0)
+
+    def lower(text: str | None, default: str) -> str:
+        return default if text is None else text.strip().lower()
+
+    def duration(text: str | None, option: str) -> float | None:
+        return None if text is None else parse_duration(text, option)
+
+    def size(text: str | None, option: str, default: int) -> int:
+        return default if text is None else parse_size(text, option)
+
+    return SyncOptions(
+        name=ns.name, local_dir=ns.local_dir, remote_dir=remote_dir, host=host, user=user,
+        direction=lower(ns.direction, "push"), continuous=ns.continuous,
+        create_dir=ns.create_dir, checksum=lower(ns.checksum, "sha1-sparse"),
+        overwrite=lower(ns.overwrite, ""), mirror=ns.mirror, ignore_delete=ns.ignore_delete,
+        delete_before=ns.delete_before, delete_delay=ns.delete_delay,
+        keep_dir_local=ns.keep_dir_local, keep_dir_remote=ns.keep_dir_remote,
+        remove_after_transfer=ns.remove_after_transfer, filters=_filters(ns.filters),
+        exclude_dirs_older_than=None if ns.exclude_dirs_older_than is None else
+        conv.exclude_dirs_older_than(ns.exclude_dirs_older_than, now),
+        exclude_dirs_older_than_text=ns.exclude_dirs_older_than,
+        assume_no_mods=ns.assume_no_mods, scan_file_rename=ns.scan_file_rename,
+        scan_dir_rename=ns.scan_dir_rename,
+        dedup=None if ns.dedup is None else lower(ns.dedup, ""),
+        preserve_mtime=ns.preserve_mtime, preserve_atime=ns.preserve_atime,
+        preserve_ctime=ns.preserve_ctime, preserve_uid=ns.preserve_uid,
+        preserve_gid=ns.preserve_gid, write_uid=ns.write_uid, write_gid=ns.write_gid,
+        preserve_xattrs=lower(ns.preserve_xattrs, "none"),
+        remote_preserve_xattrs=lower(ns.remote_preserve_xattrs, ""),
+        preserve_acls=lower(ns.preserve_acls, "none"),
+        remote_preserve_acls=lower(ns.remote_preserve_acls, ""),
+        preserve_object_lock_legal_hold=ns.preserve_object_lock_legal_hold,
+        preserve_object_lock_retention=ns.preserve_object_lock_retention,
+        ignore_mode=ns.ignore_mode, no_preserve_root_attrs=ns.no_preserve_root_attrs,
+        symbolic_links=lower(ns.symbolic_links, "copy"),
+        local_mount_signature=ns.local_mount_signature,
+        remote_mount_signature=ns.remote_mount_signature,
+        local_fs_threads=number(ns.local_fs_threads, "--local-fs-threads", 1),
+        remote_fs_threads=number(ns.remote_fs_threads, "--remote-fs-threads", 1),
+        local_checksum_threads=number(ns.local_checksum_threads, "--local-checksum-threads", 4),
+        remote_checksum_threads=number(ns.remote_checksum_threads,
+                                       "--remote-checksum-threads", 4),
+        scan_threads=number(ns.scan_threads, "--scan-threads", 1),
+        remote_scan_threads=number(ns.remote_scan_threads, "--remote-scan-threads", 1),
+        support_resume=size(ns.support_resume, "--support-resume", DEFAULT_SUPPORT_RESUME),
+        resume_age_days=number(ns.resume_age_days, "--resume-age-days", 5),
+        cooloff=number(ns.cooloff, "--cooloff", 3),
+        cooloff_max=number(ns.cooloff_max, "--cooloff-max", 0),
+        sharing_retry_max=number(ns.sharing_retry_max, "--sharing-retry-max", 3),
+        pending_max=number(ns.pending_max, "--pending-max", 2000),
+        scan_interval=duration(ns.scan_interval, "--scan-interval"),
+        remote_scan_interval=duration(ns.remote_scan_interval, "--remote-scan-interval"),
+        no_scan=ns.no_scan, local_force_stat=ns.local_force_stat,
+        remote_force_stat=ns.remote_force_stat,
+        scan_intensity=lower(ns.scan_intensity, "medium"),
+        transfer_threads=conv.transfer_threads(ns.transfer_threads or (), MAX_TRANSFER_THREADS),
+        file_manifest_path=ns.file_manifest_path,
+        cookie=ns.cookie if ns.cookie is not None else conv.env_value(
+            env, "SURGE_COOKIE", "ASPERA_SCP_COOKIE"),
+        tags=conv.tags(ns.tags), log_dir=log_dir, log_size=log_size or DEFAULT_LOG_SIZE,
+        remote_log_dir=remote_log_dir, remote_log_size=remote_log_size, debug=ns.debug,
+        quiet=ns.quiet, no_log_stats=ns.no_log == "stats",
+        watchd=None if ns.watchd is None else conv.watchd(ns.watchd),
+        local_db_dir=ns.local_db_dir, remote_db_dir=ns.remote_db_dir, reset=ns.reset,
+        clean_excluded=ns.clean_excluded, store_metadata_records=ns.store_metadata_records,
+        ignore_remote_host_sync_name=ns.ignore_remote_host_sync_name,
+        apply_local_docroot=ns.apply_local_docroot, target_rate=target, min_rate=minimum,
+        policy=lower(ns.policy, "fair"),
+        cipher="aes128" if ns.cipher is None else conv.cipher(ns.cipher),
+        compression=lower(ns.compression, "none"),
+        udp_port=number(ns.udp_port, "-O", 33001), ssh_port=number(ns.ssh_port, "-P", 22),
+        keys=tuple(ns.keys or ()),
+        password=ns.password if ns.password is not None else conv.env_value(
+            env, "SURGE_PASS", "ASPERA_SCP_PASS"),
+        token=ns.token if ns.token is not None else conv.env_value(
+            env, "SURGE_TOKEN", "ASPERA_SCP_TOKEN"),
+        check_sshfp=None if ns.check_sshfp is None else conv.check_sshfp(ns.check_sshfp),
+        datagram_size=None if ns.datagram_size is None else conv.integer(
+            ns.datagram_size, "-Z", 0),
+        rexmsg_size=number(ns.rexmsg_size, "-X", REXMSG_RANGE[1]),
+        read_block_size=size(ns.read_block_size, "-g", DEFAULT_READ_BLOCK),
+        write_block_size=size(ns.write_block_size, "-G", DEFAULT_WRITE_BLOCK),
+        raw_options=tuple(ns.raw_options or ()),
+        proxy=None if ns.proxy is None else conv.proxy(ns.proxy),
+    )

@@ -301,3 +301,61 @@ def test_bad_input_is_a_one_line_error_with_exit_2(args: list[str], needle: str)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0]
+
+
+def _sync_process(src: Path, dst: Path, port: int, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "coordinator.cli", "sync", "-N", "crash", "-d", str(src), "-r", str(dst),
+                             "-O", str(port), "-q", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _kill_tree(proc: subprocess.Popen[str]) -> None:
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    proc.kill()
+    for pid in children:
+        try:
+            os.kill(int(pid), 9)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=30)
+
+
+def _no_partial_under_final_names(src: Path, dst: Path) -> None:
+    for p in dst.rglob("*"):
+        if p.is_file() and not p.name.endswith((".partial", ".aspx")) and ".surge" not in p.parts:
+            rel = p.relative_to(dst)
+            assert p.read_bytes() == (src / rel).read_bytes(), f"{rel} is visible but not complete"
+
+
+def test_kill_9_during_a_large_file_then_rerun_sends_only_the_rest(trees: tuple[Path, Path]) -> None:
+    src, dst = trees
+    size = 8_000_000
+    write(src, {"big.bin": os.urandom(size)})
+    proc = _sync_process(src, dst, free_udp_port(), "-l", "12m")
+    deadline = time.monotonic() + 30
+    while not (dst / "big.bin.aspx").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (dst / "big.bin.aspx").exists(), "no resume state written"
+    _kill_tree(proc)
+    assert not (dst / "big.bin").exists()
+    report = sync(src, dst)
+    assert report.ok, report.errors
+    assert listing(dst) == listing(src)
+    assert report.bytes_sent == size
+    assert 0 < report.wire_bytes < 0.9 * size, f"the rerun sent {report.wire_bytes} of {size} bytes"
+    assert not list(dst.rglob("*.partial")) and not list(dst.rglob("*.aspx"))
+
+
+def test_kill_9_during_a_large_tree_then_rerun_completes(trees: tuple[Path, Path]) -> None:
+    src, dst = trees
+    write(src, {f"d{i % 10}/f{i:04}": os.urandom(20_000) for i in range(600)})
+    proc = _sync_process(src, dst, free_udp_port(), "-l", "20m")
+    deadline = time.monotonic() + 30
+    while len(list(dst.rglob("f*"))) < 50 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _kill_tree(proc)
+    _no_partial_under_final_names(src, dst)
+    report = sync(src, dst, "-l", "1g")
+    assert report.ok, report.errors
+    assert listing(dst) == listing(src)
+    sent = [p for p, s in report.lines if s == "SYNCHRONIZED"]
+    assert 0 < len(sent) < 600, f"the rerun sent {len(sent)} files: it should skip what the first run committed"

@@ -146,9 +146,10 @@ def plan_one_way(source: Mapping[str, Entry], target: Mapping[str, Entry] | None
             actions.append(Action("delete", path, source=e))
     if mirror and target is not None:
         for path, e in target.items():
-            if path not in source and path not in gone and not (excluded and excluded(path, e.kind == "dir")):
-                if not any(path.startswith(new + "/") or path == new for _, new in renamed_dirs):
-                    actions.append(Action("delete", path, source=e, reason="not at the source (--mirror)"))
+            if path in source or path in gone or (excluded and excluded(path, e.kind == "dir")):
+                continue
+            if not any(path.startswith(new + "/") or path == new for _, new in renamed_dirs):
+                actions.append(Action("delete", path, source=e, reason="not at the source (--mirror)"))
     return Plan(_order(_collapse_deletes(actions), delete_before))
 
 
@@ -198,7 +199,7 @@ def plan_bidi(local: Mapping[str, Entry], remote: Mapping[str, Entry], snap_loca
                 actions.append(Action("conflict", path, newer_local, source=lnow if newer_local else rnow,
                                       reason="changed on both sides; the newer wins, the older is kept"))  # fmt: skip
                 continue
-            actions.append(_make(lnow, path, True) if lchg else _make(rnow, path, False))  # type: ignore[arg-type]
+            actions.append(_make(lnow, path, True) if lchg else _make(rnow, path, False))
         elif lnow is not None:
             if rgone and not lchg:
                 if deletes_allowed_remote and not ignore_delete:

@@ -24,8 +24,8 @@ from ..cp.common import CopyError, hello
 from ..cp.endpoint import Endpoint, EndpointError
 from .decide import Action, Plan, plan_bidi, plan_one_way
 from .scan import ScanResult, fill_checksums, scan_tree
-from .sides import LocalSide, RemoteSide, SideError
-from .transfer import copy_options, send_files
+from .sides import LocalSide, RemoteSide
+from .transfer import copy_options
 
 __all__ = ["SyncError", "SyncReport", "run_sync"]
 
@@ -46,7 +46,8 @@ class SyncReport:
     errors: list[tuple[str, str]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     conflicts: int = 0
-    bytes_sent: int = 0
+    bytes_sent: int = 0  # size of the files committed at their destination
+    wire_bytes: int = 0  # file data the transport sent, retransmissions included
     elapsed: float = 0.0
 
     @property

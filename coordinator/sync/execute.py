@@ -178,5 +178,6 @@ def _transfer(run: _Run, batch: list[Action], upload: bool, local_now: dict[str,
     except CopyError as exc:
         run.error("/", f"transfer failed: {exc}")
         return
+    run.report.wire_bytes += int(result.stats.get("sender", {}).get("bytes_sent", 0))
     for path, message in result.errors:
         run.error(path, message)

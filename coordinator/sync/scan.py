@@ -17,7 +17,7 @@ from common.checksums import sparse_digest
 from common.filters import Filter
 from common.snapshot import Entry
 
-__all__ = ["ScanResult", "scan_tree", "fill_checksums", "entry_from_attrs", "SKIP_SUFFIXES"]
+__all__ = ["SKIP_SUFFIXES", "ScanResult", "entry_from_attrs", "fill_checksums", "scan_tree"]
 
 SKIP_SUFFIXES = (".partial", ".aspx", ".surge-tmp", ".partial.parts", ".partial.lock")
 _DB_DIRS = (".surge", ".private-asp")

@@ -15,7 +15,7 @@ from ..cp.endpoint import Endpoint
 from ..cp.options import CopyOptions
 from ..cp.sources import SourceFile, SourceTree
 
-__all__ = ["send_files", "copy_options"]
+__all__ = ["copy_options", "send_files"]
 
 FileDone = Callable[[str, dict[str, Any]], None]
 

@@ -23,6 +23,7 @@ from common.snapshot import Entry, SnapshotError, SqliteSnapshot, default_snapsh
 from ..cp.common import CopyError, hello
 from ..cp.endpoint import Endpoint, EndpointError
 from .decide import Action, Plan, plan_bidi, plan_one_way
+from .record import Recorder
 from .scan import ScanResult, fill_checksums, scan_tree
 from .sides import LocalSide, RemoteSide
 from .transfer import copy_options
@@ -74,8 +75,7 @@ class _Run:
                                                else RemoteSide(endpoint, opts.remote_dir))  # fmt: skip
         self.filters = compile_filters(opts.filters)
         self.snap: SqliteSnapshot | None = None
-        self.pending_local: list[Entry] = []
-        self.pending_remote: list[Entry] = []
+        self.recorder: Recorder
 
     # -- reporting and bookkeeping -----------------------------------------------------------
     def status(self, path: str, status: str) -> None:
@@ -87,11 +87,6 @@ class _Run:
         self.report.errors.append((path, message))
         if self.emit is not None:
             self.emit(path, f"ERROR: {message}")
-
-    def record(self, local: Entry | None, remote: Entry | None, path: str) -> None:
-        assert self.snap is not None
-        self.snap.apply("local", [local] if local else [], [] if local else [path])
-        self.snap.apply("remote", [remote] if remote else [], [] if remote else [path])
 
     # -- scanning ------------------------------------------------------------------------------
     def scan_local(self, snapshot: dict[str, Entry]) -> ScanResult:
@@ -144,9 +139,13 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
         except SnapshotError as exc:
             raise SyncError(str(exc)) from None
         _check_snapshot_meta(run)
+        run.recorder = Recorder(run.snap)
         plan = _plan(run)
         run.report.conflicts = plan.conflicts
-        execute(run, plan, progress)
+        try:
+            execute(run, plan, progress)
+        finally:
+            run.recorder.flush()
         _finish_meta(run)
     finally:
         if run.snap is not None:

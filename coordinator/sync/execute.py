@@ -38,8 +38,7 @@ def _conflict_name(path: str) -> str:
 
 def execute(run: _Run, plan: Plan, progress: Callable[[dict[str, Any]], None] | None) -> None:
     o = run.opts
-    assert run.snap is not None
-    snap = run.snap
+    rec = run.recorder
     local_now, remote_now = run.scanned  # type: ignore[attr-defined]
     remote_now = remote_now or {}
     deletes = [a for a in plan.actions if a.kind == "delete"]
@@ -60,9 +59,10 @@ def execute(run: _Run, plan: Plan, progress: Callable[[dict[str, Any]], None] | 
         except SideError as exc:
             run.error(a.path, str(exc))
             return
-        is_dir = a.source is not None and a.source.kind == "dir"
-        for which in ("local", "remote"):
-            snap.apply(which, deletes=[a.path], delete_trees=[a.path] if is_dir else [])
+        if a.source is not None and a.source.kind == "dir":
+            rec.delete_tree(a.path)
+        else:
+            rec.pair(a.path, None, None)
         run.status(a.path, "SYNCHRONIZED(del)")
 
     if o.delete_before:
@@ -90,8 +90,7 @@ def execute(run: _Run, plan: Plan, progress: Callable[[dict[str, Any]], None] | 
 
 def _simple(run: _Run, a: Action, now: tuple[Entry | None, Entry | None], side: Any) -> None:
     o = run.opts
-    assert run.snap is not None
-    snap = run.snap
+    rec = run.recorder
     local, remote = now
     try:
         if a.kind in ("mkdir", "symlink"):
@@ -101,37 +100,30 @@ def _simple(run: _Run, a: Action, now: tuple[Entry | None, Entry | None], side: 
                 assert a.source is not None and a.source.target is not None
                 side.symlink(a.path, a.source.target)
             made = side.stat(a.path)
-            pair = (local, made) if a.to_target else (made, remote)
-            snap.apply("local", [pair[0]] if pair[0] else [])
-            snap.apply("remote", [pair[1]] if pair[1] else [])
+            rec.pair(a.path, *((local, made) if a.to_target else (made, remote)))
             run.status(a.path, "SYNCHRONIZED")
         elif a.kind == "rename":
             assert a.old_path is not None
             side.rename(a.old_path, a.path)
-            for which in ("local", "remote"):
-                if a.source is not None and a.source.kind == "dir":
-                    snap.rename_tree(which, a.old_path, a.path)
-                else:
-                    snap.apply(which, deletes=[a.old_path])
+            if a.source is not None and a.source.kind == "dir":
+                rec.rename_tree(a.old_path, a.path)
+            else:
+                rec.pair(a.old_path, None, None)
             moved = side.stat(a.path)
-            pair = (local, moved) if a.to_target else (moved, remote)
-            snap.apply("local", [pair[0]] if pair[0] else [])
-            snap.apply("remote", [pair[1]] if pair[1] else [])
+            rec.pair(a.path, *((local, moved) if a.to_target else (moved, remote)))
             run.status(a.path, "SYNCHRONIZED(mov)")
         elif a.kind == "attrs":
             assert a.source is not None
             side.set_attrs(a.path, a.source.mtime_ns if o.preserve_mtime else None,
                            None if o.ignore_mode else a.source.mode)  # fmt: skip
             updated = side.stat(a.path)
-            pair = (local, updated) if a.to_target else (updated, remote)
-            snap.apply("local", [pair[0]] if pair[0] else [])
-            snap.apply("remote", [pair[1]] if pair[1] else [])
+            rec.pair(a.path, *((local, updated) if a.to_target else (updated, remote)))
             run.status(a.path, "SYNCHRONIZED(mov)")
         elif a.kind == "exists":
             if local is not None:
-                snap.apply("local", [local])
+                rec.put("local", local)
             if remote is not None:
-                snap.apply("remote", [remote])
+                rec.put("remote", remote)
             if a.source is not None and a.source.kind != "dir":
                 run.status(a.path, "SYNCHRONIZED(exs)")
         elif a.kind == "skip":
@@ -143,8 +135,8 @@ def _simple(run: _Run, a: Action, now: tuple[Entry | None, Entry | None], side: 
 def _transfer(run: _Run, batch: list[Action], upload: bool, local_now: dict[str, Entry],
               remote_now: dict[str, Entry], progress: Callable[[dict[str, Any]], None] | None) -> None:  # fmt: skip
     o = run.opts
-    assert run.snap is not None and run.endpoint is not None
-    snap = run.snap
+    assert run.endpoint is not None
+    rec = run.recorder
     entries = [a.source for a in batch if a.source is not None]
 
     def on_file(path: str, event: dict[str, Any]) -> None:
@@ -157,18 +149,16 @@ def _transfer(run: _Run, batch: list[Action], upload: bool, local_now: dict[str,
             return
         committed = _attrs_entry(path, event.get("attrs", {}))
         if upload:
-            snap.apply("local", [local_now[path]] if path in local_now else [])
-            snap.apply("remote", [committed])
+            rec.pair(path, local_now.get(path), committed)
         else:
-            snap.apply("local", [committed])
-            snap.apply("remote", [remote_now[path]] if path in remote_now else [])
+            rec.pair(path, committed, remote_now.get(path))
         run.report.bytes_sent += committed.size
         run.status(path, "SYNCHRONIZED")
         if o.remove_after_transfer:
             source_side = run.local if upload else run.remote
             try:
                 source_side.delete(path)
-                snap.apply("local" if upload else "remote", deletes=[path])
+                rec.put("local" if upload else "remote", None, path)
             except SideError as exc:
                 run.error(path, f"--remove-after-transfer: {exc}")
 

@@ -4,6 +4,7 @@ handler uses."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -61,6 +62,20 @@ class AgentContext:
     def resolve(self, path: str) -> str:
         """A client path as a local path inside the user's docroot (PathError otherwise)."""
         return self.policy.resolve(path)
+
+    def roots(self) -> tuple[str, ...]:
+        """Real paths every file this user touches must stay under (empty: unconfined)."""
+        if self.policy.docroot is not None:
+            return (os.path.realpath(self.policy.docroot),)
+        return tuple(os.path.realpath(r) for r in self.policy.restrictions)
+
+    def confined(self, path: str) -> bool:
+        """Does `path` (through every symbolic link) stay inside the user's roots?"""
+        roots = self.roots()
+        if not roots:
+            return True
+        real = os.path.realpath(path)
+        return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
     def authorize(self, direction: str, paths: list[str]) -> None:
         """Direction allowed for the user, and, when the client presented a token, the token

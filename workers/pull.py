@@ -42,6 +42,10 @@ def _scan(ctx: AgentContext, req: dict[str, Any]) -> Any:
         byte_range=(byte_range[0], byte_range[1]) if byte_range else None,
     )  # fmt: skip
     tree = scan_sources(copts)
+    leaked = [f for f in tree.files if f.path and not ctx.confined(f.path)]
+    if leaked:
+        tree.files = [f for f in tree.files if f not in leaked]
+        tree.errors.extend((f.path, "reached through a symbolic link that leaves the docroot") for f in leaked)
     multi = req.get("multi_session")
     if multi:
         tree = select_share(tree, int(multi[0]), int(multi[1]), int(multi[2]))

@@ -52,7 +52,7 @@ def handle_push(chan: Channel, req: dict[str, Any], ctx: AgentContext) -> int:
         dirs = [str(d) for d in req.get("dirs", [])]
         cipher = negotiate(req["cipher"], ctx.policy.cipher)
         effective = effective_transfer(ctx, req)
-        targets, plans = plan_receive(opts, files, dirs)
+        targets, plans = plan_receive(opts, files, dirs, confine=ctx.confined)
     except Refused as exc:
         return chan.refuse(exc.code, str(exc))
     except CipherRefused as exc:

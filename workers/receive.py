@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,13 +139,19 @@ def _load_resume(aspx: str, size: int, mtime: float) -> list[list[int]] | None:
         return None
 
 
-def plan_receive(opts: ReceiveOptions, files: Sequence[IncomingFile], dirs: Sequence[str]) -> tuple[list[str], list[dict[str, Any]]]:
+def plan_receive(opts: ReceiveOptions, files: Sequence[IncomingFile], dirs: Sequence[str],
+                 confine: Callable[[str], bool] | None = None) -> tuple[list[str], list[dict[str, Any]]]:  # fmt: skip
     """Targets and, per file, the action: ``send`` (optionally with ``have`` ranges to resume and
     a ``check`` digest the sender must confirm), ``compare`` (a complete file whose digest the
     sender compares with its own: equal means skip) or ``skip``."""
     if opts.discard:
         return ["" for _ in files], [{"action": "send"} for _ in files]
     _, targets, made = _targets(opts, files, dirs)
+    if confine is not None:  # checked before anything is created: a link must not lead out
+        for path in [*made, *targets]:
+            if not confine(os.path.dirname(path) if path in targets else path) or (
+                    os.path.lexists(path) and not confine(path)):  # fmt: skip
+                raise PathError(f"{path!r} leads outside the docroot through a symbolic link")
     for d in made:
         try:
             os.makedirs(d, exist_ok=True)

@@ -322,40 +322,31 @@ def _outbound_link(area: tuple[Path, str], tmp_path: Path) -> Path:
     return outside
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "workers/receive.py plan_receive/_targets join the uploaded relative paths under the resolved "
-    "destination with os.path.join and never confine them (common.paths.confine is unused), so an "
-    "existing symbolic link inside the docroot is followed: uploading a local directory named "
-    "`escape` into /AREA/, where AREA/escape links to a directory outside the docroot, exits 0 "
-    "('Completed: 1 file(s) transferred') and writes escape/planted.txt outside the docroot "
-    "(observed through both sshd + surge agent and surge server)"))
 def test_upload_of_tree_named_like_outbound_link_stays_inside(far: FarEnd, area: tuple[Path, str],
                                                                tmp_path: Path) -> None:  # fmt: skip
     """Uploading a directory called `escape` into a docroot directory where `escape` is a
-    symbolic link to a directory outside the docroot: nothing may land outside."""
+    symbolic link to a directory outside the docroot: refused, nothing lands outside."""
     outside = _outbound_link(area, tmp_path)
     src = tmp_path / "up" / "escape"
     src.mkdir(parents=True)
     (src / "planted.txt").write_text("should not leave the docroot\n")
-    cp(*far.auth(), str(src), far.remote(area[1] + "/"))
+    refused(cp(*far.auth(), str(src), far.remote(area[1] + "/")), "outside the docroot", "symbolic link")
     assert listing(outside) == {"secret.txt": 20}
+    assert listing(area[0]) == {"escape": f"-> {outside}"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "workers/pull.py scans the requested sources with coordinator.cp.sources.scan_sources, whose "
-    "walk follows symbolic links (entry.stat()) without checking that they stay inside the docroot "
-    "(UserPolicy.resolve checks only the named path): downloading /AREA, where AREA/escape links to "
-    "a directory outside the docroot, exits 0 and delivers AREA/escape/secret.txt from outside "
-    "(observed through both sshd + surge agent and surge server)"))
 def test_download_of_directory_with_outbound_link_leaks_nothing(far: FarEnd, area: tuple[Path, str],
                                                                  tmp_path: Path) -> None:  # fmt: skip
     """Downloading a docroot directory holding a symbolic link to a directory outside the
-    docroot: the outside files must not be sent."""
+    docroot: the files inside come, the outside ones are reported as errors and never sent."""
     _outbound_link(area, tmp_path)
     (area[0] / "inside.txt").write_text("inside\n")
     dst = tmp_path / "dst"
     dst.mkdir()
-    cp(*far.auth(), far.remote(area[1]), str(dst))
+    res = cp(*far.auth(), far.remote(area[1]), str(dst))
+    assert res.returncode != 0, res.stderr
+    assert "secret.txt: reached through a symbolic link that leaves the docroot" in res.stderr
+    assert (dst / area[1].lstrip("/") / "inside.txt").read_text() == "inside\n"
     assert "secret.txt" not in {p.name for p in dst.rglob("*")}
 
 

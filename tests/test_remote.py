@@ -488,3 +488,21 @@ def test_fifty_concurrent_clients_against_surge_server(server_end: FarEnd, world
         assert hashlib.sha256((target / src.name).read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
     assert sorted(p.name for p in target.iterdir()) == [s.name for s in sources]
     assert in_flight > BATCH, f"only {in_flight} clients in flight when the last started: not concurrent"
+
+
+# -- the benchmark's code path -----------------------------------------------------------------
+
+
+def test_remote_bench_runs_on_a_small_file(tmp_path: Path) -> None:
+    """bench.remote end to end on 4 MiB, so its code cannot rot: every tool delivers intact."""
+    repo = str(Path(__file__).resolve().parent.parent)
+    if repo not in sys.path:  # bench/ is not an installed package
+        sys.path.insert(0, repo)
+    from bench.remote import SECTION, TOOLS, RemoteBenchConfig, render, run_bench
+
+    report = run_bench(RemoteBenchConfig(size=4 * MiB, workdir=str(tmp_path), timeout=60), log=lambda _line: None)
+    assert [r.tool for r in report.results] == list(TOOLS)
+    assert all(r.ok for r in report.results), [(r.tool, r.status, r.detail) for r in report.results]
+    text = render(report)
+    assert "| surge cp → surge server |" in text and "not measured" not in text
+    assert SECTION.startswith("## Remote surge cp")

@@ -85,6 +85,7 @@ class SenderSession:
         self.start_time = now
         self.end_time: float | None = None
         self._acked_once = False
+        self.wire_bytes = 0  # payload plus per-datagram overhead, for the pacer's units
         self._sent_history: deque[tuple[float, int, float]] = deque()
         self._all_sent_announced = False
 
@@ -152,10 +153,16 @@ class SenderSession:
         if (self.unsent or self.retransmit) and not self._sender_limited(now):
             # When the sender itself fell short of its rate (nothing to send, or no CPU), a
             # low delivery rate says nothing about the path: leave the rate alone.
-            wire_rate = fb.delivery_rate * self.config.datagram_size / self.block_size  # pacing counts datagrams
+            wire_rate = fb.delivery_rate * self._wire_ratio()  # pacing counts whole datagrams
             self.controller.on_feedback(now, fb.queue_delay_us / _US, wire_rate, self._rtt(),
                                         self.rtt.min_rtt or self._rtt(), self.loss.loss,
                                         fb.min_delay_us / _US)  # fmt: skip
+
+    def _wire_ratio(self) -> float:
+        """Datagram bytes per payload byte so far (small files make headers weigh more)."""
+        if not self.bytes_sent:
+            return self.config.datagram_size / self.block_size
+        return self.wire_bytes / self.bytes_sent
 
     def _sender_limited(self, now: float) -> bool:
         """Did we send less than 85 % of what the rate allowed over the last round trip?"""
@@ -167,7 +174,7 @@ class SenderSession:
         t0, sent0, rate0 = hist[0]
         if now - t0 < 0.01:
             return False
-        wire = (self.bytes_sent - sent0) * self.config.datagram_size / self.block_size
+        wire = (self.bytes_sent - sent0) * self._wire_ratio()
         return wire < 0.85 * min(rate0, self.controller.rate) * (now - t0)
 
     def _expire_recent(self, now: float) -> None:
@@ -193,7 +200,7 @@ class SenderSession:
         self._credit = min(self._credit + rate * (now - self._last_pace), burst)
         self._last_pace = now
         out: list[Block] = []
-        dgram = self.config.datagram_size
+        overhead = self.config.datagram_size - self.block_size  # header and tag of every datagram
         layout, bsize = self.layout, self.block_size
         credit = self._credit
         while credit > 0 and len(out) < limit:
@@ -205,12 +212,13 @@ class SenderSession:
             # Carve consecutive blocks off the first range, then take them off the set at once.
             start, range_end = first
             cur = start
+            carved = len(out)
             while credit > 0 and len(out) < limit and cur < range_end:
                 index, offset, left = layout.locate(cur)
                 n = min(bsize, left, range_end - cur)
                 out.append(Block(index, offset, n, cur, is_rexmit))
                 cur += n
-                credit -= dgram
+                credit -= n + overhead
             source.pop_front(cur - start)
             if is_rexmit:
                 self._recent.add(start, cur)
@@ -219,6 +227,7 @@ class SenderSession:
             elif cur > self.sent_up_to:
                 self.sent_up_to = cur
             self.bytes_sent += cur - start
+            self.wire_bytes += cur - start + overhead * (len(out) - carved)
         self._credit = credit
         if out:
             self.datagrams_sent += len(out)

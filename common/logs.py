@@ -13,7 +13,9 @@ __all__ = ["configure_logging"]
 
 def configure_logging(program: str, log_dir: str | None, max_bytes: int, debug: int) -> logging.Logger:
     logger = logging.getLogger("surge")
-    logger.setLevel(logging.DEBUG if debug >= 2 else logging.INFO)
+    # Without a log file or -D nothing would read the records: do not build them (a sync of
+    # 100k files would make 200k of them).
+    logger.setLevel(logging.DEBUG if debug >= 2 else logging.INFO if (log_dir or debug) else logging.WARNING)
     for h in list(logger.handlers):
         logger.removeHandler(h)
     if log_dir:

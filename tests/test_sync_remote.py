@@ -1,0 +1,72 @@
+"""`surge sync` to a remote far end: `surge server` and a system sshd running `surge agent`,
+push and pull, changes and deletions, over real SSH and UDP on loopback."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from sshd import FarEnd, free_udp_port, surge_server, system_sshd  # noqa: E402
+
+from coordinator.sync.engine import run_sync  # noqa: E402
+from coordinator.sync.options import parse_sync_args  # noqa: E402
+
+
+@pytest.fixture(params=["server", "sshd"])
+def far(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FarEnd]:
+    docroot = tmp_path / "docroot"
+    docroot.mkdir()
+    starter = surge_server if request.param == "server" else system_sshd
+    with starter(tmp_path / request.param, docroot=docroot) as end:
+        yield end
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and ".surge" not in p.parts}  # fmt: skip
+
+
+def sync(far: FarEnd, local: Path, remote: str, *args: str) -> object:
+    opts = parse_sync_args(["-N", "remote", "-d", str(local), "-r", far.remote(remote), *far.auth(),
+                            "-O", str(free_udp_port()), "-l", "1g", *args])  # fmt: skip
+    return run_sync(opts)
+
+
+def test_push_then_changes_then_pull(far: FarEnd, tmp_path: Path) -> None:
+    assert far.docroot is not None
+    src = tmp_path / "src"
+    for i in range(30):
+        (src / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 3}" / f"f{i}").write_bytes(os.urandom(1000 + i * 100))
+    (src / "big").write_bytes(os.urandom(3_000_000))
+    report = sync(far, src, "/mirror", "--create-dir")
+    assert report.ok, report.errors  # type: ignore[attr-defined]
+    assert tree(far.docroot / "mirror") == tree(src)
+    (src / "d0" / "f0").write_bytes(b"changed")
+    (src / "d1" / "f1").unlink()
+    report = sync(far, src, "/mirror")
+    assert report.ok, report.errors  # type: ignore[attr-defined]
+    assert tree(far.docroot / "mirror") == tree(src)
+    statuses = dict(report.lines)  # type: ignore[attr-defined]
+    assert statuses == {"d0/f0": "SYNCHRONIZED", "d1/f1": "SYNCHRONIZED(del)"}
+    back = tmp_path / "back"
+    back.mkdir()
+    opts = parse_sync_args(["-N", "back", "-d", str(back), "-r", far.remote("/mirror"), *far.auth(),
+                            "-O", str(free_udp_port()), "-l", "1g", "-K", "pull"])  # fmt: skip
+    report = run_sync(opts)
+    assert report.ok, report.errors
+    assert tree(back) == tree(src)
+
+
+def test_remote_path_outside_the_docroot_is_refused(far: FarEnd, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    with pytest.raises(Exception, match="escapes|outside"):
+        sync(far, src, "/../outside", "--create-dir")
+    assert not (tmp_path / "outside").exists()

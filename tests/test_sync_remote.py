@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from sshd import FarEnd, free_udp_port, surge_server, system_sshd  # noqa: E402
+from sshd import FarEnd, free_udp_port, surge_server, system_sshd
 
-from coordinator.sync.engine import run_sync  # noqa: E402
-from coordinator.sync.options import parse_sync_args  # noqa: E402
+from coordinator.sync.engine import SyncError, run_sync
+from coordinator.sync.options import parse_sync_args
 
 
 @pytest.fixture(params=["server", "sshd"])
@@ -67,6 +67,6 @@ def test_remote_path_outside_the_docroot_is_refused(far: FarEnd, tmp_path: Path)
     src = tmp_path / "src"
     src.mkdir()
     (src / "f").write_text("x")
-    with pytest.raises(Exception, match="escapes|outside"):
+    with pytest.raises(SyncError, match=r"escapes|outside"):
         sync(far, src, "/../outside", "--create-dir")
     assert not (tmp_path / "outside").exists()

@@ -140,7 +140,11 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
             raise SyncError(str(exc)) from None
         _check_snapshot_meta(run)
         run.recorder = Recorder(run.snap)
-        plan = _plan(run)
+        try:
+            _check_remote_root(run)
+            plan = _plan(run)
+        except SideError as exc:
+            raise SyncError(f"-r: {exc}") from None
         run.report.conflicts = plan.conflicts
         try:
             execute(run, plan, progress)
@@ -193,6 +197,16 @@ def _connect(opts: Any, factory: Callable[[Any], Endpoint] | None) -> Endpoint:
     except (EndpointError, CopyError) as exc:
         raise SyncError(str(exc)) from None
     return endpoint
+
+
+def _check_remote_root(run: _Run) -> None:
+    """A remote directory must exist (or be created with --create-dir) inside the docroot."""
+    if not isinstance(run.remote, RemoteSide):
+        return
+    if run.remote.stat("") is None:
+        if not run.opts.create_dir:
+            raise SyncError(f"-r: directory {run.opts.remote_dir!r} does not exist (use --create-dir to create it)")
+        run.remote.mkdir("")
 
 
 def _check_snapshot_meta(run: _Run) -> None:

@@ -1,0 +1,25 @@
+"""The snapshot store: what each side of a sync pair looked like at the end of the last
+successful sync (DESIGN decision 6: one interface, SQLite embedded, Redis for the cluster)."""
+
+from common.snapshot.base import (
+    KINDS,
+    SIDES,
+    Entry,
+    SnapshotError,
+    SnapshotStore,
+    is_within,
+    path_sort_key,
+)
+from common.snapshot.sqlite import SqliteSnapshot, default_snapshot_path
+
+__all__ = [
+    "KINDS",
+    "SIDES",
+    "Entry",
+    "SnapshotError",
+    "SnapshotStore",
+    "SqliteSnapshot",
+    "default_snapshot_path",
+    "is_within",
+    "path_sort_key",
+]

@@ -203,7 +203,9 @@ def _check_remote_root(run: _Run) -> None:
     """A remote directory must exist (or be created with --create-dir) inside the docroot."""
     if not isinstance(run.remote, RemoteSide):
         return
-    if run.remote.stat("") is None:
+    try:
+        run.remote.op("stat", "")
+    except SideError:
         if not run.opts.create_dir:
             raise SyncError(f"-r: directory {run.opts.remote_dir!r} does not exist (use --create-dir to create it)")
         run.remote.mkdir("")

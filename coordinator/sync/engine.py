@@ -25,7 +25,7 @@ from ..cp.endpoint import Endpoint, EndpointError
 from .decide import Action, Plan, plan_bidi, plan_one_way
 from .record import Recorder
 from .scan import ScanResult, fill_checksums, scan_tree
-from .sides import LocalSide, RemoteSide
+from .sides import LocalSide, RemoteSide, SideError
 from .transfer import copy_options
 
 __all__ = ["SyncError", "SyncReport", "run_sync"]

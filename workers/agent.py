@@ -19,6 +19,8 @@ from typing import BinaryIO
 from common import __version__
 from common.control.framing import ProtocolError
 from common.control.messages import PROTOCOL_VERSION
+from common.logs import configure_logging
+from common.paths import PathError
 from common.serverconfig import ConfigError, load_config
 
 from .context import AgentContext, Channel
@@ -39,6 +41,7 @@ def serve(rin: BinaryIO, wout: BinaryIO, ctx: AgentContext) -> int:
                                           f"(this agent speaks {PROTOCOL_VERSION})")  # fmt: skip
         token = hello.get("token")
         ctx.token = str(token) if token else None
+        _remote_logging(ctx, hello)
         chan.send({"type": "hello", "version": PROTOCOL_VERSION, "software": f"surge {__version__}",
                    "user": ctx.user})  # fmt: skip
         while True:
@@ -60,6 +63,21 @@ def serve(rin: BinaryIO, wout: BinaryIO, ctx: AgentContext) -> int:
     except (ProtocolError, EOFError) as exc:
         print(f"surge agent: {exc}", file=sys.stderr)
         return 2
+
+
+def _remote_logging(ctx: AgentContext, hello: dict[str, object]) -> None:
+    """-R: log this session into a directory of the client's choosing (inside the docroot);
+    the session's cookie and tags go into that log."""
+    log_dir = hello.get("log_dir")
+    if not isinstance(log_dir, str) or not log_dir:
+        return
+    try:
+        path = ctx.resolve(log_dir)
+        log = configure_logging("surge-agent", path, 10 << 20, 0)
+    except (PathError, OSError) as exc:
+        print(f"surge agent: -R {log_dir}: {exc}", file=sys.stderr)
+        return
+    log.info("session for user %s, cookie %r, tags %s", ctx.user, hello.get("cookie"), hello.get("tags"))
 
 
 def _ports(text: str) -> tuple[int, int]:

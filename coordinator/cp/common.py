@@ -64,6 +64,9 @@ def hello(endpoint: Endpoint, opts: CopyOptions) -> dict[str, Any]:
         msg: dict[str, Any] = {"type": "hello", "version": PROTOCOL_VERSION}
         if opts.token:
             msg["token"] = opts.token
+        for key, value in (("cookie", opts.cookie), ("tags", opts.tags), ("log_dir", opts.remote_log_dir)):
+            if value:
+                msg[key] = value  # reported and logged by the far end (--cookie, --tags, -R)
         endpoint.send(msg)
         return expect(endpoint, "hello", 30.0)
     except (EndpointError, TimeoutError) as exc:

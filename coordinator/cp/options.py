@@ -31,9 +31,6 @@ Choices where the ascp reference is silent or loose, so that they are easy to fi
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
-import json
 import os
 import re
 import time
@@ -43,6 +40,15 @@ from typing import Any, NoReturn
 
 from common import __version__
 from common.units import Rate, UnitError, format_bytes, parse_mtime_bound, parse_rate, parse_size
+from coordinator.optcommon import (
+    MAX_TAGS_BYTES,
+    InfoRequest,
+    OptionError,
+    ShowHelp,
+    ShowVersion,
+    parse_sshfp,
+    parse_tags,
+)
 
 __all__ = [
     "CHECKSUMS", "CIPHERS", "DEFAULT_MIN_RATE", "DEFAULT_TARGET_RATE", "MANIFESTS",
@@ -61,33 +67,12 @@ CHECKSUMS = ("none", "md5", "sha1", "sha-256", "sha-384", "sha-512")
 MANIFESTS = ("none", "text")
 MODES = ("send", "recv")
 MAX_BLOCK_SIZE = 500 << 20  # -g/-G: "Range: up to 500 MB"
-MAX_TAGS_BYTES = 4096  # --tags: "limited to 4 Kb"
 MAX_TOKEN_FILE_BYTES = 64 << 10  # -W @file: a token is a few KB at most
 DEFAULT_LOG_SIZE = 10 << 20  # -L dir[:size] default
 MAX_MULTI_SESSION = 128  # -C: nodeid and nodecount 1-128
 DATAGRAM_RANGE = (296, 65535)  # -Z
 MAX_REXMSG_SIZE = 1440  # -X maximum and default
 MIN_REXMSG_SIZE = 98  # one retransmission range with its header and tag (deliberate: the reference sets no minimum)
-
-
-class OptionError(ValueError):
-    """A bad command line; the message names the option and the problem."""
-
-
-class InfoRequest(Exception):
-    """The user asked for information instead of a transfer; print :attr:`text`, exit 0."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-
-class ShowHelp(InfoRequest):
-    """``-h``/``--help``."""
-
-
-class ShowVersion(InfoRequest):
-    """``-A``/``--version``."""
 
 
 def _check_range(option: str, what: str, value: int, low: int, high: int) -> None:
@@ -497,33 +482,11 @@ def _tags(given: list[tuple[str, str]] | None) -> str | None:
     if not given:
         return None
     kind, text = given[-1]
-    option = "--tags" if kind == "json" else "--tags64"
-    if kind == "base64":
-        if len(text) > (MAX_TAGS_BYTES + 2) // 3 * 4 + 4:
-            raise OptionError(f"{option}: longer than {MAX_TAGS_BYTES} bytes once decoded")
-        try:
-            text = base64.b64decode(text.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise OptionError(f"{option}: not base64-encoded UTF-8 text") from None
-    if len(text.encode("utf-8")) > MAX_TAGS_BYTES:
-        raise OptionError(f"{option}: longer than {MAX_TAGS_BYTES} bytes")
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError) as error:
-        raise OptionError(f"{option}: invalid JSON: {str(error)[:80]}") from None
-    if not isinstance(value, dict):
-        raise OptionError(f"{option}: expected a JSON object, got {type(value).__name__}")
-    return text
+    return parse_tags(kind, text, "--tags" if kind == "json" else "--tags64")
 
 
 def _sshfp(text: str | None) -> str | None:
-    if text is None:
-        return None
-    digits = text.strip().replace(":", "").lower()
-    if not re.fullmatch(r"(?:[0-9a-f]{2}){1,64}", digits):
-        raise OptionError(f"--check-sshfp: invalid fingerprint {text!r}: expected hex digits "
-                          "(e.g. f74e5de9ed0d62feaf0616ed1e851133c42a0082)")
-    return digits
+    return None if text is None else parse_sshfp(text, repr(text))
 
 
 def _cookie(text: str | None, env: Mapping[str, str]) -> str | None:

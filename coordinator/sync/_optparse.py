@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from common import __version__
+from coordinator.optcommon import InfoRequest, OptionError, ShowHelp, ShowVersion
 
 __all__ = [
     "INSTANCE_DESTS",
@@ -28,25 +29,6 @@ __all__ = [
     "check_order",
 ]
 
-
-class OptionError(ValueError):
-    """A bad command line; the message names the option and the problem."""
-
-
-class InfoRequest(Exception):
-    """The user asked for information instead of a sync; print :attr:`text`, exit 0."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-
-class ShowHelp(InfoRequest):
-    """``-h``/``--help``."""
-
-
-class ShowVersion(InfoRequest):
-    """``-A``/``--version``."""
 
 
 # ----------------------------------------------------------------------------------- parser

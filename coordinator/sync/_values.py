@@ -4,9 +4,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from collections.abc import Mapping, Sequence
 
@@ -18,6 +15,7 @@ from common.units import (
     parse_size,
     parse_utc_timestamp,
 )
+from coordinator.optcommon import MAX_TAGS_BYTES, parse_sshfp, parse_tags
 
 from ._optparse import OptionError
 
@@ -39,7 +37,6 @@ __all__ = [
     "watchd",
 ]
 
-MAX_TAGS_BYTES = 4096  # --tags: JSON of at most 4 KB (--tags64: once decoded)
 MAX_ENV_VALUE = 4096  # "Each environment variable value must not exceed 4096 characters"
 MAX_LOG_MB = 100_000  # -L/-R DIR:MB
 MAX_INT_DIGITS = 12
@@ -188,29 +185,11 @@ def tags(given: list[tuple[str, str, str]] | None) -> str | None:
     if not given:
         return None
     kind, text, option = given[-1]
-    if kind == "base64":
-        if len(text) > (MAX_TAGS_BYTES + 2) // 3 * 4 + 4:
-            raise OptionError(f"{option}: longer than {MAX_TAGS_BYTES} bytes once decoded")
-        try:
-            text = base64.b64decode(text.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise OptionError(f"{option}: not base64-encoded UTF-8 text") from None
-    if len(text.encode("utf-8")) > MAX_TAGS_BYTES:
-        raise OptionError(f"{option}: longer than {MAX_TAGS_BYTES} bytes")
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError) as error:
-        raise OptionError(f"{option}: invalid JSON: {str(error)[:80]}") from None
-    if not isinstance(value, dict):
-        raise OptionError(f"{option}: expected a JSON object, got {type(value).__name__}")
-    return text
+    return parse_tags(kind, text, option)
 
 
 def check_sshfp(text: str) -> str:
-    digits = text.strip().replace(":", "").lower()
-    if not re.fullmatch(r"(?:[0-9a-f]{2}){1,64}", digits):
-        raise OptionError(f"--check-sshfp: invalid fingerprint {_show(text)}: expected hex digits")
-    return digits
+    return parse_sshfp(text, _show(text))
 
 
 def proxy(text: str) -> str:

@@ -207,7 +207,7 @@ def _check_remote_root(run: _Run) -> None:
         run.remote.op("stat", "")
     except SideError:
         if not run.opts.create_dir:
-            raise SyncError(f"-r: directory {run.opts.remote_dir!r} does not exist (use --create-dir to create it)")
+            raise SyncError(f"-r: directory {run.opts.remote_dir!r} does not exist (use --create-dir to create it)") from None
         run.remote.mkdir("")
 
 

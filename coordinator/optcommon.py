@@ -1,0 +1,62 @@
+"""What the `surge cp` and `surge sync` command lines share: the error and information
+exceptions, and the parsers of values both accept (--tags/--tags64, --check-sshfp)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+
+__all__ = ["MAX_TAGS_BYTES", "InfoRequest", "OptionError", "ShowHelp", "ShowVersion", "parse_sshfp", "parse_tags"]
+
+MAX_TAGS_BYTES = 4096  # --tags: "limited to 4 Kb" (--tags64: once decoded)
+
+
+class OptionError(ValueError):
+    """A bad command line; the message names the option and the problem."""
+
+
+class InfoRequest(Exception):
+    """The user asked for information instead of a transfer; print :attr:`text`, exit 0."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+class ShowHelp(InfoRequest):
+    """``-h``/``--help``."""
+
+
+class ShowVersion(InfoRequest):
+    """``-A``/``--version``."""
+
+
+def parse_tags(kind: str, text: str, option: str) -> str:
+    """--tags (`kind` "json") or --tags64 ("base64"): JSON text of an object of at most 4 KB."""
+    if kind == "base64":
+        if len(text) > (MAX_TAGS_BYTES + 2) // 3 * 4 + 4:
+            raise OptionError(f"{option}: longer than {MAX_TAGS_BYTES} bytes once decoded")
+        try:
+            text = base64.b64decode(text.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise OptionError(f"{option}: not base64-encoded UTF-8 text") from None
+    if len(text.encode("utf-8")) > MAX_TAGS_BYTES:
+        raise OptionError(f"{option}: longer than {MAX_TAGS_BYTES} bytes")
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise OptionError(f"{option}: invalid JSON: {str(error)[:80]}") from None
+    if not isinstance(value, dict):
+        raise OptionError(f"{option}: expected a JSON object, got {type(value).__name__}")
+    return text
+
+
+def parse_sshfp(text: str, shown: str) -> str:
+    """--check-sshfp: hex digits (colons allowed), lower-cased; `shown` is how to quote it."""
+    digits = text.strip().replace(":", "").lower()
+    if not re.fullmatch(r"(?:[0-9a-f]{2}){1,64}", digits):
+        raise OptionError(f"--check-sshfp: invalid fingerprint {shown}: expected hex digits "
+                          "(e.g. f74e5de9ed0d62feaf0616ed1e851133c42a0082)")  # fmt: skip
+    return digits

@@ -164,12 +164,16 @@ class DelayBasedRate:
             self._probe_until = now + max(8 * alpha / max(self.rate, 1.0), 0.02)
             self._set_rate(now, self.rate * 0.5)
             return
-        arrival = self._delivery / (1.0 - min(loss, 0.5))  # what the bottleneck takes from us
+        alpha = max(self.alpha, self._delivery * cfg.min_queue_delay * self.alpha / cfg.alpha)
+        # What the bottleneck takes from us: the delivery rate, plus what random loss removes
+        # before it. While our queue is well above its share the losses are our own overflow,
+        # not random: compensating them would feed the overflow, so then we do not.
+        random_loss = min(loss, 0.5) if self._delivery * queue_delay < 2 * alpha else 0.0
+        arrival = self._delivery / (1.0 - random_loss)
         # Our bytes in the queue are delivery * delay (Little's law), as measured about one
         # round trip ago; add what we sent since beyond what the bottleneck drains (a Smith
         # predictor: without it the loop overshoots by a round trip of rate error).
         backlog = max(self._delivery * queue_delay + self._sent_excess(now, srtt, arrival), 0.0)
-        alpha = max(self.alpha, self._delivery * cfg.min_queue_delay * self.alpha / cfg.alpha)
         want = arrival + (alpha - backlog) / (cfg.horizon * max(srtt, 0.01))
         gamma = min(cfg.gamma * dt / srtt, cfg.gamma)
         new_rate = (1 - gamma) * self.rate + gamma * want

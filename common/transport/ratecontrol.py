@@ -11,7 +11,7 @@ target rate (`-l`).
 
 Startup multiplies the rate every round trip until the queue starts to grow, then drains the
 queue that the last round of growth built and settles at the delivery rate the receiver
-measured; from there the update holds the queue near `alpha`. Every 15 s (the first time 2 s
+measured; from there the update holds the queue near `alpha`. Every 15 s (the first time 1 s
 after startup) a flow halves its rate for a moment so the queue empties and every flow keeps
 measuring the true path delay.
 
@@ -143,7 +143,7 @@ class DelayBasedRate:
             self._last_update = now
             # The first drain comes soon: a flow that joined a busy link took the others'
             # standing queue for path delay, and a drain lets every flow see the empty queue.
-            self._next_probe = now + min(cfg.probe_interval, 2.0)
+            self._next_probe = now + min(cfg.probe_interval, 1.0)
             return
         if self.phase == "probe":
             if now < self._probe_until:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import random
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .openfiles import OpenFiles
+
 __all__ = ["FileSource", "SendItem", "SourceChanged"]
 
-_MAX_OPEN = 128
 _PATTERN = random.Random(0x5E46E).randbytes(1 << 16)
 
 
@@ -31,22 +31,16 @@ class SendItem:
 class FileSource:
     def __init__(self, items: Sequence[SendItem]) -> None:
         self.items = list(items)
-        self._fds: OrderedDict[int, int] = OrderedDict()
+        self._open = OpenFiles()
 
     def _fd(self, i: int) -> int:
-        fd = self._fds.get(i)
-        if fd is not None:
-            self._fds.move_to_end(i)
-            return fd
-        if len(self._fds) >= _MAX_OPEN:
-            _, old = self._fds.popitem(last=False)
-            os.close(old)
-        try:
-            fd = os.open(self.items[i].path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise SourceChanged(f"source file vanished during the transfer: {self.items[i].path}") from None
-        self._fds[i] = fd
-        return fd
+        def opener() -> int:
+            try:
+                return os.open(self.items[i].path, os.O_RDONLY)
+            except FileNotFoundError:
+                raise SourceChanged(f"source file vanished during the transfer: {self.items[i].path}") from None
+
+        return self._open.get(i, opener)
 
     def read_into(self, file_index: int, offset: int, views: list[memoryview]) -> None:
         item = self.items[file_index]
@@ -68,9 +62,7 @@ class FileSource:
     def close(self, restore_atime: bool = False) -> None:
         """Close every file; with --preserve-source-access-time, put back the access times the
         sources had before they were read."""
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        self._open.close_all()
         if restore_atime:
             for item in self.items:
                 if item.path and item.atime is not None:

@@ -13,18 +13,17 @@ import fcntl
 import json
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from common.checksums import file_digest
 
+from .openfiles import OpenFiles
 from .receive import RESUME_SUFFIX, Part, ReceiveOptions
 
 __all__ = ["Entry", "FileSink"]
 
-_MAX_OPEN = 128
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class FileSink:
         self.opts = opts
         self.entries = list(entries)
         self.on_done = on_done
-        self._fds: OrderedDict[int, int] = OrderedDict()
+        self._open = OpenFiles()
         self._opened: set[int] = set()
         self.done: set[int] = set()
         self.bytes_written = 0
@@ -60,13 +59,9 @@ class FileSink:
         return self.entries[i].target + self.opts.partial_suffix
 
     def _fd(self, i: int) -> int:
-        fd = self._fds.get(i)
-        if fd is not None:
-            self._fds.move_to_end(i)
-            return fd
-        if len(self._fds) >= _MAX_OPEN:
-            _, old = self._fds.popitem(last=False)
-            os.close(old)
+        return self._open.get(i, lambda: self._open_partial(i))
+
+    def _open_partial(self, i: int) -> int:
         entry = self.entries[i]
         flags = os.O_WRONLY | os.O_CREAT
         first = i not in self._opened
@@ -81,7 +76,6 @@ class FileSink:
                 except OSError as exc:
                     os.close(fd)
                     raise OSError(exc.errno, f"no space for {entry.target!r} ({entry.whole} bytes)") from None
-        self._fds[i] = fd
         return fd
 
     def write(self, file_index: int, offset: int, data: list[memoryview]) -> None:
@@ -102,10 +96,9 @@ class FileSink:
             return
         entry = self.entries[file_index]
         try:
-            fd = self._fds.pop(file_index, None)
+            fd = self._open.pop(file_index)
             if fd is None:
-                fd = self._fd(file_index)
-                self._fds.pop(file_index, None)
+                fd = self._open_partial(file_index)
             if entry.part is None:
                 os.ftruncate(fd, entry.size)
                 os.close(fd)
@@ -179,7 +172,7 @@ class FileSink:
             entry = self.entries[i]
             if i in self.done or entry.part is not None:
                 continue
-            fd = self._fds.get(i)
+            fd = self._open.peek(i)
             if fd is not None:
                 os.fdatasync(fd)  # ranges claimed must be on disk first
             tmp = entry.target + RESUME_SUFFIX + ".tmp"
@@ -192,9 +185,7 @@ class FileSink:
         try:
             self.checkpoint(received)
         finally:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+            self._open.close_all()
             if self.opts.resume == 0 and not self.opts.discard:
                 for i in self._opened - self.done:
                     if self.entries[i].part is not None:

@@ -148,9 +148,11 @@ def plan_receive(opts: ReceiveOptions, files: Sequence[IncomingFile], dirs: Sequ
         return ["" for _ in files], [{"action": "send"} for _ in files]
     _, targets, made = _targets(opts, files, dirs)
     if confine is not None:  # checked before anything is created: a link must not lead out
-        for path in [*made, *targets]:
-            if not confine(os.path.dirname(path) if path in targets else path) or (
-                    os.path.lexists(path) and not confine(path)):  # fmt: skip
+        for path in {*made, *(os.path.dirname(t) for t in targets)}:
+            if not confine(path):
+                raise PathError(f"{path!r} leads outside the docroot through a symbolic link")
+        for path in targets:
+            if os.path.islink(path) and not confine(path):
                 raise PathError(f"{path!r} leads outside the docroot through a symbolic link")
     for d in made:
         try:

@@ -24,6 +24,8 @@ from .receive import RESUME_SUFFIX, Part, ReceiveOptions
 
 __all__ = ["Entry", "FileSink"]
 
+_PREALLOCATE_FROM = 1 << 20  # claim space up front for files this large (small ones: not worth a syscall)
+
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class FileSink:
         self.entries = list(entries)
         self.on_done = on_done
         self._open = OpenFiles()
+        self._resume_files: set[str] = set()  # targets whose .aspx this session wrote
         self._opened: set[int] = set()
         self.done: set[int] = set()
         self.bytes_written = 0
@@ -70,7 +73,7 @@ class FileSink:
         fd = os.open(self._partial(i), flags, 0o644)
         if first:
             self._opened.add(i)
-            if entry.whole and hasattr(os, "posix_fallocate"):
+            if entry.whole >= _PREALLOCATE_FROM and hasattr(os, "posix_fallocate"):
                 try:  # claim the space now: a full disk fails here, not half-way
                     os.posix_fallocate(fd, 0, entry.whole)
                 except OSError as exc:
@@ -100,9 +103,12 @@ class FileSink:
             if fd is None:
                 fd = self._open_partial(file_index)
             if entry.part is None:
-                os.ftruncate(fd, entry.size)
-                os.close(fd)
-                result = self._commit(entry)
+                try:
+                    if entry.resumed or entry.size >= _PREALLOCATE_FROM:
+                        os.ftruncate(fd, entry.size)  # an older or preallocated partial may be longer
+                    result = self._commit(entry, fd)
+                finally:
+                    os.close(fd)
             else:
                 os.close(fd)
                 result = self._commit_part(entry)
@@ -110,23 +116,27 @@ class FileSink:
             result = {"status": "failed", "error": f"{entry.target}: {exc.strerror or exc}"}
         self.on_done(file_index, result)
 
-    def _commit(self, entry: Entry) -> dict[str, Any]:
+    def _commit(self, entry: Entry, fd: int | None = None) -> dict[str, Any]:
+        """Verify, set times, keep the old file if asked, rename into place. `fd`, when given,
+        is the partial file still open (saves a path lookup per call on small files)."""
         partial = entry.target + self.opts.partial_suffix
         result: dict[str, Any] = {"status": "done"}
         if self.opts.checksum != "none":
             result["checksum"] = file_digest(partial, self.opts.checksum)
+        where: int | str = partial if fd is None else fd
         if self.opts.preserve_mtime or self.opts.preserve_atime:
-            st = os.stat(partial)
-            os.utime(partial, (entry.atime if self.opts.preserve_atime else st.st_atime,
-                               entry.mtime if self.opts.preserve_mtime else st.st_mtime))  # fmt: skip
+            st = os.stat(where)
+            os.utime(where, (entry.atime if self.opts.preserve_atime else st.st_atime,
+                             entry.mtime if self.opts.preserve_mtime else st.st_mtime))  # fmt: skip
+        st = os.stat(where)
         if self.opts.save_before_overwrite and os.path.isfile(entry.target):
             os.replace(entry.target, _saved_name(entry.target))
         os.replace(partial, entry.target)
-        try:
-            os.unlink(entry.target + RESUME_SUFFIX)
-        except FileNotFoundError:
-            pass
-        st = os.stat(entry.target)
+        if entry.resumed or entry.target in self._resume_files:
+            try:
+                os.unlink(entry.target + RESUME_SUFFIX)
+            except FileNotFoundError:
+                pass
         result["attrs"] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "mode": st.st_mode & 0o7777,
                            "ino": st.st_ino, "dev": st.st_dev, "nlink": st.st_nlink}  # fmt: skip
         return result
@@ -175,6 +185,7 @@ class FileSink:
             fd = self._open.peek(i)
             if fd is not None:
                 os.fdatasync(fd)  # ranges claimed must be on disk first
+            self._resume_files.add(entry.target)
             tmp = entry.target + RESUME_SUFFIX + ".tmp"
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump({"size": entry.size, "mtime": entry.mtime, "ranges": received(i)}, f)

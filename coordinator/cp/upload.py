@@ -123,8 +123,10 @@ def upload(opts: CopyOptions, tree: SourceTree, destination: str, endpoint: Endp
     sock, features = open_udp_socket("::" if ":" in endpoint.udp_host else "0.0.0.0", 0)
     source = FileSource(items)
 
+    finished: list[bool] = []  # the far end's "done" arrived (possibly during a progress tick)
+
     def drain(timeout: float) -> None:
-        while True:
+        while not finished:
             try:
                 msg = endpoint.recv(timeout)
             except TimeoutError:
@@ -140,6 +142,7 @@ def upload(opts: CopyOptions, tree: SourceTree, destination: str, endpoint: Endp
                     on_file(tree.files[idx], msg)
             elif msg["type"] == "done":
                 result.stats.setdefault("receiver", msg.get("stats", {}))
+                finished.append(True)
                 raise Done
             elif msg["type"] == "error":
                 raise CopyError(str(msg.get("message")))

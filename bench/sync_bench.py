@@ -1,0 +1,566 @@
+"""Sync benchmark (issue 4): `surge sync` against `rsync -a` on the same trees in one run.
+
+One run builds a tree of N small files (1-10 KiB of random data, a 3-level directory tree with
+about 100 files per leaf directory) and measures, each Surge step next to its rsync counterpart:
+
+1. local to local (the far end a local ``surge agent``, data over UDP on loopback): the initial
+   sync; a no-change re-sync (plain, with ``--assume-no-mods``, with
+   ``--exclude-dirs-older-than``) repeated ``--repeats`` times; a re-sync after appending a byte
+   to 100 files;
+2. to a private system sshd on 127.0.0.1 whose key's forced command runs ``surge agent``: the
+   initial sync and the no-change re-sync, against ``rsync -a -e ssh`` through the same sshd;
+3. one big file (2 GiB of random data by default, shared with bench.loopback) local to local.
+
+Nothing is dropped from the page cache: the source tree has just been written, the big file is
+read once before. Every destination is compared with its source (``diff -rq -x .surge``, ``cmp``
+for the big file) after each step that writes it; a difference fails the step. It prints one
+table (seconds, and Surge's speedup over rsync = rsync seconds / Surge seconds, against the
+issue's targets) and can write it as a section of ``docs/BENCHMARKS.md``.
+
+Usage: ``python -m bench.sync_bench [--files 100000] [--big 2G] [--repeats 3] [--no-remote]
+[--out docs/BENCHMARKS.md]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+if __package__ in (None, ""):  # run as a script: make `bench` importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.loopback import LocalSshd, SshUnavailable, machine_info, prepare_source, write_section
+from bench.remote import _free_udp_port, add_agent_key
+from common.units import UnitError, format_bytes, parse_size
+
+__all__ = ["COMPARISONS", "SECTION", "Comparison", "Report", "Step", "SyncBenchConfig", "TreeSpec", "main",
+           "make_tree", "render", "run_bench", "touch_files", "trees_equal"]  # fmt: skip
+
+SECTION = "## Sync: surge sync vs rsync (issue 4)"
+_SUMMARY = re.compile(r"^(Synchronized|Failed): (.*?); (\d+) error\(s\); (\d+) conflict\(s\); ([0-9.]+) s$", re.M)
+_MAX_DETAIL = 400
+
+
+@dataclass(frozen=True)
+class SyncBenchConfig:
+    files: int = 100_000
+    big: int = 2 << 30  # bytes; 0 skips the big-file step
+    workdir: str = field(default_factory=tempfile.gettempdir)
+    repeats: int = 3  # no-change re-syncs, interleaved
+    touched: int = 100  # files appended to before the last local re-sync
+    remote: bool = True  # the sshd steps
+    rate: str = "10g"  # surge sync -l
+    timeout: float = 1800.0  # per command
+    files_per_dir: int = 100
+    min_size: int = 1024
+    max_size: int = 10 * 1024
+    seed: int = 4
+    keep: bool = False  # keep the trees afterwards
+
+    def __post_init__(self) -> None:
+        if self.files < 8 or self.repeats < 1 or self.timeout <= 0 or self.big < 0:
+            raise ValueError("files must be >= 8; repeats, timeout positive; big >= 0")
+        if not 0 < self.touched <= self.files:
+            raise ValueError("touched must be between 1 and files")
+        if not 0 < self.min_size <= self.max_size:
+            raise ValueError("need 0 < min_size <= max_size")
+
+
+@dataclass
+class Step:
+    """One measured command (or a repeated one: `seconds` holds every run)."""
+
+    key: str
+    label: str
+    command: str
+    status: str = "not run"  # ok | failed | timeout | mismatch | not run
+    seconds: list[float] = field(default_factory=list)
+    load: list[float] = field(default_factory=list)  # 1-min load average just before each run
+    summary: str = ""  # surge's own summary line (counts, its elapsed)
+    counts: str = ""  # the counts part of it, e.g. "1100 SYNCHRONIZED" or "nothing to do"
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.seconds) if self.seconds and self.ok else None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    name: str
+    surge: str  # Step keys
+    rsync: str
+    target: float | None  # minimum speedup (rsync seconds / surge seconds); None: for reference
+
+
+COMPARISONS = (
+    Comparison("Initial sync of the tree, local → local", "surge-initial", "rsync-initial", 1.5),
+    Comparison("No-change re-sync, local → local", "surge-nochange", "rsync-nochange", 1.5),
+    Comparison("No-change re-sync, `--assume-no-mods`", "surge-nochange-anm", "rsync-nochange", 5.0),
+    Comparison("No-change re-sync, `--exclude-dirs-older-than`", "surge-nochange-edot", "rsync-nochange", 5.0),
+    Comparison("Re-sync after appending a byte to {touched} files", "surge-touched", "rsync-touched", None),
+    Comparison("Initial sync over loopback SSH (sshd, `surge agent`)", "surge-ssh-initial", "rsync-ssh-initial", None),
+    Comparison("No-change re-sync over loopback SSH", "surge-ssh-nochange", "rsync-ssh-nochange", 3.0),
+    Comparison("No-change re-sync over loopback SSH, `--assume-no-mods`", "surge-ssh-nochange-anm",
+               "rsync-ssh-nochange", None),
+    Comparison("One {big} file, local → local", "surge-big", "rsync-big", 2.0),
+)  # fmt: skip
+
+
+@dataclass
+class Report:
+    config: SyncBenchConfig
+    machine: dict[str, str]
+    command: str
+    tree: str = ""
+    steps: dict[str, Step] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def step(self, key: str, label: str, command: list[str], shorten: Callable[[str], str]) -> Step:
+        if key not in self.steps:
+            self.steps[key] = Step(key, label, shorten(shlex.join(command)))
+        return self.steps[key]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.steps) and all(s.ok for s in self.steps.values())
+
+
+# -- the trees -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TreeSpec:
+    """`fanout`^3 leaf directories `dNN/dNN/dNN`, files spread evenly over them."""
+
+    files: int
+    fanout: int
+
+    @classmethod
+    def for_files(cls, files: int, per_dir: int) -> TreeSpec:
+        return cls(files, max(2, round((files / per_dir) ** (1 / 3))))
+
+    @property
+    def leaves(self) -> int:
+        return self.fanout**3
+
+    def leaf(self, index: int) -> str:
+        k = self.fanout
+        a, b, c = index // (k * k), index // k % k, index % k
+        return f"d{a:02d}/d{b:02d}/d{c:02d}"
+
+    def path(self, n: int) -> str:
+        return f"{self.leaf(n % self.leaves)}/f{n:06d}.bin"
+
+
+def make_tree(root: str, spec: TreeSpec, cfg: SyncBenchConfig) -> int:
+    """Write the tree under `root` (which must not exist); returns the bytes written."""
+    rng = random.Random(cfg.seed)
+    for i in range(spec.leaves):
+        os.makedirs(os.path.join(root, spec.leaf(i)))
+    total = 0
+    for n in range(spec.files):
+        size = rng.randint(cfg.min_size, cfg.max_size)
+        with open(os.path.join(root, spec.path(n)), "wb") as fh:
+            fh.write(rng.randbytes(size))
+        total += size
+    return total
+
+
+def touch_files(root: str, spec: TreeSpec, count: int, seed: int = 4) -> list[str]:
+    """Append one byte to `count` files drawn at random from the tree; returns their paths."""
+    paths = sorted(spec.path(n) for n in random.Random(seed).sample(range(spec.files), count))
+    for p in paths:
+        with open(os.path.join(root, p), "ab") as fh:
+            fh.write(b"+")
+    return paths
+
+
+def trees_equal(a: str, b: str, timeout: float) -> tuple[bool, str]:
+    """Same names, types and contents under `a` and `b` (the snapshot folder left out)."""
+    try:
+        p = subprocess.run(["diff", "-rq", "--no-dereference", "-x", ".surge", a, b], capture_output=True,
+                           text=True, timeout=timeout)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return False, "diff timed out"
+    if p.returncode == 0:
+        return True, ""
+    lines = (p.stdout + p.stderr).strip().splitlines()
+    return False, f"{len(lines)} difference(s), e.g. " + " | ".join(lines[:3])
+
+
+def files_equal(a: str, b: str, timeout: float) -> tuple[bool, str]:
+    try:
+        p = subprocess.run(["cmp", a, b], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, "cmp timed out"
+    return p.returncode == 0, (p.stdout + p.stderr).strip()
+
+
+# -- running one command ---------------------------------------------------------------------
+
+
+def _run(step: Step, cmd: list[str], timeout: float) -> bool:
+    """Run `cmd` once for `step` (stdout discarded); record its wall time, or why it failed."""
+    step.load.append(os.getloadavg()[0])
+    step.counts = step.summary = ""
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # fmt: skip
+    try:
+        _out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        step.status, step.detail = "timeout", f"no end after {timeout:g} s"
+        return False
+    elapsed = time.monotonic() - started
+    m = _SUMMARY.search(err)
+    if m:
+        step.counts, step.summary = m.group(2), f"{m.group(2)}; {m.group(5)} s"
+    if proc.returncode != 0:
+        why = " / ".join(err.strip().splitlines())[-_MAX_DETAIL:]
+        step.status, step.detail = "failed", f"exit {proc.returncode}: {why}"
+        return False
+    step.seconds.append(elapsed)
+    if step.status == "not run":
+        step.status = "ok"
+    return step.ok
+
+
+def _expect(step: Step, ok: bool, why: str) -> None:
+    if step.ok and not ok:
+        step.status, step.detail = "mismatch", why[:_MAX_DETAIL]
+
+
+def _skip(step: Step, why: str) -> None:
+    """A step that depends on one that failed is not run (it would measure nothing)."""
+    step.status, step.detail = "skipped", why
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+class _Bench:
+    def __init__(self, cfg: SyncBenchConfig, report: Report, home: str, log: Callable[[str], None]) -> None:
+        self.cfg, self.report, self.home, self.log = cfg, report, home, log
+        self.src = os.path.join(home, "src")
+
+    def short(self, text: str) -> str:
+        return text.replace(self.home, "$W").replace(sys.executable, "python")
+
+    def surge(self, pair: str, src: str, dst: str, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "coordinator.cli", "sync", "-N", pair, "-d", src, "-r", dst,
+                "--create-dir", "-t", "-l", self.cfg.rate, *extra]  # fmt: skip
+
+    def run(self, key: str, label: str, cmd: list[str], after: Step | None = None) -> Step:
+        """Run one step (again, for a repeated one), unless it failed before or the step it
+        depends on (`after`) did not succeed."""
+        step = self.report.step(key, label, cmd, self.short)
+        if after is not None and not after.ok:
+            _skip(step, f"not run: {after.label} did not succeed")
+        elif step.status in ("not run", "ok"):
+            _run(step, cmd, self.cfg.timeout)
+        last = f"{step.seconds[-1]:.2f} s" if step.ok else step.status
+        self.log(f"{label:58} {last:>10}  {step.summary or step.detail[:120]}")
+        return step
+
+    def check_tree(self, step: Step, src: str, dst: str) -> None:
+        if step.ok:
+            _expect(step, *trees_equal(src, dst, self.cfg.timeout))
+
+    def check_counts(self, step: Step, expected: str) -> None:
+        """Surge's summary must count exactly what the step should have done (every run of it)."""
+        if step.ok and step.counts != expected:
+            _expect(step, False, f"surge's summary says {step.counts!r}, expected {expected!r}")
+
+    # -- 1. local to local
+    def local(self, spec: TreeSpec) -> None:
+        cfg, src = self.cfg, self.src
+        d_surge, d_rsync = os.path.join(self.home, "dst-surge"), os.path.join(self.home, "dst-rsync")
+        os.sync()
+        s = self.run("rsync-initial", "initial: rsync -a", ["rsync", "-a", src + "/", d_rsync + "/"])
+        self.check_tree(s, src, d_rsync)
+        os.sync()
+        initial = s = self.run("surge-initial", "initial: surge sync", self.surge("bench", src, d_surge))
+        self.check_tree(s, src, d_surge)
+        self.check_counts(s, f"{spec.files + spec.leaves + spec.fanout + spec.fanout**2} SYNCHRONIZED")
+        os.sync()
+        # The --exclude-dirs-older-than pair: its own first run (not measured; it finds every file
+        # already identical at the target) with a limit later than every directory's last change.
+        limit = int(time.time()) + 1
+        time.sleep(max(0.0, limit + 0.05 - time.time()))
+        edot = f"--exclude-dirs-older-than={limit}"
+        setup = s = self.run("surge-edot-first", "setup: first run of the --exclude-dirs-older-than pair",
+                             self.surge("bench-edot", src, d_surge, edot), after=initial)  # fmt: skip
+        self.check_tree(s, src, d_surge)
+        for _ in range(cfg.repeats):
+            for key, label, cmd in (
+                ("surge-nochange", "no change: surge sync", self.surge("bench", src, d_surge)),
+                ("surge-nochange-anm", "no change: surge sync --assume-no-mods",
+                 self.surge("bench", src, d_surge, "--assume-no-mods")),
+                ("surge-nochange-edot", "no change: surge sync --exclude-dirs-older-than",
+                 self.surge("bench-edot", src, d_surge, edot)),
+                ("rsync-nochange", "no change: rsync -a", ["rsync", "-a", src + "/", d_rsync + "/"]),
+            ):  # fmt: skip
+                s = self.run(key, label, cmd, after=None if key.startswith("rsync") else setup if key.endswith("edot")
+                             else initial)  # fmt: skip
+                if key.startswith("surge"):
+                    self.check_counts(s, "nothing to do")
+        touched = touch_files(src, spec, cfg.touched)
+        self.report.notes.append(f"touched files: one byte appended to {len(touched)} files "
+                                 f"({touched[0]}, {touched[1]}, ..., {touched[-1]})")  # fmt: skip
+        os.sync()
+        s = self.run("rsync-touched", f"{cfg.touched} touched: rsync -a", ["rsync", "-a", src + "/", d_rsync + "/"])
+        self.check_tree(s, src, d_rsync)
+        os.sync()
+        s = self.run("surge-touched", f"{cfg.touched} touched: surge sync", self.surge("bench", src, d_surge),
+                     after=initial)  # fmt: skip
+        self.check_counts(s, f"{cfg.touched} SYNCHRONIZED")
+        self.check_tree(s, src, d_surge)
+        for key in ("surge-nochange", "surge-nochange-anm", "surge-nochange-edot", "rsync-nochange"):
+            self.check_tree(self.report.steps[key], src, d_rsync if key.startswith("rsync") else d_surge)
+
+    # -- 2. over loopback SSH
+    def remote(self) -> None:
+        cfg, src = self.cfg, self.src
+        d_surge, d_rsync = os.path.join(self.home, "dst-ssh-surge"), os.path.join(self.home, "dst-ssh-rsync")
+        os.makedirs(d_surge)
+        os.makedirs(d_rsync)
+        with LocalSshd.start() as sshd:
+            key = add_agent_key(sshd)
+            self.report.notes.append(f"ssh cipher negotiated by rsync -e ssh: {sshd.cipher}")
+            far = f"{sshd.user}@127.0.0.1:"
+
+            def ssh() -> list[str]:  # a fresh UDP port each time: an earlier agent may still hold one
+                return ["-P", str(sshd.port), "-i", key, "-O", str(_free_udp_port())]
+
+            rsync = ["rsync", "-a", "-e", shlex.join(sshd._ssh()), src + "/", far + d_rsync + "/"]
+            os.sync()
+            s = self.run("rsync-ssh-initial", "ssh initial: rsync -a -e ssh", rsync)
+            self.check_tree(s, src, d_rsync)
+            os.sync()
+            initial = s = self.run("surge-ssh-initial", "ssh initial: surge sync → sshd",
+                                   self.surge("bench-ssh", src, far + d_surge, *ssh()))  # fmt: skip
+            self.check_tree(s, src, d_surge)
+            os.sync()
+            for _ in range(cfg.repeats):
+                for key, label, cmd in (
+                    ("surge-ssh-nochange", "ssh no change: surge sync → sshd",
+                     self.surge("bench-ssh", src, far + d_surge, *ssh())),
+                    ("surge-ssh-nochange-anm", "ssh no change: surge sync --assume-no-mods → sshd",
+                     self.surge("bench-ssh", src, far + d_surge, *ssh(), "--assume-no-mods")),
+                    ("rsync-ssh-nochange", "ssh no change: rsync -a -e ssh", rsync),
+                ):  # fmt: skip
+                    s = self.run(key, label, cmd, after=initial if key.startswith("surge") else None)
+                    if key.startswith("surge"):
+                        self.check_counts(s, "nothing to do")
+            if any(s.status == "failed" for k, s in self.report.steps.items() if k.startswith("surge-ssh")):
+                self.report.notes.append(f"after the SSH steps: Surge's client key {'present' if os.path.exists(key) else 'missing'}, "
+                                         f"sshd {'running' if sshd._proc.poll() is None else 'stopped'}")  # fmt: skip
+            for key in ("surge-ssh-nochange", "surge-ssh-nochange-anm", "rsync-ssh-nochange"):
+                self.check_tree(self.report.steps[key], src, d_rsync if key.startswith("rsync") else d_surge)
+
+    # -- 3. one big file
+    def big(self) -> None:
+        cfg = self.cfg
+        shared = os.path.join(cfg.workdir, "surge-bench-loopback")  # bench.loopback's source file
+        os.makedirs(shared, exist_ok=True)
+        source = prepare_source(shared, cfg.big)
+        bsrc = os.path.join(self.home, "big-src")
+        os.makedirs(bsrc)
+        name = os.path.join(bsrc, "big.bin")
+        try:
+            os.link(source, name)  # no second copy of the file
+        except OSError:
+            shutil.copyfile(source, name)
+        for key, label, dst, cmd in (
+            ("rsync-big", "big file: rsync -a", "big-rsync", ["rsync", "-a", bsrc + "/", "{dst}/"]),
+            ("surge-big", "big file: surge sync", "big-surge", self.surge("bench-big", bsrc, "{dst}")),
+        ):  # fmt: skip
+            d = os.path.join(self.home, dst)
+            os.sync()
+            s = self.run(key, label, [c.replace("{dst}", d) for c in cmd])
+            if s.ok:
+                _expect(s, *files_equal(name, os.path.join(d, "big.bin"), cfg.timeout))
+            shutil.rmtree(d, ignore_errors=True)  # free the space before the next copy
+        os.unlink(name)
+
+
+def _free(path: str) -> int:
+    return shutil.disk_usage(path).free
+
+
+@contextmanager
+def _workspace(cfg: SyncBenchConfig) -> Iterator[str]:
+    base = os.path.join(cfg.workdir, "surge-bench-sync")
+    os.makedirs(base, exist_ok=True)
+    home = tempfile.mkdtemp(prefix="run-", dir=base)
+    try:
+        yield home
+    finally:
+        if not cfg.keep:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def run_bench(cfg: SyncBenchConfig, *, command: str = "", log: Callable[[str], None] = print) -> Report:
+    spec = TreeSpec.for_files(cfg.files, cfg.files_per_dir)
+    trees = 3 + (2 if cfg.remote else 0)  # the source, two local and two remote destinations
+    need = trees * cfg.files * ((cfg.min_size + cfg.max_size) // 2 + 4096) + 2 * cfg.big  # + one big copy
+    if _free(cfg.workdir) < need + (512 << 20):
+        raise SystemExit(f"not enough space in {cfg.workdir}: {_free(cfg.workdir) / 1e9:.1f} GB free, "
+                         f"need about {need / 1e9:.1f} GB")  # fmt: skip
+    report = Report(cfg, machine_info(cfg.workdir), command)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    report.notes.append(f"load average (1/5/15 min) before: {load}")
+    with _workspace(cfg) as home:
+        bench = _Bench(cfg, report, home, log)
+        started = time.monotonic()
+        size = make_tree(bench.src, spec, cfg)
+        made = time.monotonic() - started
+        report.tree = (f"{spec.files:,} files of {format_bytes(cfg.min_size)} to {format_bytes(cfg.max_size)} "
+                       f"(random data, {format_bytes(size)} in all) in {spec.fanout}×{spec.fanout}×{spec.fanout} "
+                       f"directories ({spec.files // spec.leaves}-{-(-spec.files // spec.leaves)} files per leaf "
+                       f"directory), written in {made:.1f} s")  # fmt: skip
+        log(f"tree: {report.tree}")
+        bench.local(spec)
+        if cfg.remote:
+            try:
+                bench.remote()
+            except SshUnavailable as exc:
+                report.notes.append(f"SSH steps not measured: {exc}")
+                for c in COMPARISONS:
+                    if "ssh" in c.surge:
+                        report.steps.setdefault(c.surge, Step(c.surge, c.name, "", "failed", detail=str(exc)))
+        if cfg.big:
+            bench.big()
+    report.notes.append("load average (1/5/15 min) after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    return report
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def _secs(step: Step | None) -> str:
+    if step is None:
+        return "not run"
+    if not step.ok:
+        return f"**{step.status}**"
+    if len(step.seconds) == 1:
+        return f"{step.seconds[0]:.2f}"
+    return f"{step.median:.2f} ({' '.join(f'{x:.2f}' for x in step.seconds)})"
+
+
+def _verdict(speedup: float | None, target: float | None, surge: Step | None) -> str:
+    if speedup is None:
+        return f"not measured (surge sync {surge.status})" if surge and not surge.ok else "not measured"
+    if target is None:
+        return "for reference"
+    if speedup >= target:
+        return f"met ({speedup / target:.2f}× the target)"
+    return f"**not met** (needs {target / speedup:.2f}× faster)"
+
+
+def comparisons(report: Report) -> list[tuple[Comparison, Step | None, Step | None, float | None]]:
+    rows = []
+    for c in COMPARISONS:
+        a, b = report.steps.get(c.surge), report.steps.get(c.rsync)
+        if a is None and b is None:
+            continue
+        speed = b.median / a.median if a and b and a.median and b.median else None
+        rows.append((c, a, b, speed))
+    return rows
+
+
+def render(report: Report) -> str:
+    cfg, mi = report.config, report.machine
+    lines = [
+        f"Machine: {mi['nproc']} CPUs ({mi['cpu']}), {mi['memory']} RAM, kernel {mi['kernel']}, Python "
+        f"{mi['python']}, {mi['openssh']}, {mi['rsync']}; files on {mi['filesystem']}.",
+        "",
+        f"Command: `{report.command}`" if report.command else "",
+        "",
+        f"Tree: {report.tree}. Surge runs `surge sync -N PAIR -d SRC -r DST --create-dir -t -l {cfg.rate}` "
+        "(`-t` because `rsync -a` keeps modification times too; the far end a local `surge agent`, "
+        "data over UDP on loopback); rsync runs `rsync -a SRC/ DST/`. Each tool has its own destination "
+        "and pair, on the same filesystem. Nothing is dropped from the page cache (the source was "
+        "just written; the big file is read once before); `sync` runs before each initial copy. No-change "
+        f"re-syncs run {cfg.repeats} time(s), interleaved; the table gives the median and every run. "
+        "Seconds are wall time from command start to end (Python start-up and agent start-up included). "
+        "*Speedup* = rsync seconds / Surge seconds. Every destination was compared with its source "
+        "(`diff -rq -x .surge`, `cmp` for the big file), and Surge's summary was checked (no-change runs: "
+        "\"nothing to do\"; the touched run: exactly the touched files).",
+        "",
+        "| Step | surge sync (s) | rsync (s) | Speedup | Target | Verdict |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for c, a, b, speed in comparisons(report):
+        name = c.name.format(touched=cfg.touched, big=format_bytes(cfg.big))
+        target = f"≥ {c.target:g}×" if c.target else "-"
+        lines.append(f"| {name} | {_secs(a)} | {_secs(b)} | {f'{speed:.2f}×' if speed else '-'} | {target} | "
+                     f"{_verdict(speed, c.target, a)} |")  # fmt: skip
+    lines += ["", "| Step | Command | Seconds | Load (1 min) before | Surge's summary | Status |",
+              "|---|---|---:|---:|---|---|"]  # fmt: skip
+    for s in report.steps.values():
+        load = " ".join(f"{x:.1f}" for x in s.load)
+        status = s.status + (f": {s.detail}" if s.detail and not s.ok else "")
+        lines.append(f"| {s.label} | `{s.command}` | {_secs(s)} | {load} | {s.summary or '-'} | "
+                     f"{status.replace('|', '/')} |")  # fmt: skip
+    lines.append("")
+    lines += [f"- {n}" for n in report.notes]
+    return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.sync_bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--files", type=int, default=100_000, help="files in the tree (default 100000)")
+    ap.add_argument("--big", default="2G", help="size of the big file, e.g. 2G, 4M; 0 skips it (default 2G)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each no-change re-sync (default 3)")
+    ap.add_argument("--touched", type=int, default=100, help="files appended to (default 100)")
+    ap.add_argument("--no-remote", action="store_true", help="skip the loopback SSH steps")
+    ap.add_argument("--rate", default="10g", help="surge sync -l (default 10g)")
+    ap.add_argument("--workdir", default=tempfile.gettempdir(), help="where the trees go")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per command")
+    ap.add_argument("--keep", action="store_true", help="keep the trees")
+    ap.add_argument("--out", action="append", default=[], help="a .md file whose section is replaced")
+    a = ap.parse_args(argv)
+    try:
+        big = parse_size(a.big, "--big", minimum=0)
+    except UnitError as exc:
+        ap.error(str(exc))
+    try:
+        cfg = SyncBenchConfig(a.files, big, a.workdir, a.repeats, a.touched, not a.no_remote, a.rate, a.timeout,
+                              keep=a.keep)  # fmt: skip
+    except ValueError as exc:
+        ap.error(str(exc))
+    command = "python -m bench.sync_bench " + shlex.join(argv if argv is not None else sys.argv[1:])
+    report = run_bench(cfg, command=command.strip())
+    text = render(report)
+    print()
+    print(SECTION)
+    print()
+    print(text)
+    for out in a.out:
+        write_section(out, text, SECTION)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

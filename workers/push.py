@@ -76,8 +76,9 @@ def handle_push(chan: Channel, req: dict[str, Any], ctx: AgentContext) -> int:
         skip = {int(i) for i in start.get("skip", [])}
         restart = {int(i) for i in start.get("restart", [])}
         sending = [i for i, p in enumerate(plans) if p["action"] in ("send", "compare") and i not in skip]
+        chosen = set(sending)  # a set: 100,000 files must not cost 10^10 list scans
         for i, p in enumerate(plans):
-            if i not in sending:
+            if i not in chosen:
                 chan.send({"type": "file", "index": i, "status": "skipped", "reason": p.get("reason", "same as source")})
         haves = [[] if i in restart else plans[i].get("have", []) for i in sending]
         sizes = [files[i].size for i in sending]

@@ -92,7 +92,7 @@ def download(opts: CopyOptions, sources: tuple[str, ...], destination: str, endp
     sending = [i for i, p in enumerate(plans) if p["action"] in ("send", "compare") and i not in skip]
     haves = {i: ([] if i in restart else plans[i].get("have", [])) for i in sending}
     for i, p in enumerate(plans):
-        if i not in sending:
+        if i not in haves:
             result.status[i] = {"type": "file", "index": i, "status": "skipped", "reason": p.get("reason", "same as source")}
     endpoint.send({"type": "start", "send": sending, "have": {str(i): h for i, h in haves.items() if h}})
     config = session_config_from({**request, "rate": offer.get("rate", request["rate"]),

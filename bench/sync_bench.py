@@ -345,7 +345,10 @@ class _Bench:
         os.makedirs(d_surge)
         os.makedirs(d_rsync)
         with LocalSshd.start() as sshd:
-            key = add_agent_key(sshd)
+            made = add_agent_key(sshd)
+            key = os.path.join(self.home, "agent_key")  # our own copy: the sshd folder's one once vanished mid-run
+            shutil.copy(made, key)
+            os.chmod(key, 0o600)
             self.report.notes.append(f"ssh cipher negotiated by rsync -e ssh: {sshd.cipher}")
             far = f"{sshd.user}@127.0.0.1:"
 
@@ -373,7 +376,8 @@ class _Bench:
                     if key.startswith("surge"):
                         self.check_counts(s, "nothing to do")
             if any(s.status == "failed" for k, s in self.report.steps.items() if k.startswith("surge-ssh")):
-                self.report.notes.append(f"after the SSH steps: Surge's client key {'present' if os.path.exists(key) else 'missing'}, "
+                self.report.notes.append(f"after the SSH steps: Surge's client key {'present' if os.path.exists(key) else 'missing'} "
+                                         f"(the copy in the sshd folder: {'present' if os.path.exists(made) else 'missing'}), "
                                          f"sshd {'running' if sshd._proc.poll() is None else 'stopped'}")  # fmt: skip
             for key in ("surge-ssh-nochange", "surge-ssh-nochange-anm", "rsync-ssh-nochange"):
                 self.check_tree(self.report.steps[key], src, d_rsync if key.startswith("rsync") else d_surge)

@@ -4,7 +4,6 @@ exceptions, and the parsers of values both accept (--tags/--tags64, --check-sshf
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 
@@ -40,7 +39,7 @@ def parse_tags(kind: str, text: str, option: str) -> str:
             raise OptionError(f"{option}: longer than {MAX_TAGS_BYTES} bytes once decoded")
         try:
             text = base64.b64decode(text.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text
             raise OptionError(f"{option}: not base64-encoded UTF-8 text") from None
     if len(text.encode("utf-8")) > MAX_TAGS_BYTES:
         raise OptionError(f"{option}: longer than {MAX_TAGS_BYTES} bytes")

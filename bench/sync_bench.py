@@ -312,7 +312,7 @@ class _Bench:
                              self.surge("bench-edot", src, d_surge, edot), after=initial)  # fmt: skip
         self.check_tree(s, src, d_surge)
         for _ in range(cfg.repeats):
-            for key, label, cmd in (
+            for step_key, label, cmd in (
                 ("surge-nochange", "no change: surge sync", self.surge("bench", src, d_surge)),
                 ("surge-nochange-anm", "no change: surge sync --assume-no-mods",
                  self.surge("bench", src, d_surge, "--assume-no-mods")),
@@ -320,9 +320,9 @@ class _Bench:
                  self.surge("bench-edot", src, d_surge, edot)),
                 ("rsync-nochange", "no change: rsync -a", ["rsync", "-a", src + "/", d_rsync + "/"]),
             ):  # fmt: skip
-                s = self.run(key, label, cmd, after=None if key.startswith("rsync") else setup if key.endswith("edot")
-                             else initial)  # fmt: skip
-                if key.startswith("surge"):
+                needs = None if step_key.startswith("rsync") else setup if step_key.endswith("edot") else initial
+                s = self.run(step_key, label, cmd, after=needs)
+                if step_key.startswith("surge"):
                     self.check_counts(s, "nothing to do")
         touched = touch_files(src, spec, cfg.touched)
         self.report.notes.append(f"touched files: one byte appended to {len(touched)} files "
@@ -345,15 +345,12 @@ class _Bench:
         os.makedirs(d_surge)
         os.makedirs(d_rsync)
         with LocalSshd.start() as sshd:
-            made = add_agent_key(sshd)
-            key = os.path.join(self.home, "agent_key")  # our own copy: the sshd folder's one once vanished mid-run
-            shutil.copy(made, key)
-            os.chmod(key, 0o600)
+            agent_key = add_agent_key(sshd)  # its authorized_keys line runs `surge agent`
             self.report.notes.append(f"ssh cipher negotiated by rsync -e ssh: {sshd.cipher}")
             far = f"{sshd.user}@127.0.0.1:"
 
             def ssh() -> list[str]:  # a fresh UDP port each time: an earlier agent may still hold one
-                return ["-P", str(sshd.port), "-i", key, "-O", str(_free_udp_port())]
+                return ["-P", str(sshd.port), "-i", agent_key, "-O", str(_free_udp_port())]
 
             rsync = ["rsync", "-a", "-e", shlex.join(sshd._ssh()), src + "/", far + d_rsync + "/"]
             os.sync()
@@ -365,20 +362,16 @@ class _Bench:
             self.check_tree(s, src, d_surge)
             os.sync()
             for _ in range(cfg.repeats):
-                for key, label, cmd in (
+                for step_key, label, cmd in (
                     ("surge-ssh-nochange", "ssh no change: surge sync → sshd",
                      self.surge("bench-ssh", src, far + d_surge, *ssh())),
                     ("surge-ssh-nochange-anm", "ssh no change: surge sync --assume-no-mods → sshd",
                      self.surge("bench-ssh", src, far + d_surge, *ssh(), "--assume-no-mods")),
                     ("rsync-ssh-nochange", "ssh no change: rsync -a -e ssh", rsync),
                 ):  # fmt: skip
-                    s = self.run(key, label, cmd, after=initial if key.startswith("surge") else None)
-                    if key.startswith("surge"):
+                    s = self.run(step_key, label, cmd, after=initial if step_key.startswith("surge") else None)
+                    if step_key.startswith("surge"):
                         self.check_counts(s, "nothing to do")
-            if any(s.status == "failed" for k, s in self.report.steps.items() if k.startswith("surge-ssh")):
-                self.report.notes.append(f"after the SSH steps: Surge's client key {'present' if os.path.exists(key) else 'missing'} "
-                                         f"(the copy in the sshd folder: {'present' if os.path.exists(made) else 'missing'}), "
-                                         f"sshd {'running' if sshd._proc.poll() is None else 'stopped'}")  # fmt: skip
             for key in ("surge-ssh-nochange", "surge-ssh-nochange-anm", "rsync-ssh-nochange"):
                 self.check_tree(self.report.steps[key], src, d_rsync if key.startswith("rsync") else d_surge)
 

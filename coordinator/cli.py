@@ -1,5 +1,5 @@
-"""The `surge` command: subcommands `cp` (ascp-compatible copy) and `agent` (the far end of a
-transfer, started by a client or by sshd). Later issues add sync, server, worker and status.
+"""The `surge` command and its subcommands (cp, sync, agent, server, token, worker, coordinator,
+status); each lives in its own module, imported only when it runs.
 
 Only this module reads the command line and decides exit codes: 0 success, 1 a transfer that
 did not fully succeed, 2 bad usage.
@@ -24,6 +24,9 @@ commands:
   agent    serve one transfer on stdin/stdout (run by a client or by sshd)
   server   a self-contained far end with its own SSH server
   token    create transfer tokens signed with the server's secret
+  worker       a Celery worker of a Surge cluster (`--cluster URL`)
+  coordinator  the long-lived service that plans and tracks cluster sync jobs
+  status       progress of a pair's cluster jobs (`-N NAME --cluster URL`)
 """
 
 
@@ -49,12 +52,20 @@ def _cp(argv: Sequence[str]) -> int:
 
     configure_logging("surge-cp", opts.log_dir, opts.log_size, opts.debug)
     for ignored in opts.ignored_sources:
-        print(f"surge cp: warning: {ignored}: ignored (sources come from the file list)", file=sys.stderr)
+        print(
+            f"surge cp: warning: {ignored}: ignored (sources come from the file list)",
+            file=sys.stderr,
+        )
     progress = Progress(0, False)
 
     def on_progress(stats: dict[str, object]) -> None:
         nonlocal progress
-        if not opts.quiet and sys.stderr.isatty() and isinstance(progress, Progress) and progress._bar is None:
+        if (
+            not opts.quiet
+            and sys.stderr.isatty()
+            and isinstance(progress, Progress)
+            and progress._bar is None
+        ):
             total = stats.get("bytes_total", 0)
             progress = Progress(total if isinstance(total, int) else 0, True)
         progress.update(stats)
@@ -109,6 +120,28 @@ def _token(argv: Sequence[str]) -> int:
     return token_main(list(argv))
 
 
+def _worker(argv: Sequence[str]) -> int:
+    from workers.cluster.cli import worker_main
+
+    return worker_main(list(argv))
+
+
+def _coordinator(argv: Sequence[str]) -> int:
+    from .cluster.cli import coordinator_main
+
+    return coordinator_main(list(argv))
+
+
+def _status(argv: Sequence[str]) -> int:
+    from .cluster.cli import status_main
+
+    return status_main(list(argv))
+
+
+COMMANDS = {"cp": _cp, "sync": _sync, "agent": _agent, "server": _server, "token": _token,
+            "worker": _worker, "coordinator": _coordinator, "status": _status}  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
@@ -118,16 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"surge {__version__}")
         return 0
     command, rest = args[0], args[1:]
-    if command == "cp":
-        return _cp(rest)
-    if command == "sync":
-        return _sync(rest)
-    if command == "agent":
-        return _agent(rest)
-    if command == "server":
-        return _server(rest)
-    if command == "token":
-        return _token(rest)
+    if command in COMMANDS:
+        return COMMANDS[command](rest)
     print(f"surge: error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -253,7 +253,7 @@ def test_existing_file_survives_a_failed_transfer(tmp_path: Path) -> None:
             time.sleep(0.05)
         time.sleep(0.5)
         _kill_agents(proc.pid)
-        _, err = proc.communicate(timeout=60)
+        _, _err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == 1

@@ -3,7 +3,8 @@
 A client starts it as a local child process (local `surge cp`), through SSH as the remote
 command (as ascp starts ascp on the server, e.g. from an `authorized_keys` forced command), or
 `surge server` starts one per SSH session. After `hello` it serves, in any order, `push`
-(upload), `pull` (download) and `op` (file operations) requests until `bye` or end of input.
+(upload), `pull` (download) and `op` (file operations) requests until `bye` or end of input;
+a `watch` request (continuous sync) streams the changes of a tree until the channel ends.
 Diagnostics go to stderr (or `-R` dir); stdout carries only frames.
 """
 
@@ -27,6 +28,7 @@ from .context import AgentContext, Channel
 from .ops import handle_op
 from .pull import handle_pull
 from .push import handle_push
+from .watch import handle_watch
 
 __all__ = ["main", "serve"]
 
@@ -58,6 +60,8 @@ def serve(rin: BinaryIO, wout: BinaryIO, ctx: AgentContext) -> int:
                 status = max(status, handle_pull(chan, msg, ctx))
             elif kind == "op":
                 handle_op(chan, msg, ctx)
+            elif kind == "watch":  # the channel is the watch's from here on
+                return max(status, handle_watch(chan, msg, ctx))
             else:
                 return chan.refuse("request", f"unknown request {kind!r}")
     except (ProtocolError, EOFError) as exc:

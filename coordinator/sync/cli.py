@@ -23,9 +23,6 @@ def main(argv: Sequence[str]) -> int:
     except (OptionError, FilterError) as exc:
         print(f"surge sync: error: {exc}", file=sys.stderr)
         return 2
-    if opts.continuous:
-        print("surge sync: error: -C: continuous mode is not available yet; run without -C", file=sys.stderr)
-        return 2
     log = configure_logging("surge-sync", opts.log_dir, opts.log_size, opts.debug)
     width = 40
 
@@ -34,6 +31,10 @@ def main(argv: Sequence[str]) -> int:
         if not opts.quiet:
             print(f"{'/' + path:<{width}} {status}", flush=True)
 
+    if opts.continuous:
+        from ..continuous import run_continuous
+
+        return run_continuous(opts, emit)
     try:
         report = run_sync(opts, emit=emit)
     except SyncError as exc:

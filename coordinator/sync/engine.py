@@ -303,3 +303,63 @@ def _checksums(run: _Run, local: dict[str, Entry], snap_local: dict[str, Entry],
 
 
 __all__ += ["SyncError"]
+
+
+# -- one session, several plans (the continuous loop) ----------------------------------------------
+def open_session(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = None,
+                 emit: Callable[[str, str], None] | None = None) -> _Run:  # fmt: skip
+    """The pair opened as `run_sync` opens it (directories checked, far end connected, snapshot
+    open and checked), for a caller that runs several plans over it; `close_session` ends it."""
+    _check_dirs(opts)
+    endpoint = _connect(opts, endpoint_factory)
+    run = _Run(opts, endpoint, emit)
+    try:
+        run.snap = SqliteSnapshot(default_snapshot_path(opts.local_dir, opts.name, opts.local_db_dir))
+        _check_snapshot_meta(run)
+        run.recorder = Recorder(run.snap)
+        _check_remote_root(run)
+    except SnapshotError as exc:
+        close_session(run)
+        raise SyncError(str(exc)) from None
+    except SideError as exc:
+        close_session(run)
+        raise SyncError(f"-r: {exc}") from None
+    except BaseException:
+        close_session(run)
+        raise
+    return run
+
+
+def sync_all(run: _Run, progress: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """One whole synchronization (scan both trees as `run_sync` does) over an open session."""
+    from .execute import execute
+
+    try:
+        plan = _plan(run)
+    except SideError as exc:
+        raise SyncError(f"-r: {exc}") from None
+    run.report.conflicts += plan.conflicts
+    try:
+        execute(run, plan, progress)
+    finally:
+        run.recorder.flush()
+    _finish_meta(run)
+
+
+def close_session(run: _Run) -> None:
+    if run.snap is not None:
+        try:
+            run.recorder.flush()
+        except AttributeError:  # closed before the recorder existed
+            pass
+        run.snap.close()
+        run.snap = None
+    if run.endpoint is not None:
+        try:
+            run.endpoint.send({"type": "bye"})
+        except EndpointError:
+            pass
+        run.endpoint.close()
+
+
+__all__ += ["close_session", "open_session", "sync_all"]

@@ -38,12 +38,14 @@ def _entry(path: str, st: os.stat_result, kind: str, target: str | None = None) 
 
 def scan_tree(root: str, *, filters: Filter | None = None, symlinks: str = "copy",
               skip_dir: Callable[[str, os.stat_result], bool] | None = None,
-              snapshot: Mapping[str, Entry] | None = None, extra_skip: Iterable[str] = ()) -> ScanResult:  # fmt: skip
-    """Entries of the tree under `root` (paths relative to it). `skip_dir(path, stat)` says a
-    directory may be taken from `snapshot` without entering it."""
+              snapshot: Mapping[str, Entry] | None = None, extra_skip: Iterable[str] = (),
+              under: str = "") -> ScanResult:  # fmt: skip
+    """Entries of the tree under `root` (paths relative to it; only below the directory `under`
+    when given). `skip_dir(path, stat)` says a directory may be taken from `snapshot` without
+    entering it."""
     result = ScanResult()
     skip_names = set(extra_skip)
-    stack = [""]
+    stack = [under]
     while stack:
         rel_dir = stack.pop()
         full_dir = os.path.join(root, rel_dir) if rel_dir else root

@@ -123,6 +123,33 @@ def diff_signatures(before: dict[str, Sig], after: dict[str, Sig]) -> list[Watch
     return events
 
 
+def _inotify_fds() -> set[int]:
+    """This process's inotify descriptors (Linux; empty elsewhere)."""
+    out = set()
+    try:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify":
+                    out.add(int(fd))
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return out
+
+
+def _watch_count(fd: int) -> int:
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as fh:
+            return sum(1 for line in fh if line.startswith("inotify wd:"))
+    except OSError:
+        return 0
+
+
+def _count_dirs(root: str) -> int:
+    return 1 + sum(len(dirs) for _, dirs, _ in os.walk(root))
+
+
 class TreeWatcher:
     """Notifications and periodic scans of one tree, reported to `on_event` from the watcher's
     threads. `start()` returns a warning when notifications are unavailable."""
@@ -173,11 +200,18 @@ class TreeWatcher:
                   ev.DirMovedEvent]  # fmt: skip
         handler = ev.FileSystemEventHandler()
         handler.dispatch = self._dispatch  # type: ignore[method-assign]
+        before = _inotify_fds()
         observer = Observer()
         observer.schedule(handler, self.root, recursive=True, event_filter=wanted)
         observer.daemon = True
         observer.start()
         self._observer = observer
+        # watchdog skips the subdirectories it could not watch without a word: count the watches
+        mine = _inotify_fds() - before
+        if mine and sum(map(_watch_count, mine)) < _count_dirs(self.root):
+            observer.stop()
+            self._observer = None
+            raise OSError(errno.ENOSPC, "inotify watch limit reached")
 
     def _rel(self, path: Any) -> str | None:
         path = os.fsdecode(path)

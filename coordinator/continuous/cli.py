@@ -19,7 +19,7 @@ def run_continuous(opts: Any, emit: Callable[[str, str], None]) -> int:
     signal interrupted a transfer."""
     from common.metrics import serve_metrics
 
-    from ..sync.engine import SyncError
+    from ..sync.engine import SyncError, SyncReport
     from .loop import ContinuousSync
 
     def warn(text: str) -> None:
@@ -32,7 +32,14 @@ def run_continuous(opts: Any, emit: Callable[[str, str], None]) -> int:
         except (ValueError, OSError) as exc:
             print(f"surge sync: error: SURGE_METRICS_PORT={port}: {exc}", file=sys.stderr)
             return 2
-    loop = ContinuousSync(opts, emit, warn=warn)
+
+    def ready(report: SyncReport) -> None:
+        if not opts.quiet:
+            counts = ", ".join(f"{n} {s}" for s, n in sorted(report.counts.items()))
+            print(f"Synchronized: {counts or 'nothing to do'}; {len(report.errors)} error(s); watching for changes",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+    loop = ContinuousSync(opts, emit, warn=warn, ready=ready)
     previous = {}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

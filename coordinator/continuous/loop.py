@@ -42,11 +42,13 @@ Emit = Callable[[str, str], None]
 
 class ContinuousSync:
     def __init__(self, opts: Any, emit: Emit | None = None, *, warn: Callable[[str], None] | None = None,
+                 ready: Callable[[SyncReport], None] | None = None,
                  endpoint_factory: Callable[[Any], Endpoint] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.opts = opts
         self.emit = emit
         self.warn = warn or (lambda text: log.warning("%s", text))
+        self.ready = ready
         self.factory = endpoint_factory
         self.clock = clock
         self.queue = ChangeQueue(QueueConfig(cooloff=opts.cooloff, cooloff_max=opts.cooloff_max,
@@ -85,6 +87,8 @@ class ContinuousSync:
             first = run.report
             if not self.opts.no_scan:
                 sync_all(run)
+            if self.ready is not None:
+                self.ready(first)
             self._loop(run)
             return first
         except EndpointError as exc:

@@ -62,6 +62,7 @@ class ContinuousBenchConfig:
     rsync_interval: float = 1.0  # seconds between the passes of the rsync loop
     settle: float = 2.0  # seconds after a tool is ready before the idle period starts
     workdir: str | None = None
+    parts: tuple[str, ...] = ("latency", "idle", "rename")
 
 
 @dataclass
@@ -152,17 +153,19 @@ class Lsyncd:
 
     def __init__(self, work: str, src: str, dst: str, delay: int) -> None:
         self.status = os.path.join(work, "lsyncd.status")
-        conf = os.path.join(work, "lsyncd.conf.lua")
+        conf, log = os.path.join(work, "lsyncd.conf.lua"), os.path.join(work, "lsyncd.log")
+        for old in (self.status, log):  # a previous run's "finished" must not count
+            if os.path.exists(old):
+                os.unlink(old)
         with open(conf, "w") as fh:
             fh.write(f'settings {{ nodaemon = true, statusFile = "{self.status}", statusInterval = 1,'
-                     f' logfile = "{work}/lsyncd.log", insist = true }}\n'
+                     f' logfile = "{log}", insist = true }}\n'
                      f'sync {{ default.rsync, source = "{src}", target = "{dst}", delay = {max(delay, 0)},'
                      f' rsync = {{ archive = true }} }}\n')  # fmt: skip
         self.proc = subprocess.Popen(
             ["lsyncd", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + READY_SECONDS
-        log = os.path.join(work, "lsyncd.log")
         while True:  # "Startup of SRC -> DST finished." once its first full rsync is done
             if os.path.exists(log) and re.search(r"Startup of .* finished", Path(log).read_text()):
                 return
@@ -339,9 +342,13 @@ def run_bench(cfg: ContinuousBenchConfig) -> Report:
     if not shutil.which("lsyncd"):
         report.notes.append("lsyncd is not installed: compared with the rsync loop only")
     try:
-        bench_latency(cfg, work, report)
-        bench_idle(cfg, work, report)
-        bench_rename(cfg, work, report)
+        for part, bench in (
+            ("latency", bench_latency),
+            ("idle", bench_idle),
+            ("rename", bench_rename),
+        ):
+            if part in cfg.parts:
+                bench(cfg, work, report)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return report
@@ -407,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
         "--idle-initial", action="store_true", help="surge: initial sync before the idle period"
     )
     parser.add_argument("--rename-files", type=int, default=10_000)
+    parser.add_argument(
+        "--parts", default="latency,idle,rename", help="which measurements (comma-separated)"
+    )
     parser.add_argument("--workdir", help="where the trees go (default: the temporary directory)")
     parser.add_argument(
         "--out", help="write the section into this Markdown file (docs/BENCHMARKS.md)"
@@ -414,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = ContinuousBenchConfig(stream=args.stream, rate=args.rate, cooloff=args.cooloff, idle_files=args.idle_files,
                                 idle_seconds=args.idle_seconds, idle_initial=args.idle_initial,
-                                rename_files=args.rename_files, workdir=args.workdir)  # fmt: skip
+                                rename_files=args.rename_files, workdir=args.workdir,
+                                parts=tuple(args.parts.split(",")))  # fmt: skip
     report = run_bench(cfg)
     report.command = "python -m bench.continuous_bench " + " ".join(
         argv if argv is not None else sys.argv[1:]

@@ -278,3 +278,50 @@ def test_pull_from_a_remote_far_end(tmp_path: Path, started: list[Sync]) -> None
         (remote / "dir2" / "a").unlink()
         wait_for(same(remote, local), "a remote deletion")
         assert sync.stop() == 0, sync.stderr()
+
+
+def test_cooloff_max_gives_up_on_a_busy_file_then_sends_it_when_it_settles(
+    trees: tuple[Path, Path], tmp_path: Path, started: list[Sync]
+) -> None:
+    src, dst = trees
+    sync = Sync(tmp_path, src, dst, "--cooloff", "1", "--cooloff-max", "2")
+    started.append(sync)
+    wait_for(lambda: sync.running() and "watching" in sync.stderr(), "the start")
+    deadline = time.monotonic() + DEADLINE
+    with open(src / "busy", "wb") as fh:  # an append every 0.1 s until Surge gives up on it
+        while not sync.count("busy") and time.monotonic() < deadline:
+            fh.write(b"x" * 1000)
+            fh.flush()
+            time.sleep(0.1)
+    assert next(s for p, s in sync.lines() if p == "busy").startswith(
+        "ERROR: still changing after --cooloff-max 2"
+    )
+    wait_for(lambda: (dst / "busy").exists() and (dst / "busy").read_bytes() == (src / "busy").read_bytes(),
+             "the file once it stopped changing")  # fmt: skip
+
+
+def test_bidi_with_a_remote_far_end(tmp_path: Path, started: list[Sync]) -> None:
+    docroot = tmp_path / "docroot"
+    (docroot / "pair").mkdir(parents=True)
+    (docroot / "pair" / "r0").write_text("remote 0")
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "l0").write_text("local 0")
+    with surge_server(tmp_path / "server", docroot=docroot) as far:
+        sync = Sync(
+            tmp_path, local, far.remote("/pair"), *far.auth(), "-K", "bidi", "--cooloff", "1"
+        )
+        started.append(sync)
+        remote = docroot / "pair"
+        wait_for(lambda: sync.running() and same(remote, local)(), "the first sync")
+        (remote / "rdir").mkdir()
+        (remote / "rdir" / "r1").write_bytes(os.urandom(100_000))
+        (local / "l1").write_bytes(os.urandom(100_000))
+        (local / "l0").unlink()
+        wait_for(same(remote, local), "changes on both sides")
+        (local / "l1").rename(local / "l1-renamed")
+        (remote / "rdir").rename(remote / "rdir2")
+        wait_for(same(remote, local), "renames on both sides")
+        assert sync.count("l1-renamed", "SYNCHRONIZED(mov)") == 1
+        assert sync.count("rdir2", "SYNCHRONIZED(mov)") == 1
+        assert sync.stop() == 0, sync.stderr()

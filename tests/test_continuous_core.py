@@ -214,3 +214,19 @@ def test_find_renames_not_when_the_content_changed_or_the_other_side_moved_on() 
     assert (
         find_renames({"y": entry("y", inode=9)}, snap, {"x": entry("x", inode=9)}, snap, True) != []
     )
+
+
+def test_a_ready_path_takes_along_the_other_side_and_its_rename_partner() -> None:
+    """Our own copy echoes back on one side while the original is renamed on the other: both
+    must be decided together, or the rename becomes a delete and a resend."""
+    q = ChangeQueue(QueueConfig(cooloff=1))
+    q.note("local", "sub", 0.0, tree=True)  # the echo of our mkdir
+    q.note_move("remote", "sub", "sub2", 0.5, tree=True)
+    q.note("local", "unrelated", 0.5)
+    batch = q.pop_due(1.0)
+    assert sorted((c.side, c.path) for c in batch.ready) == [
+        ("local", "sub"),
+        ("remote", "sub"),
+        ("remote", "sub2"),
+    ]
+    assert [c.path for c in q.pending()] == ["unrelated"]

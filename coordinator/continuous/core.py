@@ -9,7 +9,8 @@ Rules:
   its whole subtree is looked at) absorbs the pending changes below it, and later changes below
   it only restart its cooloff.
 - Linked changes (both ends of a rename) share their cooloff, so they are synced together and
-  the rename is seen as a rename.
+  the rename is seen as a rename; a ready path takes along the pending changes of the same path
+  on the other side (and their partners).
 - `cooloff_max` (> 0): a path still changing that long after its first change is given up on
   (`expired`: the caller reports it as an error).
 - `pending_max`: at most that many entries; a change beyond it is dropped and the queue
@@ -146,6 +147,7 @@ class ChangeQueue:
                 batch.ready.append(change)
             elif cfg.cooloff_max and now - change.first >= cfg.cooloff_max:
                 batch.expired.append(change)
+        batch.ready = self._with_companions(batch.ready)
         if cfg.delete_delay:
             held = {c.key for c in batch.ready} | {c.key for c in batch.expired}
             if any(not c.gone for k, c in self._pending.items() if k not in held):
@@ -153,6 +155,23 @@ class ChangeQueue:
         for change in batch.ready + batch.expired:
             self._remove(change.key)
         return batch
+
+    def _with_companions(self, ready: list[Change]) -> list[Change]:
+        """A ready path takes along the pending changes of the same path (or of a directory
+        above it) on either side, and their rename partners: a path is never decided while
+        half of what happened to it is still waiting (our own copy of a file echoing back
+        while its original is renamed must not turn the rename into a delete)."""
+        taken = {c.key: c for c in ready}
+        todo = list(ready)
+        while todo:
+            change = todo.pop()
+            near = [self._covering(side, change.path) for side in ("local", "remote")]
+            near.append(self._pending.get(self._links.get(change.key, ("", ""))))
+            for other in near:
+                if other is not None and other.key not in taken:
+                    taken[other.key] = other
+                    todo.append(other)
+        return list(taken.values())
 
     def next_deadline(self) -> float | None:
         """When the next change becomes ready or expires (None: nothing pending)."""

@@ -78,9 +78,9 @@ class ContinuousSync:
             self._inbox_overflow.set()
 
     # -- the whole run ---------------------------------------------------------------------
-    def run(self) -> SyncReport:
-        """Run until stopped; returns the report of the first sync. Raises SyncError when the
-        session cannot start or the far end goes away."""
+    def run(self) -> None:
+        """Run until stopped. Raises SyncError when the session cannot start or the far end
+        goes away."""
         run = open_session(self.opts, endpoint_factory=self.factory, emit=self.emit)
         try:
             self._start_watchers()
@@ -90,19 +90,18 @@ class ContinuousSync:
             if self.ready is not None:
                 self.ready(first)
             self._loop(run)
-            return first
         except EndpointError as exc:
             raise SyncError(f"the far end went away: {exc}") from None
         finally:
             for watcher in self._watchers:
-                watcher.stop() if isinstance(watcher, TreeWatcher) else watcher.close()
+                watcher.stop()
             close_session(run)
             metrics.CHANGES_PENDING.set(0)
 
     def _start_watchers(self) -> None:
         o = self.opts
         if o.direction in ("push", "bidi"):
-            self._watch_local(o.local_dir, "local", o.scan_interval)
+            self._watch_local(o.local_dir, "local", None if o.no_scan else o.scan_interval)
         if o.direction in ("pull", "bidi"):
             if o.host is None:
                 self._watch_local(o.remote_dir, "remote", o.remote_scan_interval)
@@ -117,8 +116,9 @@ class ContinuousSync:
         def on_event(event: WatchEvent) -> None:
             self._put(("event", side, event))
 
-        watcher = TreeWatcher(root, on_event, scan_interval=None if self.opts.no_scan else interval,
-                              intensity=self.opts.scan_intensity)  # fmt: skip
+        watcher = TreeWatcher(
+            root, on_event, scan_interval=interval, intensity=self.opts.scan_intensity
+        )
         self._watchers.append(watcher)
         warning = watcher.start()
         if warning:

@@ -47,10 +47,10 @@ class RemoteWatch:
                                 "intensity": o.scan_intensity})  # fmt: skip
             answer = self.endpoint.recv(WATCH_ANSWER_SECONDS)
         except (EndpointError, CopyError, TimeoutError) as exc:
-            self.close()
+            self.stop()
             raise SyncError(f"-C: cannot watch the remote directory: {exc}") from None
         if answer.get("type") != "watching":
-            self.close()
+            self.stop()
             raise SyncError(
                 f"-C: the far end cannot watch {o.remote_dir!r}: {answer.get('message', answer)}"
             )
@@ -75,7 +75,7 @@ class RemoteWatch:
             if not self._closing:
                 self.on_event(("fatal", f"the far end's watch ended: {exc}"))
 
-    def close(self) -> None:
+    def stop(self) -> None:
         self._closing = True
         if self.endpoint is None:
             return

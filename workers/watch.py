@@ -162,7 +162,6 @@ class TreeWatcher:
         self.scan_interval = scan_interval
         self.pause = INTENSITY_PAUSE[intensity]
         self._stop = threading.Event()
-        self._rescan = threading.Event()
         self._observer: Any = None
         self._scanner: threading.Thread | None = None
         self.scans = 0
@@ -242,18 +241,12 @@ class TreeWatcher:
                 )
             )
 
-    def request_scan(self) -> None:
-        """Scan as soon as possible (the consumer dropped events)."""
-        self._rescan.set()
-
     def _scan_loop(self) -> None:
         assert self.scan_interval is not None
         before = scan_signatures(self.root, self.pause, self._stop)
         while not self._stop.is_set():
-            self._rescan.wait(self.scan_interval)
-            if self._stop.is_set():
+            if self._stop.wait(self.scan_interval):
                 return
-            self._rescan.clear()
             after = scan_signatures(self.root, self.pause, self._stop)
             if self._stop.is_set():
                 return
@@ -264,7 +257,6 @@ class TreeWatcher:
 
     def stop(self) -> None:
         self._stop.set()
-        self._rescan.set()
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
@@ -299,7 +291,7 @@ def handle_watch(chan: Any, msg: dict[str, Any], ctx: Any) -> int:
         except queue.Full:
             overflow.set()
 
-    watcher = TreeWatcher(root, on_event, notifications=not msg.get("no_notifications"),
+    watcher = TreeWatcher(root, on_event,
                           scan_interval=interval, intensity=intensity)  # fmt: skip
     warning = watcher.start()
     chan.send({"type": "watching", "notifications": watcher.notifications, "warning": warning})
@@ -307,7 +299,7 @@ def handle_watch(chan: Any, msg: dict[str, Any], ctx: Any) -> int:
         target=_wait_for_bye, args=(chan, events), name="surge-watch-bye", daemon=True
     ).start()
     try:
-        return _stream(chan, events, overflow, watcher)
+        return _stream(chan, events, overflow)
     finally:
         watcher.stop()
 
@@ -321,12 +313,7 @@ def _wait_for_bye(chan: Any, events: queue.Queue[WatchEvent | None]) -> None:
     events.put(None)
 
 
-def _stream(
-    chan: Any,
-    events: queue.Queue[WatchEvent | None],
-    overflow: threading.Event,
-    watcher: TreeWatcher,
-) -> int:
+def _stream(chan: Any, events: queue.Queue[WatchEvent | None], overflow: threading.Event) -> int:
     while True:
         first = events.get()
         if first is None:
@@ -341,10 +328,8 @@ def _stream(
                 batch.append(item)
         except queue.Empty:
             pass
-        lost = overflow.is_set()
-        if lost:
-            overflow.clear()
-            watcher.request_scan()
+        lost = overflow.is_set()  # the client then synchronizes the whole tree
+        overflow.clear()
         try:
             chan.send({"type": "changes", "events": [list(e) for e in batch], "overflow": lost})
         except OSError:

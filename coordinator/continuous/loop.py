@@ -12,6 +12,8 @@ changed meanwhile is found by the first sync of the next start.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import queue
 import threading
@@ -38,6 +40,18 @@ IDLE_WAKE = 1.0  # seconds: how soon an idle loop notices a stop request
 FORCE_STAT_EVERY = 1.0  # seconds between forced stats of the pending paths (--*-force-stat)
 
 Emit = Callable[[str, str], None]
+
+
+def _release_first_sync(run: Any) -> None:
+    """Give back what the first sync of a big tree held (its listings and status lines: a few
+    hundred bytes per file) before the loop idles for hours."""
+    run.scanned = ({}, {})
+    run.report = SyncReport()
+    gc.collect()
+    try:  # glibc keeps freed heap pages unless asked
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class ContinuousSync:
@@ -84,11 +98,11 @@ class ContinuousSync:
         run = open_session(self.opts, endpoint_factory=self.factory, emit=self.emit)
         try:
             self._start_watchers()
-            first = run.report
             if not self.opts.no_scan:
                 sync_all(run)
             if self.ready is not None:
-                self.ready(first)
+                self.ready(run.report)
+            _release_first_sync(run)
             self._loop(run)
         except EndpointError as exc:
             raise SyncError(f"the far end went away: {exc}") from None

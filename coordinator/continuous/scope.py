@@ -46,17 +46,12 @@ def _local_entry(root: str, rel: str, symlinks: str) -> Entry | None:
                 target = os.readlink(full)
     except OSError:
         return None
-    kind = (
-        "link"
-        if target is not None
-        else "dir"
-        if stat.S_ISDIR(st.st_mode)
-        else "file"
-        if stat.S_ISREG(st.st_mode)
-        else None
-    )
-    if kind is None:
-        return None
+    if target is not None:
+        kind = "link"
+    elif stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+        kind = "dir" if stat.S_ISDIR(st.st_mode) else "file"
+    else:
+        return None  # sockets, devices, fifos: not synchronized
     return Entry(rel, kind, st.st_size if kind == "file" else 0, st.st_mtime_ns, stat.S_IMODE(st.st_mode),
                  st.st_ino, st.st_dev, st.st_nlink, None, target, 0, st.st_uid, st.st_gid)  # fmt: skip
 

@@ -7,7 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.cluster.schema import QUEUE_LARGE, QUEUE_SMALL, TaskSpec
-from coordinator.cluster.plan import ALIGN, MAX_PARTS, PlanLimits, files_of, plan_tasks, range_layout
+from coordinator.cluster.plan import (
+    ALIGN,
+    MAX_PARTS,
+    PlanLimits,
+    files_of,
+    plan_tasks,
+    range_layout,
+)
 from coordinator.sync.options import parse_sync_args
 
 MiB = 1 << 20
@@ -29,7 +36,9 @@ limits = st.builds(
 
 @settings(max_examples=300, deadline=None)
 @given(file_lists, limits)
-def test_every_byte_of_every_file_is_covered_exactly_once(files: list[tuple[str, int, int]], lim: PlanLimits) -> None:
+def test_every_byte_of_every_file_is_covered_exactly_once(
+    files: list[tuple[str, int, int]], lim: PlanLimits
+) -> None:
     tasks = plan_tasks("j1", files, lim)
     carried = files_of(tasks)
     assert set(carried) == {p for p, _, _ in files}
@@ -40,7 +49,9 @@ def test_every_byte_of_every_file_is_covered_exactly_once(files: list[tuple[str,
             rngs = sorted((t.range for t in mine if t.range is not None), key=lambda r: r.index)
             assert len(rngs) == len(mine) and 1 <= len(rngs) <= MAX_PARTS
             assert [r.index for r in rngs] == list(range(len(rngs)))
-            assert all(r.count == len(rngs) and r.size == size and r.mtime_ns == mtime for r in rngs)
+            assert all(
+                r.count == len(rngs) and r.size == size and r.mtime_ns == mtime for r in rngs
+            )
             pos = 0
             for r in rngs:  # contiguous, no overlap, no gap, nothing past the end
                 assert r.start == pos and r.start % ALIGN == 0 and (r.length > 0 or size == 0)
@@ -66,7 +77,9 @@ def test_no_batch_is_over_its_limits(files: list[tuple[str, int, int]], lim: Pla
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 1 << 44), limits)
-def test_ranges_respect_the_time_cap_unless_the_part_limit_forbids(size: int, lim: PlanLimits) -> None:
+def test_ranges_respect_the_time_cap_unless_the_part_limit_forbids(
+    size: int, lim: PlanLimits
+) -> None:
     layout = range_layout(size, lim)
     longest = max(length for _, length in layout)
     cap = -(-lim.range_time_cap // ALIGN) * ALIGN
@@ -90,7 +103,9 @@ def test_small_files_are_batched_by_count_and_bytes() -> None:
 
 
 def test_transfer_threads_size_classes_map_to_queues() -> None:
-    opts = parse_sync_args(["-N", "p", "-d", "/a", "-r", "/b", "--transfer-threads=2:128", "--transfer-threads=6"])
+    opts = parse_sync_args(
+        ["-N", "p", "-d", "/a", "-r", "/b", "--transfer-threads=2:128", "--transfer-threads=6"]
+    )
     lim = PlanLimits.from_options(opts)
     assert lim.small_bound == 128
     tasks = plan_tasks("j", [("tiny", 100, 0), ("mid", 5000, 0)], lim)

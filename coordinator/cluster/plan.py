@@ -51,7 +51,9 @@ class PlanLimits:
         return max(ALIGN, int(self.rate_bps / 8 * self.visibility_timeout / 4))
 
     @classmethod
-    def from_options(cls, opts: object, visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT) -> PlanLimits:
+    def from_options(
+        cls, opts: object, visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
+    ) -> PlanLimits:
         bounds = [b for _, b in getattr(opts, "transfer_threads", ()) if b is not None]
         return cls(threshold=int(getattr(opts, "multi_session_threshold", 0) or 0),
                    rate_bps=float(opts.target_rate.resolve(0)),  # type: ignore[attr-defined]
@@ -94,7 +96,9 @@ class _Batcher:
             self.close(queue)
 
 
-def plan_tasks(job: str, files: Iterable[tuple[str, int, int]], limits: PlanLimits) -> list[TaskSpec]:
+def plan_tasks(
+    job: str, files: Iterable[tuple[str, int, int]], limits: PlanLimits
+) -> list[TaskSpec]:
     """Tasks for `files`, given as (path, size, mtime_ns) in the order to send them. Task ids
     are the tasks' positions in hex."""
     tasks: list[TaskSpec] = []
@@ -105,12 +109,16 @@ def plan_tasks(job: str, files: Iterable[tuple[str, int, int]], limits: PlanLimi
         if threshold and size >= threshold:
             _ranges(job, path, size, mtime_ns, limits, tasks)
         else:
-            batcher.add(QUEUE_SMALL if size <= small_bound else QUEUE_LARGE, FileRef(path, size, mtime_ns))
+            batcher.add(
+                QUEUE_SMALL if size <= small_bound else QUEUE_LARGE, FileRef(path, size, mtime_ns)
+            )
     batcher.close_all()
     return tasks
 
 
-def _ranges(job: str, path: str, size: int, mtime_ns: int, limits: PlanLimits, tasks: list[TaskSpec]) -> None:
+def _ranges(
+    job: str, path: str, size: int, mtime_ns: int, limits: PlanLimits, tasks: list[TaskSpec]
+) -> None:
     layout = range_layout(size, limits)
     for index, (start, length) in enumerate(layout):
         ref = RangeRef(path, size, mtime_ns, index, len(layout), start, length)

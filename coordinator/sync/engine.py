@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.filters import compile_filters
-from common.snapshot import Entry, SnapshotError, SnapshotStore, SqliteSnapshot, default_snapshot_path
+from common.snapshot import (
+    Entry,
+    SnapshotError,
+    SnapshotStore,
+    SqliteSnapshot,
+    default_snapshot_path,
+)
 
 from ..cp.common import CopyError, hello
 from ..cp.endpoint import Endpoint, EndpointError

@@ -22,7 +22,14 @@ from ..cp.endpoint import Endpoint
 from ..cp.options import CopyOptions
 from ..cp.sources import SourceFile, SourceTree
 
-__all__ = ["Dispatcher", "InProcessDispatcher", "TransferOutcome", "TransferRequest", "copy_options", "send_files"]
+__all__ = [
+    "Dispatcher",
+    "InProcessDispatcher",
+    "TransferOutcome",
+    "TransferRequest",
+    "copy_options",
+    "send_files",
+]
 
 FileDone = Callable[[str, dict[str, Any]], None]
 Progress = Callable[[dict[str, Any]], None]
@@ -46,7 +53,9 @@ class TransferOutcome:
 
 
 class Dispatcher(Protocol):
-    def transfer(self, request: TransferRequest, on_file: FileDone, progress: Progress | None) -> TransferOutcome:
+    def transfer(
+        self, request: TransferRequest, on_file: FileDone, progress: Progress | None
+    ) -> TransferOutcome:
         """Move the files; `on_file(path, event)` once per file as it is committed ("done", with
         the destination's "attrs"), skipped or failed. Raises CopyError when nothing can move."""
         ...
@@ -55,7 +64,9 @@ class Dispatcher(Protocol):
 class InProcessDispatcher:
     """The embedded default: one session in this process (an upload or a download)."""
 
-    def transfer(self, request: TransferRequest, on_file: FileDone, progress: Progress | None) -> TransferOutcome:
+    def transfer(
+        self, request: TransferRequest, on_file: FileDone, progress: Progress | None
+    ) -> TransferOutcome:
         o = request.opts
         assert request.endpoint is not None
         result = send_files(o, request.endpoint, request.entries, upload=request.upload, local_root=o.local_dir,
@@ -96,8 +107,11 @@ def send_files(opts: Any, endpoint: Endpoint, entries: list[Entry], *, upload: b
         do_upload(copts, tree, remote_root.rstrip("/") + "/", endpoint, result, progress, event)
         return result
     root = remote_root.rstrip("/") or "/"
-    copts = dataclasses.replace(copy_options(opts, root, local_root),
-                                sources=tuple(f"{root}/{e.path}" for e in entries), src_base=root)
+    copts = dataclasses.replace(
+        copy_options(opts, root, local_root),
+        sources=tuple(f"{root}/{e.path}" for e in entries),
+        src_base=root,
+    )
     result = CopyResult([])
     download(copts, copts.sources, local_root.rstrip("/") + "/", endpoint, result, progress, event)
     return result

@@ -260,7 +260,11 @@ class CeleryDispatcher:
         job_id = self.job_id or new_id()
         limits = self.limits or PlanLimits.from_options(o)
         tasks = plan_tasks(job_id, ((e.path, e.size, e.mtime_ns) for e in wanted.values()), limits)
-        self.jobs.create_job(o.name, job_options(o), tasks, job_id=job_id)
+        if self.jobs.r.exists(key("job", job_id)):  # submitted through `surge coordinator`
+            self.jobs.add_tasks(job_id, tasks)
+            self.jobs.set_job_state(job_id, "running")
+        else:
+            self.jobs.create_job(o.name, job_options(o), tasks, job_id=job_id)
         if self.on_job is not None:
             self.on_job(job_id)
         for t in tasks:

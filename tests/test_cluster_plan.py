@@ -29,7 +29,7 @@ limits = st.builds(
     batch_bytes=st.integers(1, 128 * MiB),
     threshold=st.sampled_from([0, 1, 1000, ALIGN, 5 * MiB, 1 << 30]),
     rate_bps=st.sampled_from([1e5, 10e6, 200e6, 10e9]),
-    visibility_timeout=st.sampled_from([60.0, 3600.0]),
+    task_seconds=st.sampled_from([60.0, 1800.0]),
     small_bound=st.sampled_from([None, 0, 128, MiB]),
 )
 

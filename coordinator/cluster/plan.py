@@ -8,9 +8,10 @@ Rules (DESIGN: plan):
 * A file at or above ``threshold`` (``--multi-session-threshold``; 0: never) is cut into byte
   ranges, one task each, so several workers send it at once. A range is about ``threshold``
   bytes (the size the user deems worth a session of its own), at least two ranges, at most
-  ``max_parts`` (128, the far end's limit), and short enough to finish within a quarter of the
-  broker's visibility timeout at the session rate ``-l`` (a task that outlives the visibility
-  timeout is delivered a second time). Ranges start on ``ALIGN`` boundaries.
+  ``max_parts`` (128, the far end's limit), and short enough to finish within ``task_seconds``
+  at the session rate ``-l`` (workers/cluster/app.py's TASK_TARGET_SECONDS, well inside the
+  broker's visibility timeout: a task that outlives it is delivered a second time). Ranges
+  start on ``ALIGN`` boundaries.
 * Size classes (``--transfer-threads=N[:SIZE]``): a file of at most the smallest SIZE given
   (without the option: ``batch_bytes``) goes to the small-file queue, everything else and every
   range to the large-file queue, so small batches never wait behind a 100 GB range. N is the
@@ -28,7 +29,7 @@ __all__ = ["ALIGN", "MAX_PARTS", "PlanLimits", "plan_tasks", "range_layout"]
 
 MAX_PARTS = 128
 ALIGN = 64 << 10  # ranges start on block boundaries of the far end's writes
-DEFAULT_VISIBILITY_TIMEOUT = 3600.0  # Celery's Redis transport default, seconds
+DEFAULT_TASK_SECONDS = 1800.0  # workers/cluster/app.py TASK_TARGET_SECONDS (no Celery import here)
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class PlanLimits:
     batch_bytes: int = 64 << 20
     threshold: int = 0  # --multi-session-threshold; 0: no file is split
     rate_bps: float = 10e6  # -l, bits per second, of one session
-    visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
+    task_seconds: float = DEFAULT_TASK_SECONDS
     max_parts: int = MAX_PARTS
     small_bound: int | None = None  # smallest --transfer-threads SIZE; None: batch_bytes
 
@@ -47,17 +48,15 @@ class PlanLimits:
 
     @property
     def range_time_cap(self) -> int:
-        """Most bytes a range may hold to finish in a quarter of the visibility timeout."""
-        return max(ALIGN, int(self.rate_bps / 8 * self.visibility_timeout / 4))
+        """Most bytes a range may hold to finish within `task_seconds` at the session rate."""
+        return max(ALIGN, int(self.rate_bps / 8 * self.task_seconds))
 
     @classmethod
-    def from_options(
-        cls, opts: object, visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
-    ) -> PlanLimits:
+    def from_options(cls, opts: object, task_seconds: float = DEFAULT_TASK_SECONDS) -> PlanLimits:
         bounds = [b for _, b in getattr(opts, "transfer_threads", ()) if b is not None]
         return cls(threshold=int(getattr(opts, "multi_session_threshold", 0) or 0),
                    rate_bps=float(opts.target_rate.resolve(0)),  # type: ignore[attr-defined]
-                   visibility_timeout=visibility_timeout, small_bound=min(bounds) if bounds else None)  # fmt: skip
+                   task_seconds=task_seconds, small_bound=min(bounds) if bounds else None)  # fmt: skip
 
 
 def range_layout(size: int, limits: PlanLimits) -> list[tuple[int, int]]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from common.cluster.connect import ClusterError, connect
 from common.cluster.jobs import JobStore, new_id
-from common.cluster.schema import SCHEMA_VERSION, TASK_TRANSFER, TaskSpec, key
+from common.cluster.schema import SCHEMA_VERSION, TaskSpec, key
 
 from ..sync.engine import SyncReport, run_sync
 from .dispatch import CeleryDispatcher
@@ -31,19 +31,12 @@ SUBMITTED = key("jobs", "submitted")
 
 def celery_sender(url: str | None) -> Callable[[TaskSpec], None]:
     """Send a task's Celery message (JSON; only ids and the schema version travel)."""
-    from workers.cluster.app import make_app
+    from workers.cluster.app import WorkerSettings, dispatch, make_app
 
-    app = make_app(url)
+    from common.cluster.connect import resolve_url
 
-    def send(spec: TaskSpec) -> None:
-        app.send_task(
-            TASK_TRANSFER,
-            args=(spec.job, spec.task),
-            kwargs={"v": SCHEMA_VERSION},
-            queue=spec.queue,
-        )
-
-    return send
+    app = make_app(WorkerSettings(resolve_url(url)[0]))
+    return lambda spec: dispatch(app, spec)
 
 
 def run_cluster_sync(opts: Any, *, emit: Callable[[str, str], None] | None = None, client: Any = None,

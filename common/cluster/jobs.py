@@ -44,7 +44,7 @@ _RELEASE = (
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 )
 # A task finishes once: a second finish (a redelivery after the first one finished) is a no-op,
-# so the job counters never count a task twice.
+# so the job counters never count a task twice and its per-file events are pushed once.
 _FINISH = """
 local prev = redis.call('HGET', KEYS[1], 'state')
 if prev == 'succeeded' or prev == 'failed' then return 0 end
@@ -55,6 +55,7 @@ redis.call('HINCRBY', KEYS[2], 'files_done', ARGV[4])
 redis.call('HINCRBY', KEYS[2], 'files_failed', ARGV[5])
 redis.call('HINCRBY', KEYS[2], 'bytes_done', ARGV[6])
 redis.call('HSET', KEYS[2], 'updated', ARGV[3])
+for i = 7, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
 return 1
 """
 
@@ -256,9 +257,11 @@ class JobStore:
         files_done: int | None = None,
         files_failed: int | None = None,
         bytes_done: int | None = None,
+        events: Iterable[Mapping[str, Any]] = (),
     ) -> bool:
-        """Finish a task once and add it to the job's counters atomically. The counts default to
-        the whole task (ok) or nothing sent (failed). Returns False if it had already finished."""
+        """Finish a task once: its state, the job's counters and its per-file `events` in one
+        atomic step. The counts default to the whole task (ok) or nothing sent (failed).
+        Returns False (and changes nothing) if it had already finished."""
         if files_done is None or files_failed is None or bytes_done is None:
             spec = self.task(job_id, task_id)
             files, nbytes = _spec_totals([spec])
@@ -268,9 +271,19 @@ class JobStore:
             files_failed = (0 if ok else files) if files_failed is None else files_failed
             bytes_done = (nbytes if ok else 0) if bytes_done is None else bytes_done
         state = "succeeded" if ok else "failed"
-        keys = [key("job", job_id, "task", task_id), key("job", job_id)]
+        keys = [
+            key("job", job_id, "task", task_id),
+            key("job", job_id),
+            key("job", job_id, "events"),
+        ]
         args = [state, error or "", int(time.time()), files_done, files_failed, bytes_done]
+        args += [json.dumps(dict(e), separators=(",", ":")) for e in events]
         return bool(self._finish(keys=keys, args=args))
+
+    def retry_task(self, job_id: str, task_id: str, error: str) -> None:
+        """Put a task that failed transiently back to pending, with the reason (it runs again)."""
+        fields = {"state": "pending", "error": error, "updated": int(time.time())}
+        self.r.hset(key("job", job_id, "task", task_id), mapping=fields)
 
     # -- leases --------------------------------------------------------------------------------
     def acquire_lease(self, job_id: str, task_id: str, worker: str) -> bool:

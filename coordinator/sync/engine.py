@@ -26,13 +26,13 @@ from common.snapshot import (
     default_snapshot_path,
 )
 
-from ..cp.common import CopyError, hello
+from ..cp.common import CopyError
 from ..cp.endpoint import Endpoint, EndpointError
 from .decide import Action, Plan, plan_bidi, plan_one_way
 from .record import Recorder
 from .scan import ScanResult, fill_checksums, scan_tree
 from .sides import LocalSide, RemoteSide, SideError
-from .transfer import Dispatcher, InProcessDispatcher, copy_options
+from .transfer import Dispatcher, InProcessDispatcher, connect_far_end
 
 __all__ = ["SyncError", "SyncReport", "run_sync"]
 
@@ -200,19 +200,10 @@ def _check_dirs(opts: Any) -> None:
 
 
 def _connect(opts: Any, factory: Callable[[Any], Endpoint] | None) -> Endpoint:
-    from ..cp.client import default_endpoint
-    from ..cp.remote import Route
-
-    copts = copy_options(opts, opts.local_dir, opts.remote_dir)
     try:
-        if factory is not None:
-            endpoint = factory(opts)
-        else:
-            endpoint = default_endpoint(copts, Route("push", opts.host, opts.user, (opts.local_dir,), opts.remote_dir))
-        hello(endpoint, copts)
-    except (EndpointError, CopyError) as exc:
+        return connect_far_end(opts, factory)
+    except CopyError as exc:
         raise SyncError(str(exc)) from None
-    return endpoint
 
 
 def _check_remote_root(run: _Run) -> None:

@@ -25,7 +25,6 @@ from typing import Any
 
 import redis
 
-from common import metrics
 from common.cluster.joboptions import job_options
 from common.cluster.jobs import FINAL_JOB_STATES, JobNotFound, JobStore, new_id
 from common.cluster.schema import SchemaError, TaskSpec, key
@@ -79,7 +78,6 @@ class JobFollower:
             events = self._call(self.jobs.pop_events, self.job_id, EVENTS_PER_POP)
             for ev in events:
                 self._event(ev)
-            metrics.FILES_PENDING.set(len(self.outstanding))
             now = time.monotonic()
             if events:
                 last_change = now

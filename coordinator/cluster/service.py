@@ -47,6 +47,7 @@ class Coordinator:
         self.send = send
         self.stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._snapshot: Any = None  # the store of the newest job (its size is a metric)
 
     def serve(self) -> None:
         """Resume requests a killed coordinator left running, then take new ones until stopped."""
@@ -105,7 +106,8 @@ class Coordinator:
                 parse_sync_args([*req["argv"], "--cluster", self.url or ""]),
                 str(req.get("cwd", "/")),
             )
-            report = run_cluster_sync(opts, client=self.r, send=self.send, job_id=job_id)
+            report = run_cluster_sync(opts, client=self.r, send=self.send, job_id=job_id,
+                                      on_snapshot=lambda snap: setattr(self, "_snapshot", snap))  # fmt: skip
             if not report.ok:
                 error = f"{len(report.errors)} error(s); first: {': '.join(report.errors[0])}"
             log.info("job %s of %s: %s", job_id, pair, report.counts)
@@ -137,15 +139,10 @@ class Coordinator:
         metrics.FILES_PENDING.set(pending)
         for queue, label in QUEUE_LABELS.items():
             metrics.QUEUE_MESSAGES.labels(queue=label).set(self.r.llen(queue))
-        if active:
-            self._snapshot_metrics(self.jobs.job(active[-1])["pair"])
-
-    def _snapshot_metrics(self, pair: str) -> None:
-        from common.snapshot.redis import RedisSnapshot
-
-        snap = RedisSnapshot(self.r, pair)
-        try:
-            metrics.SNAPSHOT_SIZE.set(snap.size_bytes())
-            metrics.SNAPSHOT_ENTRIES.set(snap.count("local") + snap.count("remote"))
-        finally:
-            snap.close()
+        snap = self._snapshot
+        if snap is not None:
+            try:
+                metrics.SNAPSHOT_SIZE.set(snap.size_bytes())
+                metrics.SNAPSHOT_ENTRIES.set(snap.count("local") + snap.count("remote"))
+            except (SnapshotError, redis.RedisError):
+                pass  # closed with its job: keep the last figures

@@ -31,26 +31,33 @@ SUBMITTED = key("jobs", "submitted")
 
 def celery_sender(url: str | None) -> Callable[[TaskSpec], None]:
     """Send a task's Celery message (JSON; only ids and the schema version travel)."""
-    from workers.cluster.app import WorkerSettings, dispatch, make_app
-
     from common.cluster.connect import resolve_url
+    from workers.cluster.app import WorkerSettings, dispatch, make_app
 
     app = make_app(WorkerSettings(resolve_url(url)[0]))
     return lambda spec: dispatch(app, spec)
 
 
 def run_cluster_sync(opts: Any, *, emit: Callable[[str, str], None] | None = None, client: Any = None,
-                     send: Callable[[TaskSpec], None] | None = None, job_id: str | None = None) -> SyncReport:  # fmt: skip
-    """One sync of the pair on the cluster. Raises ClusterError (Redis unusable) or SyncError."""
+                     send: Callable[[TaskSpec], None] | None = None, job_id: str | None = None,
+                     on_snapshot: Callable[[Any], None] | None = None) -> SyncReport:  # fmt: skip
+    """One sync of the pair on the cluster. Raises ClusterError (Redis unusable) or SyncError.
+    `on_snapshot` sees the opened store (the service reads its size for the metrics: opening a
+    second one would wait for the pair lock)."""
     from common.snapshot.redis import RedisSnapshot
 
     url = opts.cluster or None
     r = client if client is not None else connect(url)
     jobs = JobStore(r)
     dispatcher = CeleryDispatcher(jobs, send or celery_sender(url), job_id=job_id)
-    return run_sync(
-        opts, emit=emit, open_snapshot=lambda o: RedisSnapshot(r, o.name), dispatcher=dispatcher
-    )
+
+    def open_snapshot(o: Any) -> RedisSnapshot:
+        snap = RedisSnapshot(r, o.name)
+        if on_snapshot is not None:
+            on_snapshot(snap)
+        return snap
+
+    return run_sync(opts, emit=emit, open_snapshot=open_snapshot, dispatcher=dispatcher)
 
 
 def strip_cluster_args(argv: Sequence[str]) -> list[str]:

@@ -27,6 +27,7 @@ from .dispatch import CeleryDispatcher
 __all__ = ["SUBMITTED", "celery_sender", "job_request", "run_cluster_sync", "strip_cluster_args"]
 
 SUBMITTED = key("jobs", "submitted")
+LOCK_TTL_ENV = "SURGE_PAIR_LOCK_TTL_S"
 
 
 def celery_sender(url: str | None) -> Callable[[TaskSpec], None]:
@@ -40,10 +41,12 @@ def celery_sender(url: str | None) -> Callable[[TaskSpec], None]:
 
 def run_cluster_sync(opts: Any, *, emit: Callable[[str, str], None] | None = None, client: Any = None,
                      send: Callable[[TaskSpec], None] | None = None, job_id: str | None = None,
-                     on_snapshot: Callable[[Any], None] | None = None) -> SyncReport:  # fmt: skip
+                     on_snapshot: Callable[[Any], None] | None = None,
+                     lock_ttl_s: float | None = None) -> SyncReport:  # fmt: skip
     """One sync of the pair on the cluster. Raises ClusterError (Redis unusable) or SyncError.
     `on_snapshot` sees the opened store (the service reads its size for the metrics: opening a
-    second one would wait for the pair lock)."""
+    second one would wait for the pair lock); `lock_ttl_s` is how long a killed run blocks the
+    pair (RedisSnapshot's default when None)."""
     from common.snapshot.redis import RedisSnapshot
 
     url = opts.cluster or None
@@ -52,12 +55,30 @@ def run_cluster_sync(opts: Any, *, emit: Callable[[str, str], None] | None = Non
     dispatcher = CeleryDispatcher(jobs, send or celery_sender(url), job_id=job_id)
 
     def open_snapshot(o: Any) -> RedisSnapshot:
-        snap = RedisSnapshot(r, o.name)
+        snap = (
+            RedisSnapshot(r, o.name)
+            if lock_ttl_s is None
+            else RedisSnapshot(r, o.name, lock_ttl_s=lock_ttl_s)
+        )
         if on_snapshot is not None:
             on_snapshot(snap)
         return snap
 
     return run_sync(opts, emit=emit, open_snapshot=open_snapshot, dispatcher=dispatcher)
+
+
+def lock_ttl_from_env(env: Any = None) -> float | None:
+    """``SURGE_PAIR_LOCK_TTL_S``: seconds a killed coordinator blocks its pair (default 30)."""
+    text = (os.environ if env is None else env).get(LOCK_TTL_ENV, "")
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 1.0 <= value <= 3600.0:
+        raise ClusterError(f"{LOCK_TTL_ENV}: {text!r} is not a number of seconds in 1..3600")
+    return value
 
 
 def strip_cluster_args(argv: Sequence[str]) -> list[str]:

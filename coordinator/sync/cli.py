@@ -65,9 +65,9 @@ def _run(opts: Any, emit: Callable[[str, str], None]) -> Any:
         from .engine import run_sync
 
         return run_sync(opts, emit=emit)
-    from coordinator.cluster.syncrun import run_cluster_sync
+    from coordinator.cluster.syncrun import lock_ttl_from_env, run_cluster_sync
 
-    return run_cluster_sync(opts, emit=emit)
+    return run_cluster_sync(opts, emit=emit, lock_ttl_s=lock_ttl_from_env())
 
 
 def _submit(opts: Any, argv: Sequence[str]) -> int:

@@ -1,6 +1,7 @@
 """`surge coordinator --cluster URL [--metrics-port N] [--jobs N]` and
-`surge status -N NAME --cluster URL [--json]`. Exit status: 0, 1 (a job or Redis failed), 2 (bad
-usage, or Redis refused: unreachable, wrong password)."""
+`surge status -N NAME --cluster URL [--json]`. Exit status: 0; 1 when Redis cannot be used
+(unreachable, wrong password: one line, as `surge worker` and `surge sync`) or the newest job
+failed; 2 for bad usage."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def coordinator_main(argv: Sequence[str]) -> int:
         url = resolve_url(a.cluster)[0]
     except ClusterError as exc:
         print(f"surge coordinator: error: {exc}", file=sys.stderr)
-        return 2
+        return 1
     if a.metrics_port is not None:
         from common.metrics import serve_metrics
 
@@ -77,7 +78,7 @@ def status_main(argv: Sequence[str]) -> int:
         r = connect(a.cluster)
     except ClusterError as exc:
         print(f"surge status: error: {exc}", file=sys.stderr)
-        return 2
+        return 1
     progress = pair_status(JobStore(r), a.name, max(1, a.limit))
     print(
         json.dumps({"pair": a.name, "jobs": progress}, indent=2)

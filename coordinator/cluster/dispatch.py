@@ -17,6 +17,7 @@ duplicate is harmless: a task finishes once and leases stop two workers running 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -60,12 +61,14 @@ class JobFollower:
                  on_done: Callable[[str, dict[str, Any], TaskSpec], None],
                  on_failed: Callable[[str, str], None],
                  stat: Callable[[str], Entry | None], verify_digest: Callable[[str, Entry], str | None] | None = None,
-                 stall_s: float = 60.0) -> None:  # fmt: skip
+                 flush: Callable[[], None] | None = None, stall_s: float = 60.0) -> None:  # fmt: skip
         self.jobs, self.job_id, self.send = jobs, job_id, send
         self.tasks = {t.task: t for t in tasks}
         self.on_done, self.on_failed, self.stat = on_done, on_failed, stat
         self.verify_digest = verify_digest
         self.stall_s = stall_s
+        self.flush = flush
+        self._events_key = key("job", job_id, "events")
         self.resolved: set[str] = set()
         self.splits = {t.range.path: _Split(t.range.count) for t in tasks if t.range is not None}
         self.outstanding = {f.path for t in tasks for f in t.files} | set(self.splits)
@@ -75,9 +78,13 @@ class JobFollower:
         last_check = last_change = time.monotonic()
         fingerprint: tuple[Any, ...] = ()
         while True:
-            events = self._call(self.jobs.pop_events, self.job_id, EVENTS_PER_POP)
+            events = self._call(self._peek)
             for ev in events:
                 self._event(ev)
+            if events:  # recorded before they leave Redis: a kill here replays, never loses them
+                if self.flush is not None:
+                    self.flush()
+                self._call(self.jobs.r.ltrim, self._events_key, len(events), -1)
             now = time.monotonic()
             if events:
                 last_change = now
@@ -85,7 +92,7 @@ class JobFollower:
                     continue
             job, last_check = self._job(), now
             if job["tasks_done"] + job["tasks_failed"] >= job["tasks_total"]:
-                if not self._call(self.jobs.r.llen, key("job", self.job_id, "events")):
+                if not self._call(self.jobs.r.llen, self._events_key):
                     self._leftovers()
                     return job
                 continue
@@ -99,6 +106,9 @@ class JobFollower:
                 time.sleep(POLL_S)
 
     # -- events --------------------------------------------------------------------------------
+    def _peek(self) -> list[dict[str, Any]]:
+        return [json.loads(e) for e in self.jobs.r.lrange(self._events_key, 0, EVENTS_PER_POP - 1)]
+
     def _event(self, ev: dict[str, Any]) -> None:
         path, status = str(ev.get("path", "")), ev.get("status")
         spec = self.tasks.get(str(ev.get("task")))
@@ -250,7 +260,8 @@ class CeleryDispatcher:
         for old in self._orphans(o.name):
             log.info("job %s of %s was left running: following it first", old, o.name)
             job = JobFollower(self.jobs, old, self._specs(old), self.send, on_done=done,
-                              on_failed=lambda p, m: None, stat=stat, verify_digest=digest).run()  # fmt: skip
+                              on_failed=lambda p, m: None, stat=stat, verify_digest=digest,
+                              flush=request.flush).run()  # fmt: skip
             outcome.wire_bytes += job["bytes_done"]
             self.jobs.finish_job(old)
         if not wanted:
@@ -268,7 +279,7 @@ class CeleryDispatcher:
         for t in tasks:
             self.send(t)
         follower = JobFollower(self.jobs, job_id, tasks, self.send, on_done=done, on_failed=failed,
-                               stat=stat, verify_digest=digest)  # fmt: skip
+                               stat=stat, verify_digest=digest, flush=request.flush)  # fmt: skip
         try:
             outcome.wire_bytes += follower.run()["bytes_done"]
         except CopyError as exc:

@@ -41,9 +41,9 @@ def main(argv: Sequence[str]) -> int:
 
     try:
         report = _run(opts, emit)
-    except ClusterError as exc:
+    except ClusterError as exc:  # Redis unusable: exit 1, as `surge worker` and the engine
         print(f"surge sync: error: {exc}", file=sys.stderr)
-        return 2
+        return 1
     except (SyncError, SnapshotError) as exc:
         print(f"surge sync: error: {exc}", file=sys.stderr)
         return 1
@@ -77,8 +77,8 @@ def _submit(opts: Any, argv: Sequence[str]) -> int:
 
     try:
         job = submit(opts, argv)
-    except ClusterError as exc:
+    except ClusterError as exc:  # Redis unusable: exit 1, as `surge worker` and the engine
         print(f"surge sync: error: {exc}", file=sys.stderr)
-        return 2
+        return 1
     print(job)
     return 0

@@ -161,7 +161,7 @@ def _transfer(run: _Run, batch: list[Action], upload: bool, local_now: dict[str,
             except SideError as exc:
                 run.error(path, f"--remove-after-transfer: {exc}")
 
-    request = TransferRequest(o, run.endpoint, entries, upload, run.remote if upload else run.local)
+    request = TransferRequest(o, run.endpoint, entries, upload, run.remote if upload else run.local, rec.flush)
     try:
         outcome = run.dispatcher.transfer(request, on_file, progress)
     except CopyError as exc:

@@ -46,6 +46,7 @@ class TransferRequest:
     entries: list[Entry]  # files, paths relative to the roots
     upload: bool  # local -> remote (else remote -> local)
     destination: Any  # the Side the files land on (stat it to verify a commit)
+    flush: Callable[[], None] | None = None  # make the records of the files reported so far durable
 
 
 @dataclass

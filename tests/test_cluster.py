@@ -135,7 +135,7 @@ def test_tree_of_small_and_split_files_arrives_on_three_workers(broker, far, wor
     total = sum(len(d) for d in files.values())
     assert (prog["job"], prog["state"], prog["files_done"], prog["files_total"]) == (job, "done", len(files), len(files))
     assert prog["bytes_done"] == prog["bytes_total"] == total
-    assert set(prog["workers"]) == set(WORKERS) and all(n > 0 for n in prog["workers"].values())
+    assert {w.split("@")[-1] for w in prog["workers"]} == set(WORKERS) and all(n > 0 for n in prog["workers"].values())
     ranges = [json.loads(v)["range"] for v in r.hgetall(f"surge:job:{job}:tasks").values()]
     assert sum(1 for x in ranges if x) == 6 + 5 + 10  # 512 KiB parts of 3 MiB, 2 MiB+, 5 MiB
     again = run(sync_argv(far, "tree", src, "/tree", broker.url))
@@ -160,7 +160,8 @@ def test_killed_coordinator_rerun_sends_nothing_twice(broker, far, workers, r, t
     assert listing(far.docroot / "killed") == files  # type: ignore[operator]
     assert r.hget(f"surge:job:{first}", "state") == b"done"  # adopted and closed by the rerun
     sent = [p for j in jobs_of(r, "killed") for p in set(sent_by_job(r, j))]
-    assert len(sent) == len(set(sent)) == len(files)  # no file in two jobs' finished tasks
+    twice = sorted(p for p in set(sent) if sent.count(p) > 1)
+    assert not twice and set(sent) == set(files), (twice, jobs_of(r, "killed"))  # no file in two jobs
 
 
 def test_redis_restart_mid_job_fails_clearly_and_corrupts_nothing(tmp_path, far) -> None:  # type: ignore[no-untyped-def]
@@ -186,20 +187,20 @@ def test_redis_restart_mid_job_fails_clearly_and_corrupts_nothing(tmp_path, far)
     assert proc.returncode == 1, err
     assert "Redis" in err and len([x for x in err.splitlines() if "error" in x]) <= 3, err
     arrived = listing(far.docroot / "restart")  # type: ignore[operator]
-    partial = [p for p in arrived if p.endswith(".partial")]
+    partial = [p for p in arrived if ".partial" in p]  # the far end's staging, never a final name
     assert all(arrived[p] == files[p] for p in arrived if p not in partial)
 
 
 @pytest.mark.parametrize(("url", "needle"), [
     ("redis://127.0.0.1:{port}/0", "cannot reach Redis"),
-    ("redis://:wrong@127.0.0.1:{redis}/0", "refused the password"),
+    ("redis://:b4dpw@127.0.0.1:{redis}/0", "refused the password"),
 ])  # fmt: skip
 def test_bad_broker_is_one_clear_line(broker, tmp_path, url: str, needle: str) -> None:  # type: ignore[no-untyped-def]
     url = url.format(port=free_tcp_port(), redis=broker.port)
     argv = [*SURGE, "sync", "-N", "bad", "-d", str(tmp_path), "-r", str(tmp_path / "x"), "--cluster", url]
     for cmd in (argv, [*SURGE, "status", "-N", "bad", "--cluster", url]):
         done = run(cmd, timeout=30)
-        assert done.returncode == 1 and needle in done.stderr and "wrong" not in done.stderr, done.stderr
+        assert done.returncode == 1 and needle in done.stderr and "b4dpw" not in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
 
 
@@ -209,7 +210,7 @@ def test_bad_broker_is_one_clear_line(broker, tmp_path, url: str, needle: str) -
     (["-w", "pw"], "--cluster: a password"),
 ])  # fmt: skip
 def test_cluster_option_errors_exit_2(tmp_path, extra: list[str], needle: str) -> None:  # type: ignore[no-untyped-def]
-    argv = [*SURGE, "sync", "-N", "o", "-d", str(tmp_path), "-r", "u@h:/x", "--cluster", "redis://h/0", *extra]
+    argv = [*SURGE, "sync", "-N", "o", "-d", str(tmp_path), "-r", "u@far:/x", "--cluster", "redis://h/0", *extra]
     done = run(argv, timeout=30)
     assert done.returncode == 2 and needle in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
@@ -218,15 +219,17 @@ def test_detached_job_runs_on_the_coordinator_service_with_metrics(broker, far, 
     src = tmp_path / "src"
     src.mkdir()
     files = make_tree(src, 50, [2 * MiB], seed=4)
+    sub = run(sync_argv(far, "svc", src, "/svc", broker.url, "--detach", "--multi-session-threshold", "1m"))
+    assert sub.returncode == 0, sub.stderr
+    job = sub.stdout.strip()
+    (request,) = [json.loads(x) for x in r.lrange("surge:jobs:submitted", 0, -1)]
+    assert request["id"] == job and "--cluster" not in request["argv"] and "--detach" not in request["argv"]
+    assert "clu5ter-secret" not in json.dumps(request)
     port = free_tcp_port()
     log = open(tmp_path / "coord.log", "wb")  # noqa: SIM115
-    coord = subprocess.Popen([*SURGE, "coordinator", "--cluster", broker.url, "--metrics-port", str(port)],
+    coord = subprocess.Popen([*SURGE, "coordinator", "-D", "--cluster", broker.url, "--metrics-port", str(port)],
                              stdout=log, stderr=log, env=surge_env())  # fmt: skip
     try:
-        sub = run(sync_argv(far, "svc", src, "/svc", broker.url, "--detach", "--multi-session-threshold", "1m"))
-        assert sub.returncode == 0, sub.stderr
-        job = sub.stdout.strip()
-        assert len(job) == 12 and b"clu5ter" not in r.lindex("surge:jobs:submitted", 0) or True
 
         def finished() -> bool:
             st = run([*SURGE, "status", "-N", "svc", "--cluster", broker.url, "--json"])
@@ -239,8 +242,7 @@ def test_detached_job_runs_on_the_coordinator_service_with_metrics(broker, far, 
         for name in ("surge_jobs_active", 'surge_tasks{state="succeeded"}', 'surge_queue_messages{queue="small"}',
                      "surge_files_pending", "surge_snapshot_entries"):  # fmt: skip
             assert name in text
-        for raw in r.lrange("surge:jobs:submitted", 0, -1) + r.lrange("surge:coordinator:running", 0, -1):
-            assert b"clu5ter-secret" not in raw
+        assert r.llen("surge:jobs:submitted") == r.llen("surge:coordinator:running") == 0
     finally:
         coord.send_signal(signal.SIGTERM)
         coord.wait(timeout=20)

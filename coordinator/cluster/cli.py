@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -41,7 +42,10 @@ def coordinator_main(argv: Sequence[str]) -> int:
 
     from .service import Coordinator
 
-    log = configure_logging("surge-coordinator", None, 10 << 20, a.debug)
+    log = configure_logging("surge-coordinator", None, 10 << 20, max(a.debug, 1))
+    handler = logging.StreamHandler(sys.stderr)  # a service logs to stderr (journald, kubectl logs)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
     try:
         r = connect(a.cluster)
         url = resolve_url(a.cluster)[0]

@@ -171,6 +171,12 @@ class JobFollower:
         if not self.outstanding:
             return
         states = self._call(self.jobs.task_states, self.job_id)
+        for path in self.splits:  # parts whose events a dead coordinator took
+            parts = [t for t in self.tasks.values() if t.range is not None and t.range.path == path]
+            if path in self.outstanding and all(
+                states.get(t.task, {}).get("state") == "succeeded" for t in parts
+            ):
+                self._finalize(path, parts[0])
         for t in self.tasks.values():
             paths = [t.range.path] if t.range is not None else [f.path for f in t.files]
             st = states.get(t.task, {})
@@ -269,11 +275,15 @@ class CeleryDispatcher:
         job_id = self.job_id or new_id()
         limits = self.limits or PlanLimits.from_options(o)
         tasks = plan_tasks(job_id, ((e.path, e.size, e.mtime_ns) for e in wanted.values()), limits)
+        options = job_options(o)
         if self.jobs.r.exists(key("job", job_id)):  # submitted through `surge coordinator`
+            self.jobs.r.hset(
+                key("job", job_id), "options", json.dumps(options, separators=(",", ":"))
+            )
             self.jobs.add_tasks(job_id, tasks)
             self.jobs.set_job_state(job_id, "running")
         else:
-            self.jobs.create_job(o.name, job_options(o), tasks, job_id=job_id)
+            self.jobs.create_job(o.name, options, tasks, job_id=job_id)
         if self.on_job is not None:
             self.on_job(job_id)
         for t in tasks:

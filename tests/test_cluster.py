@@ -19,8 +19,8 @@ import pytest
 import redis
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from redis_server import RedisServer, redis_server  # noqa: E402
-from sshd import FarEnd, free_tcp_port, surge_server  # noqa: E402
+from redis_server import RedisServer, redis_server
+from sshd import FarEnd, free_tcp_port, surge_server
 
 MiB = 1 << 20
 SURGE = [sys.executable, "-m", "coordinator.cli"]
@@ -47,7 +47,9 @@ def far(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FarEnd]:
 
 
 @pytest.fixture(scope="module")
-def workers(broker: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[subprocess.Popen[bytes]]]:
+def workers(
+    broker: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[subprocess.Popen[bytes]]]:
     logs = tmp_path_factory.mktemp("workers")
     procs = []
     for name in WORKERS:
@@ -105,7 +107,9 @@ def sent_by_job(r: redis.Redis, job: str) -> list[str]:
         if r.hget(f"surge:job:{job}:task:{tid.decode()}", "state") != b"succeeded":
             continue
         spec = json.loads(raw)
-        out += [f["path"] for f in spec["files"]] + ([spec["range"]["path"]] if spec["range"] else [])
+        out += [f["path"] for f in spec["files"]] + (
+            [spec["range"]["path"]] if spec["range"] else []
+        )
     return out
 
 
@@ -118,14 +122,22 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-u
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_tree_of_small_and_split_files_arrives_on_three_workers(broker, far, workers, r, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_tree_of_small_and_split_files_arrives_on_three_workers(
+    broker, far, workers, r, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     src = tmp_path / "src"
     src.mkdir()
     files = make_tree(src, 240, [3 * MiB, 2 * MiB + 12345, 5 * MiB], seed=1)
-    done = run(sync_argv(far, "tree", src, "/tree", broker.url, "--multi-session-threshold", "512k"))
+    done = run(
+        sync_argv(far, "tree", src, "/tree", broker.url, "--multi-session-threshold", "512k")
+    )
     assert done.returncode == 0, done.stderr
     assert listing(far.docroot / "tree") == files  # type: ignore[operator]
-    synced = {line.split()[0].lstrip("/") for line in done.stdout.splitlines() if line.endswith("SYNCHRONIZED")}
+    synced = {
+        line.split()[0].lstrip("/")
+        for line in done.stdout.splitlines()
+        if line.endswith("SYNCHRONIZED")
+    }
     assert set(files) <= synced
     assert "broker" not in done.stderr and "clu5ter-secret" not in done.stdout + done.stderr
     (job,) = jobs_of(r, "tree")
@@ -133,9 +145,16 @@ def test_tree_of_small_and_split_files_arrives_on_three_workers(broker, far, wor
     assert status.returncode == 0, status.stderr
     (prog,) = json.loads(status.stdout)["jobs"]
     total = sum(len(d) for d in files.values())
-    assert (prog["job"], prog["state"], prog["files_done"], prog["files_total"]) == (job, "done", len(files), len(files))
+    assert (prog["job"], prog["state"], prog["files_done"], prog["files_total"]) == (
+        job,
+        "done",
+        len(files),
+        len(files),
+    )
     assert prog["bytes_done"] == prog["bytes_total"] == total
-    assert {w.split("@")[-1] for w in prog["workers"]} == set(WORKERS) and all(n > 0 for n in prog["workers"].values())
+    assert {w.split("@")[-1] for w in prog["workers"]} == set(WORKERS) and all(
+        n > 0 for n in prog["workers"].values()
+    )
     ranges = [json.loads(v)["range"] for v in r.hgetall(f"surge:job:{job}:tasks").values()]
     assert sum(1 for x in ranges if x) == 6 + 5 + 10  # 512 KiB parts of 3 MiB, 2 MiB+, 5 MiB
     again = run(sync_argv(far, "tree", src, "/tree", broker.url))
@@ -146,22 +165,33 @@ def test_killed_coordinator_rerun_sends_nothing_twice(broker, far, workers, r, t
     src = tmp_path / "src"
     src.mkdir()
     files = make_tree(src, 60, [4 * MiB] * 6, seed=2)
-    argv = sync_argv(far, "killed", src, "/killed", broker.url, "--multi-session-threshold", "1m", "-l", "40m")
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=surge_env())
+    argv = sync_argv(
+        far, "killed", src, "/killed", broker.url, "--multi-session-threshold", "1m", "-l", "40m"
+    )
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=surge_env()
+    )
     wait_for(lambda: jobs_of(r, "killed") and int(r.hget(f"surge:job:{jobs_of(r, 'killed')[0]}", "tasks_done") or 0) >= 3,
              60, "three finished tasks")  # fmt: skip
     proc.kill()
     proc.wait()
     (first,) = jobs_of(r, "killed")
     assert r.hget(f"surge:job:{first}", "state") == b"running"
-    wait_for(lambda: not r.exists("surge:snap:killed:lock"), 10, "the dead run's pair lock to expire")
-    done = run(sync_argv(far, "killed", src, "/killed", broker.url, "--multi-session-threshold", "1m"))
+    wait_for(
+        lambda: not r.exists("surge:snap:killed:lock"), 10, "the dead run's pair lock to expire"
+    )
+    done = run(
+        sync_argv(far, "killed", src, "/killed", broker.url, "--multi-session-threshold", "1m")
+    )
     assert done.returncode == 0, done.stderr
     assert listing(far.docroot / "killed") == files  # type: ignore[operator]
     assert r.hget(f"surge:job:{first}", "state") == b"done"  # adopted and closed by the rerun
     sent = [p for j in jobs_of(r, "killed") for p in set(sent_by_job(r, j))]
     twice = sorted(p for p in set(sent) if sent.count(p) > 1)
-    assert not twice and set(sent) == set(files), (twice, jobs_of(r, "killed"))  # no file in two jobs
+    assert not twice and set(sent) == set(files), (
+        twice,
+        jobs_of(r, "killed"),
+    )  # no file in two jobs
 
 
 def test_redis_restart_mid_job_fails_clearly_and_corrupts_nothing(tmp_path, far) -> None:  # type: ignore[no-untyped-def]
@@ -175,12 +205,32 @@ def test_redis_restart_mid_job_fails_clearly_and_corrupts_nothing(tmp_path, far)
                                       stdout=fh, stderr=fh, env=surge_env())  # fmt: skip
         try:
             r = redis.Redis.from_url(srv.url)
-            argv = sync_argv(far, "restart", src, "/restart", srv.url, "--multi-session-threshold", "1m", "-l", "20m")
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=surge_env())
-            wait_for(lambda: bool(r.keys("surge:job:*:task:*")) and any(
-                r.hget(k, "state") == b"succeeded" for k in r.keys("surge:job:*:task:*")), 60, "a finished task")
+            argv = sync_argv(
+                far,
+                "restart",
+                src,
+                "/restart",
+                srv.url,
+                "--multi-session-threshold",
+                "1m",
+                "-l",
+                "20m",
+            )
+            proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=surge_env()
+            )
+            wait_for(
+                lambda: (
+                    bool(r.keys("surge:job:*:task:*"))
+                    and any(
+                        r.hget(k, "state") == b"succeeded" for k in r.keys("surge:job:*:task:*")
+                    )
+                ),
+                60,
+                "a finished task",
+            )
             srv.restart()
-            out, err = proc.communicate(timeout=90)
+            _out, err = proc.communicate(timeout=90)
         finally:
             worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=20)
@@ -197,10 +247,23 @@ def test_redis_restart_mid_job_fails_clearly_and_corrupts_nothing(tmp_path, far)
 ])  # fmt: skip
 def test_bad_broker_is_one_clear_line(broker, tmp_path, url: str, needle: str) -> None:  # type: ignore[no-untyped-def]
     url = url.format(port=free_tcp_port(), redis=broker.port)
-    argv = [*SURGE, "sync", "-N", "bad", "-d", str(tmp_path), "-r", str(tmp_path / "x"), "--cluster", url]
+    argv = [
+        *SURGE,
+        "sync",
+        "-N",
+        "bad",
+        "-d",
+        str(tmp_path),
+        "-r",
+        str(tmp_path / "x"),
+        "--cluster",
+        url,
+    ]
     for cmd in (argv, [*SURGE, "status", "-N", "bad", "--cluster", url]):
         done = run(cmd, timeout=30)
-        assert done.returncode == 1 and needle in done.stderr and "b4dpw" not in done.stderr, done.stderr
+        assert done.returncode == 1 and needle in done.stderr and "b4dpw" not in done.stderr, (
+            done.stderr
+        )
         assert len(done.stderr.strip().splitlines()) == 1
 
 
@@ -210,20 +273,46 @@ def test_bad_broker_is_one_clear_line(broker, tmp_path, url: str, needle: str) -
     (["-w", "pw"], "--cluster: a password"),
 ])  # fmt: skip
 def test_cluster_option_errors_exit_2(tmp_path, extra: list[str], needle: str) -> None:  # type: ignore[no-untyped-def]
-    argv = [*SURGE, "sync", "-N", "o", "-d", str(tmp_path), "-r", "u@far:/x", "--cluster", "redis://h/0", *extra]
+    argv = [
+        *SURGE,
+        "sync",
+        "-N",
+        "o",
+        "-d",
+        str(tmp_path),
+        "-r",
+        "u@far:/x",
+        "--cluster",
+        "redis://h/0",
+        *extra,
+    ]
     done = run(argv, timeout=30)
-    assert done.returncode == 2 and needle in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert (
+        done.returncode == 2
+        and needle in done.stderr
+        and len(done.stderr.strip().splitlines()) == 1
+    )
 
 
-def test_detached_job_runs_on_the_coordinator_service_with_metrics(broker, far, workers, r, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_detached_job_runs_on_the_coordinator_service_with_metrics(
+    broker, far, workers, r, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     src = tmp_path / "src"
     src.mkdir()
     files = make_tree(src, 50, [2 * MiB], seed=4)
-    sub = run(sync_argv(far, "svc", src, "/svc", broker.url, "--detach", "--multi-session-threshold", "1m"))
+    sub = run(
+        sync_argv(
+            far, "svc", src, "/svc", broker.url, "--detach", "--multi-session-threshold", "1m"
+        )
+    )
     assert sub.returncode == 0, sub.stderr
     job = sub.stdout.strip()
     (request,) = [json.loads(x) for x in r.lrange("surge:jobs:submitted", 0, -1)]
-    assert request["id"] == job and "--cluster" not in request["argv"] and "--detach" not in request["argv"]
+    assert (
+        request["id"] == job
+        and "--cluster" not in request["argv"]
+        and "--detach" not in request["argv"]
+    )
     assert "clu5ter-secret" not in json.dumps(request)
     port = free_tcp_port()
     log = open(tmp_path / "coord.log", "wb")  # noqa: SIM115

@@ -294,45 +294,61 @@ def test_cluster_option_errors_exit_2(tmp_path, extra: list[str], needle: str) -
     )
 
 
-def test_detached_job_runs_on_the_coordinator_service_with_metrics(
+def coordinator(url: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as fh:
+        return subprocess.Popen([*SURGE, "coordinator", "--cluster", url, *extra], stdout=fh, stderr=fh,
+                                env=surge_env())  # fmt: skip
+
+
+def test_detached_job_survives_a_killed_coordinator_service(
     broker, far, workers, r, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
     src = tmp_path / "src"
     src.mkdir()
-    files = make_tree(src, 50, [2 * MiB], seed=4)
-    sub = run(
-        sync_argv(
-            far, "svc", src, "/svc", broker.url, "--detach", "--multi-session-threshold", "1m"
-        )
+    files = make_tree(src, 50, [4 * MiB] * 4, seed=4)
+    argv = sync_argv(
+        far,
+        "svc",
+        src,
+        "/svc",
+        broker.url,
+        "--detach",
+        "--multi-session-threshold",
+        "1m",
+        "-l",
+        "40m",
     )
+    sub = run(argv)
     assert sub.returncode == 0, sub.stderr
     job = sub.stdout.strip()
     (request,) = [json.loads(x) for x in r.lrange("surge:jobs:submitted", 0, -1)]
-    assert (
-        request["id"] == job
-        and "--cluster" not in request["argv"]
-        and "--detach" not in request["argv"]
-    )
+    assert request["id"] == job and not {"--cluster", "--detach"} & set(request["argv"])
     assert "clu5ter-secret" not in json.dumps(request)
+    first = coordinator(broker.url, tmp_path / "coord.log")
+    wait_for(
+        lambda: int(r.hget(f"surge:job:{job}", "tasks_done") or 0) >= 2, 60, "two finished tasks"
+    )
+    first.kill()
+    first.wait()
     port = free_tcp_port()
-    log = open(tmp_path / "coord.log", "wb")  # noqa: SIM115
-    coord = subprocess.Popen([*SURGE, "coordinator", "-D", "--cluster", broker.url, "--metrics-port", str(port)],
-                             stdout=log, stderr=log, env=surge_env())  # fmt: skip
+    second = coordinator(broker.url, tmp_path / "coord.log", "--metrics-port", str(port))
     try:
-
-        def finished() -> bool:
-            st = run([*SURGE, "status", "-N", "svc", "--cluster", broker.url, "--json"])
-            jobs = json.loads(st.stdout)["jobs"] if st.returncode in (0, 1) and st.stdout else []
-            return bool(jobs) and jobs[0]["job"] == job and jobs[0]["state"] in ("done", "failed")
-
-        wait_for(finished, 90, "the detached job")
+        wait_for(lambda: r.llen("surge:coordinator:running") == 0, 90, "the resumed job")
         assert listing(far.docroot / "svc") == files  # type: ignore[operator]
+        sent = [p for j in jobs_of(r, "svc") for p in set(sent_by_job(r, j))]
+        assert sorted(sent) == sorted(
+            files
+        )  # nothing sent twice across the killed and the resumed run
+        st = run([*SURGE, "status", "-N", "svc", "--cluster", broker.url, "--json"])
+        states = {p["job"]: p["state"] for p in json.loads(st.stdout)["jobs"]}
+        assert st.returncode == 0 and states[job] == "done" and set(states.values()) == {"done"}, (
+            st.stdout
+        )
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         for name in ("surge_jobs_active", 'surge_tasks{state="succeeded"}', 'surge_queue_messages{queue="small"}',
                      "surge_files_pending", "surge_snapshot_entries"):  # fmt: skip
             assert name in text
-        assert r.llen("surge:jobs:submitted") == r.llen("surge:coordinator:running") == 0
+        assert r.llen("surge:jobs:submitted") == 0
     finally:
-        coord.send_signal(signal.SIGTERM)
-        coord.wait(timeout=20)
-        log.close()
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=20)

@@ -41,6 +41,7 @@ def coordinator_main(argv: Sequence[str]) -> int:
     from common.logs import configure_logging
 
     from .service import Coordinator
+    from .syncrun import lock_ttl_from_env
 
     log = configure_logging("surge-coordinator", None, 10 << 20, max(a.debug, 1))
     handler = logging.StreamHandler(sys.stderr)  # a service logs to stderr (journald, kubectl logs)
@@ -49,6 +50,7 @@ def coordinator_main(argv: Sequence[str]) -> int:
     try:
         r = connect(a.cluster)
         url = resolve_url(a.cluster)[0]
+        lock_ttl = lock_ttl_from_env()
     except ClusterError as exc:
         print(f"surge coordinator: error: {exc}", file=sys.stderr)
         return 1
@@ -56,7 +58,7 @@ def coordinator_main(argv: Sequence[str]) -> int:
         from common.metrics import serve_metrics
 
         serve_metrics(a.metrics_port)
-    service = Coordinator(r, url, concurrency=a.jobs)
+    service = Coordinator(r, url, concurrency=a.jobs, lock_ttl_s=lock_ttl)
     signal.signal(signal.SIGTERM, lambda *_: service.stop.set())
     log.info("coordinator on %s, %d job(s) at once", redact(url), a.jobs)
     try:

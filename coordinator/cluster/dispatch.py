@@ -237,10 +237,9 @@ class CeleryDispatcher:
     """Sends a sync's files through the cluster (see the module doc)."""
 
     def __init__(self, jobs: JobStore, send: Send, *, limits: PlanLimits | None = None,
-                 job_id: str | None = None, on_job: Callable[[str], None] | None = None) -> None:  # fmt: skip
+                 job_id: str | None = None) -> None:  # fmt: skip
         self.jobs, self.send, self.limits = jobs, send, limits
         self.job_id = job_id
-        self.on_job = on_job
 
     def transfer(
         self, request: TransferRequest, on_file: FileDone, progress: Progress | None
@@ -263,6 +262,7 @@ class CeleryDispatcher:
 
         stat = request.destination.stat
         digest = _digest_check(o, request.destination, dict(wanted))
+        adopted = set()
         for old in self._orphans(o.name):
             log.info("job %s of %s was left running: following it first", old, o.name)
             job = JobFollower(self.jobs, old, self._specs(old), self.send, on_done=done,
@@ -270,24 +270,12 @@ class CeleryDispatcher:
                               flush=request.flush).run()  # fmt: skip
             outcome.wire_bytes += job["bytes_done"]
             self.jobs.finish_job(old)
+            adopted.add(old)
         if not wanted:
             return outcome
-        job_id = self.job_id or new_id()
-        limits = self.limits or PlanLimits.from_options(o)
-        tasks = plan_tasks(job_id, ((e.path, e.size, e.mtime_ns) for e in wanted.values()), limits)
-        options = job_options(o)
-        if self.jobs.r.exists(key("job", job_id)):  # submitted through `surge coordinator`
-            self.jobs.r.hset(
-                key("job", job_id), "options", json.dumps(options, separators=(",", ":"))
-            )
-            self.jobs.add_tasks(job_id, tasks)
-            self.jobs.set_job_state(job_id, "running")
-        else:
-            self.jobs.create_job(o.name, options, tasks, job_id=job_id)
-        if self.on_job is not None:
-            self.on_job(job_id)
-        for t in tasks:
-            self.send(t)
+        # A job id given for this run that was adopted above is done: what is left is a new job.
+        job_id = self.job_id if self.job_id and self.job_id not in adopted else new_id()
+        tasks = self._start(job_id, o, list(wanted.values()))
         follower = JobFollower(self.jobs, job_id, tasks, self.send, on_done=done, on_failed=failed,
                                stat=stat, verify_digest=digest, flush=request.flush)  # fmt: skip
         try:
@@ -297,6 +285,22 @@ class CeleryDispatcher:
             raise
         self._close(job_id, None)
         return outcome
+
+    def _start(self, job_id: str, o: Any, entries: list[Entry]) -> list[TaskSpec]:
+        """Plan, write the job and its tasks to Redis, then send one message per task."""
+        limits = self.limits or PlanLimits.from_options(o)
+        tasks = plan_tasks(job_id, ((e.path, e.size, e.mtime_ns) for e in entries), limits)
+        options = job_options(o)
+        if self.jobs.r.exists(key("job", job_id)):  # submitted through `surge coordinator`
+            text = json.dumps(options, separators=(",", ":"))
+            self.jobs.r.hset(key("job", job_id), "options", text)
+            self.jobs.add_tasks(job_id, tasks)
+            self.jobs.set_job_state(job_id, "running")
+        else:
+            self.jobs.create_job(o.name, options, tasks, job_id=job_id)
+        for t in tasks:
+            self.send(t)
+        return tasks
 
     def _close(self, job_id: str, error: str | None) -> None:
         try:
@@ -308,10 +312,11 @@ class CeleryDispatcher:
         out = []
         for j in self.jobs.jobs_of_pair(pair):
             try:
-                state = self.jobs.job(j)["state"]
+                job = self.jobs.job(j)
             except (JobNotFound, SchemaError):
                 continue
-            if state not in FINAL_JOB_STATES and j != self.job_id:
+            # This run's own job id is adopted too if a killed coordinator gave it tasks.
+            if job["state"] not in FINAL_JOB_STATES and (j != self.job_id or job["tasks_total"]):
                 out.append(j)
         return out
 

@@ -37,14 +37,14 @@ METRICS_EVERY_S = 5.0
 
 
 class Coordinator:
-    def __init__(
-        self, client: Any, url: str | None, *, concurrency: int = 1, send: Any = None
-    ) -> None:
+    def __init__(self, client: Any, url: str | None, *, concurrency: int = 1, send: Any = None,
+                 lock_ttl_s: float | None = None) -> None:  # fmt: skip
         self.r = client
         self.url = url  # the service's own Redis URL: jobs never carry one
         self.jobs = JobStore(client)
         self.concurrency = max(1, concurrency)
         self.send = send
+        self.lock_ttl_s = lock_ttl_s
         self.stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._snapshot: Any = None  # the store of the newest job (its size is a metric)
@@ -58,12 +58,20 @@ class Coordinator:
         while not self.stop.is_set():
             self._threads = [t for t in self._threads if t.is_alive()]
             if time.monotonic() >= next_metrics:
-                self.update_metrics()
                 next_metrics = time.monotonic() + METRICS_EVERY_S
+                try:
+                    self.update_metrics()
+                except redis.RedisError as exc:
+                    log.warning("metrics not updated: %s", exc)
             if len(self._threads) >= self.concurrency:
                 self.stop.wait(0.2)
                 continue
-            raw = self.r.blmove(SUBMITTED, RUNNING, 1, "RIGHT", "LEFT")
+            try:
+                raw = self.r.blmove(SUBMITTED, RUNNING, 1, "RIGHT", "LEFT")
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("Redis unreachable (%s); trying again", exc)
+                self.stop.wait(1.0)
+                continue
             if raw is not None:
                 self._start(raw)
         for t in self._threads:
@@ -82,6 +90,10 @@ class Coordinator:
             log.error("dropped a malformed job request")
             self.r.lrem(RUNNING, 1, raw)
             return
+        while self.r.exists(key("snap", pair, "lock")) and not self.stop.is_set():
+            self.stop.wait(0.5)  # a killed run's pair lock expires within its TTL
+        if self.stop.is_set():
+            return  # the request stays in RUNNING for the next coordinator
         try:
             self._run(req, job_id, pair)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -89,11 +101,20 @@ class Coordinator:
                 "job %s: lost Redis (%s); it resumes when the coordinator restarts", job_id, exc
             )
             return  # the request stays in RUNNING
+        except Exception as exc:  # a bug must not leave the request running for ever
+            log.exception("job %s: internal error", job_id)
+            self.jobs.set_job_state(job_id, "failed", f"coordinator internal error: {exc!r}")
         self.r.lrem(RUNNING, 1, raw)
 
     def _run(self, req: dict[str, Any], job_id: str, pair: str) -> None:
         if not self.r.exists(key("job", job_id)):
-            self.jobs.create_job(pair, {"name": pair}, [], job_id=job_id, state="planning")
+            self.jobs.create_job(
+                pair,
+                {"name": pair},
+                [],
+                job_id=job_id,
+                state="planning",
+            )
         elif self.jobs.job(job_id)["state"] in FINAL_JOB_STATES:
             return
         error = None
@@ -107,7 +128,8 @@ class Coordinator:
                 str(req.get("cwd", "/")),
             )
             report = run_cluster_sync(opts, client=self.r, send=self.send, job_id=job_id,
-                                      on_snapshot=lambda snap: setattr(self, "_snapshot", snap))  # fmt: skip
+                                      on_snapshot=lambda snap: setattr(self, "_snapshot", snap),
+                                      lock_ttl_s=self.lock_ttl_s)  # fmt: skip
             if not report.ok:
                 error = f"{len(report.errors)} error(s); first: {': '.join(report.errors[0])}"
             log.info("job %s of %s: %s", job_id, pair, report.counts)

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from common.cluster.jobs import FINAL_JOB_STATES, JobNotFound, JobStore
-from common.cluster.schema import SchemaError
+from common.cluster.schema import SchemaError, TaskSpec, key
 from common.units import format_bytes
 
 __all__ = ["job_progress", "pair_status", "render"]
@@ -23,10 +23,7 @@ def job_progress(jobs: JobStore, job_id: str, now: float | None = None) -> dict[
     running = sum(
         int(s.get("bytes_done", 0)) for s in states.values() if s.get("state") == "running"
     )
-    per_worker: dict[str, int] = {}
-    for s in states.values():
-        if s.get("worker"):
-            per_worker[s["worker"]] = per_worker.get(s["worker"], 0) + int(s.get("bytes_done", 0))
+    per_worker = _per_worker(jobs, job_id, states)
     by_state: dict[str, int] = {}
     for s in states.values():
         by_state[str(s.get("state", "pending"))] = (
@@ -44,6 +41,28 @@ def job_progress(jobs: JobStore, job_id: str, now: float | None = None) -> dict[
             "rate_bytes_per_second": rate, "eta_seconds": eta, "tasks": by_state,
             "workers": dict(sorted(per_worker.items())), "error": job.get("error") or None,
             "created": job["created"]}  # fmt: skip
+
+
+def _per_worker(jobs: JobStore, job_id: str, states: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Bytes per worker: the whole task for a finished one (a batch's record holds no byte
+    count), what it reported so far for a running one."""
+    sizes = {}
+    for tid, raw in jobs.r.hgetall(key("job", job_id, "tasks")).items():
+        spec = TaskSpec.from_json(raw)
+        sizes[tid.decode() if isinstance(tid, bytes) else tid] = (
+            spec.range.length if spec.range else sum(f.size for f in spec.files)
+        )
+    out: dict[str, int] = {}
+    for tid, st in states.items():
+        worker = st.get("worker")
+        if worker:
+            n = (
+                sizes.get(tid, 0)
+                if st.get("state") == "succeeded"
+                else int(st.get("bytes_done", 0))
+            )
+            out[worker] = out.get(worker, 0) + n
+    return out
 
 
 def pair_status(jobs: JobStore, pair: str, limit: int = 10) -> list[dict[str, Any]]:

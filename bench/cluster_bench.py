@@ -57,6 +57,7 @@ class ClusterBenchConfig:
     small_files: int = 5000
     workers: tuple[int, ...] = (1, 2, 4)
     workdir: str = field(default_factory=tempfile.gettempdir)
+    warmup_s: float = 2.0  # workers connect before the clock starts
 
 
 @dataclass
@@ -127,14 +128,14 @@ def _same(a: Path, b: Path) -> bool:
 
 
 @contextmanager
-def _workers(url: str, n: int, logs: Path) -> Iterator[None]:
+def _workers(url: str, n: int, logs: Path, warmup_s: float) -> Iterator[None]:
     procs = []
     for i in range(n):
         with open(logs / f"w{n}-{i}.log", "wb") as fh:
             procs.append(subprocess.Popen([*SURGE, "worker", "--cluster", url, "--hostname", f"w{i}"],
                                           stdout=fh, stderr=fh))  # fmt: skip
     try:
-        time.sleep(2.0)  # Celery workers connect and start consuming
+        time.sleep(warmup_s)  # Celery workers connect and start consuming
         yield
     finally:
         for p in procs:
@@ -177,7 +178,7 @@ def run_bench(cfg: ClusterBenchConfig, log=print) -> Results:  # type: ignore[no
             src = base / "big-src"
             nbytes = _tree(src, 0, [4 * cfg.range_mib * MiB] * max(1, cfg.ranges // 4), seed=5)
             for n in cfg.workers:
-                with _workers(srv.url, n, base):
+                with _workers(srv.url, n, base, cfg.warmup_s):
                     secs = _sync(far, f"scale{n}", src, f"/scale{n}", srv.url, "-l", cfg.rate,
                                  "--multi-session-threshold", f"{cfg.range_mib}m")  # fmt: skip
                 if not _same(src, base / "docroot" / f"scale{n}"):
@@ -187,7 +188,7 @@ def run_bench(cfg: ClusterBenchConfig, log=print) -> Results:  # type: ignore[no
                 shutil.rmtree(base / "docroot" / f"scale{n}")
             small = base / "small-src"
             _tree(small, cfg.small_files, [], seed=6)
-            with _workers(srv.url, 2, base):
+            with _workers(srv.url, 2, base, cfg.warmup_s):
                 secs = _sync(far, "small", small, "/small", srv.url, "-l", "1g")
             if not _same(small, base / "docroot" / "small"):
                 raise RuntimeError("small files: the destination differs from the source")

@@ -22,7 +22,7 @@ def test_planning_rate_without_redis_counts_files_and_tasks() -> None:
 
 def test_the_whole_bench_at_toy_size(tmp_path) -> None:  # type: ignore[no-untyped-def]
     cfg = ClusterBenchConfig(plan_files=1000, rate="100m", range_mib=1, ranges=4, small_files=40,
-                             workers=(1,), workdir=str(tmp_path))  # fmt: skip
+                             workers=(1,), workdir=str(tmp_path), warmup_s=0)  # fmt: skip
     res = run_bench(cfg, log=lambda _line: None)
     assert (
         res.plan["tasks"] == 2

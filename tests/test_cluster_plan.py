@@ -34,7 +34,7 @@ limits = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(file_lists, limits)
 def test_every_byte_of_every_file_is_covered_exactly_once(
     files: list[tuple[str, int, int]], lim: PlanLimits
@@ -65,7 +65,7 @@ def test_every_byte_of_every_file_is_covered_exactly_once(
             assert mine[0].queue == (QUEUE_SMALL if size <= bound else QUEUE_LARGE)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(file_lists, limits)
 def test_no_batch_is_over_its_limits(files: list[tuple[str, int, int]], lim: PlanLimits) -> None:
     for t in plan_tasks("j1", files, lim):
@@ -75,7 +75,7 @@ def test_no_batch_is_over_its_limits(files: list[tuple[str, int, int]], lim: Pla
             assert TaskSpec.from_json(t.to_json()) == t
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.integers(1, 1 << 44), limits)
 def test_ranges_respect_the_time_cap_unless_the_part_limit_forbids(
     size: int, lim: PlanLimits

@@ -38,10 +38,10 @@ from common.units import Rate
 from coordinator.sync.options import SyncOptions
 from tests.redis_server import redis_server
 from workers.cluster.app import WorkerSettings, dispatch, make_app
-from workers.cluster.executor import run_batch, run_task
+from workers.cluster.executor import Retry, run_batch, run_task
 
 PASSWORD = "s3cret-pw"
-VISIBILITY_S = 3  # the broker redelivers a dead worker's message after this (the default is hours)
+VISIBILITY_S = 5  # the broker redelivers a dead worker's message after this (the default is hours)
 LEASE_MS = 2000
 
 
@@ -86,6 +86,7 @@ def worker(url: str, name: str, logdir: Path, *extra: str) -> Iterator[subproces
 
 def make_tree(root: Path, n_small: int = 12, big: int = 0) -> None:
     rnd = __import__("random").Random(5)
+    root.mkdir(parents=True, exist_ok=True)
     for i in range(n_small):
         p = root / f"d{i % 3}" / f"small{i}.dat"
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -180,8 +181,12 @@ def test_other_schema_version_fails_the_task_clearly(server, store, app, tmp_pat
     store.r.hset(key("job", job, "tasks"), "b1", store.r.hget(key("job", job, "tasks"), "b1").replace(
         b'"v":1', b'"v":7'))  # fmt: skip
     with worker(server.url, "wv", tmp_path):
-        app.send_task(TASK_TRANSFER, args=[job, "b0"], kwargs={"v": SCHEMA_VERSION + 1}, queue=QUEUE_SMALL)
-        app.send_task(TASK_TRANSFER, args=[job, "b1"], kwargs={"v": SCHEMA_VERSION}, queue=QUEUE_SMALL)
+        app.send_task(
+            TASK_TRANSFER, args=[job, "b0"], kwargs={"v": SCHEMA_VERSION + 1}, queue=QUEUE_SMALL
+        )
+        app.send_task(
+            TASK_TRANSFER, args=[job, "b1"], kwargs={"v": SCHEMA_VERSION}, queue=QUEUE_SMALL
+        )
         j = wait_job(store, job, 20)
         time.sleep(0.5)  # a retry loop would show up as more deliveries
     assert (j["tasks_failed"], j["tasks_done"], j["files_done"]) == (2, 0, 0)
@@ -212,7 +217,8 @@ def test_kill_9_mid_range_resumes_on_another_worker(server, store, app, tmp_path
     make_tree(src, n_small=0, big=size)
     dst.mkdir()
     [task] = ranges(src, "big.bin", 1)
-    job = store.create_job("cl", options(src, dst, "16m"), [task])  # ~4 s for the whole range
+    # -l 24m: ~2.7 s for the whole range, inside the test's task time limit (3/4 of VISIBILITY_S)
+    job = store.create_job("cl", options(src, dst, "24m"), [task])
     port = free_port()
     with worker(server.url, "victim", tmp_path) as victim:
         dispatch(app, store.task(job, task.task))
@@ -245,10 +251,16 @@ def test_unreachable_broker_and_wrong_password_are_one_clear_line(server):
     assert res.stderr.count("\n") == 1 and "cannot reach Redis at 127.0.0.1" in res.stderr
     res = cli("--cluster", server.url.replace(PASSWORD, "wrong"))
     assert res.returncode == 1 and res.stderr.count("\n") == 1
-    assert "refused the password" in res.stderr and "wrong" not in res.stderr.replace("wrong password", "")
+    assert "refused the password" in res.stderr and "wrong" not in res.stderr.replace(
+        "wrong password", ""
+    )
     env = dict(os.environ, SURGE_BROKER_URL=server.url.replace(f":{PASSWORD}@", "@"))
     res = cli(env=env)
-    assert res.returncode == 1 and "requires a password" in res.stderr and "SURGE_BROKER_URL" in res.stderr
+    assert (
+        res.returncode == 1
+        and "requires a password" in res.stderr
+        and "SURGE_BROKER_URL" in res.stderr
+    )
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -285,7 +297,9 @@ def test_redelivered_batch_resends_nothing_and_reports_every_file(store, tmp_pat
     assert again is not None and again.files_done == 5 and again.sender.get("bytes_sent", 0) == 0
     assert {p: p.stat().st_ino for p in dst.rglob("*") if p.is_file()} == inodes  # not rewritten
     assert all(e["attrs"]["size"] > 0 for e in again.events)
-    assert run_task(spec, store.job(job)["options"], store, "w:3") is None  # finished: not run again
+    assert (
+        run_task(spec, store.job(job)["options"], store, "w:3") is None
+    )  # finished: not run again
     assert store.job(job)["files_done"] == 5  # counted once
     assert_same_tree(src, dst)
 
@@ -322,3 +336,60 @@ def test_job_options_round_trip_and_refuse_passwords(tmp_path):
         job_options(SyncOptions(name="p", local_dir="/a", remote_dir="/b", direction="pull"))
     with pytest.raises(JobOptionsError, match="-O"):
         sync_options({**d, "udp_port": 0})
+
+
+def test_stale_part_state_of_another_version_is_not_assembled(store, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, n_small=0, big=3_000_000)
+    dst.mkdir()
+    # Left by an older transfer of the same name and size: garbage data, part 0 marked done.
+    (dst / "big.bin.partial").write_bytes(b"\xee" * 3_000_000)
+    (dst / "big.bin.partial.parts").write_text(
+        '{"count": 2, "size": 3000000, "mtime": 1.0, "done": [0]}'
+    )
+    r0, r1 = ranges(src, "big.bin", 2)
+    job = store.create_job("cl", options(src, dst), [r0, r1])
+    out = run_task(store.task(job, "r1"), store.job(job)["options"], store, "w:1")
+    assert out is not None and [e["status"] for e in out.events] == ["part"]  # not assembled
+    assert not (dst / "big.bin").exists()
+    out = run_task(store.task(job, "r0"), store.job(job)["options"], store, "w:1")
+    assert out is not None and [e["status"] for e in out.events] == ["done"]
+    assert_same_tree(src, dst)
+
+
+def test_bookkeeping_ops_run_once_and_again_harmlessly(store, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (dst / "old").mkdir(parents=True)
+    (dst / "old" / "f.txt").write_text("x")
+    (dst / "gone.txt").write_text("y")
+    ops = ({"op": "mkdir", "path": "new/deep"}, {"op": "rename", "path": "old/f.txt", "to": "new/f.txt"},
+           {"op": "attrs", "path": "new/f.txt", "mtime_ns": 1_000_000_000_000_000_000, "mode": 0o600},
+           {"op": "delete", "path": "gone.txt"}, {"op": "delete", "path": "never-there"})  # fmt: skip
+    spec = TaskSpec(job="", task="ops", kind="ops", queue="surge.bookkeeping", ops=ops)
+    job = store.create_job("cl", options(src, dst), [spec])
+    spec = store.task(job, "ops")
+    run = __import__("workers.cluster.ops", fromlist=["run_ops"]).run_ops
+    for _ in range(2):  # a redelivery runs them again: same result, no failure
+        out = run(spec, store.job(job)["options"], store, "w:1")
+        assert [e["status"] for e in out.events] == ["done"] * 5, out.events
+    assert (dst / "new" / "deep").is_dir() and not (dst / "gone.txt").exists()
+    st = (dst / "new" / "f.txt").stat()
+    assert st.st_mtime_ns == 1_000_000_000_000_000_000 and st.st_mode & 0o777 == 0o600
+    attrs = next(e for e in out.events if e["op"] == "attrs")["attrs"]
+    assert attrs["mtime_ns"] == st.st_mtime_ns
+
+
+def test_unreachable_far_end_is_a_retry_with_the_reason_recorded(store, tmp_path):
+    src = tmp_path / "src"
+    make_tree(src, n_small=1)
+    [task] = batches(src, 10)
+    opts = options(
+        src, tmp_path / "dst", host="127.0.0.1", ssh_port=free_port(), keys=("/nonexistent",)
+    )
+    job = store.create_job("cl", opts, [task])
+    with pytest.raises(Retry, match="far end unreachable"):
+        run_task(store.task(job, task.task), store.job(job)["options"], store, "w:1")
+    state = store.task_state(job, task.task)
+    assert state["state"] == "pending" and "far end unreachable" in state["error"]
+    assert store.lease_holder(job, task.task) is None  # released for the next attempt

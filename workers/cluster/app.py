@@ -89,7 +89,6 @@ def make_app(settings: WorkerSettings) -> Celery:
         broker_connection_retry_on_startup=True,
         task_default_queue=QUEUE_SMALL,
         task_routes={TASK_BOOKKEEPING: {"queue": QUEUE_BOOKKEEPING}, TASK_TRANSFER: {"queue": QUEUE_SMALL}},
-        worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )  # fmt: skip
     app.conf.surge_settings = settings

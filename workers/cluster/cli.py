@@ -156,11 +156,12 @@ def worker_main(argv: list[str]) -> int:
 
 
 def _run(opts: WorkerOptions, url: str, shown: str) -> int:
-    from common.logs import configure_logging
+    import logging
 
     from .app import VISIBILITY_TIMEOUT_S, WorkerSettings, make_app
 
-    configure_logging("surge-worker", opts.log_dir, 10 << 20, max(opts.debug, 1))
+    # Surge's records go through the root logger that Celery sets up (stderr, or -L's file).
+    logging.getLogger("surge").setLevel(logging.DEBUG if opts.debug >= 2 else logging.INFO)
     if opts.metrics_port is not None:
         from common.metrics import serve_metrics
 

@@ -84,13 +84,13 @@ def run_message(task: Task, job_id: str, task_id: str, v: Any) -> str:
     except LeaseBusy as exc:
         log.info("%s; retrying later", exc)
         TASKS_DONE.labels(outcome="retried").inc()
-        raise task.retry(countdown=settings.lease_ms / 2000, max_retries=None) from None
+        raise task.retry(countdown=settings.lease_ms / 2000) from None
     except Retry as exc:
         if task.request.retries + 1 >= MAX_ATTEMPTS:
             return _fail_after_retries(store, spec, str(exc))
         log.warning("task %s: %s; retrying", task_id, exc)
         TASKS_DONE.labels(outcome="retried").inc()
-        raise task.retry(countdown=_delay(task.request.retries), max_retries=None) from None
+        raise task.retry(countdown=_delay(task.request.retries)) from None
     except Fatal as exc:
         log.error("task %s failed: %s", task_id, exc)
         TASKS_DONE.labels(outcome="failed").inc()
@@ -115,10 +115,20 @@ def _fail_after_retries(store: JobStore, spec: Any, error: str) -> str:
 def register(app: Celery) -> None:
     """Register Surge's two task names on `app` (one body: the kind is in the spec)."""
 
-    @app.task(name=TASK_TRANSFER, bind=True, acks_late=True, reject_on_worker_lost=True)
+    # max_retries=None: Celery does not cap retries; run_message counts transient failures itself
+    # (MAX_ATTEMPTS) and waits for a busy lease as long as its holder lives.
+    @app.task(
+        name=TASK_TRANSFER, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None
+    )
     def transfer(self: Task, job_id: str, task_id: str, v: Any = None) -> str:
         return run_message(self, job_id, task_id, v)
 
-    @app.task(name=TASK_BOOKKEEPING, bind=True, acks_late=True, reject_on_worker_lost=True)
+    @app.task(
+        name=TASK_BOOKKEEPING,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        max_retries=None,
+    )
     def bookkeeping(self: Task, job_id: str, task_id: str, v: Any = None) -> str:
         return run_message(self, job_id, task_id, v)

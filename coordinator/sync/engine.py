@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.filters import compile_filters
-from common.snapshot import Entry, SnapshotError, SqliteSnapshot, default_snapshot_path
+from common.snapshot import (
+    Entry,
+    SnapshotError,
+    SnapshotStore,
+    SqliteSnapshot,
+    default_snapshot_path,
+)
 
 from ..cp.common import CopyError
 from ..cp.endpoint import Endpoint, EndpointError
@@ -26,7 +32,7 @@ from .decide import Action, Plan, plan_bidi, plan_one_way
 from .record import Recorder
 from .scan import ScanResult, fill_checksums, scan_tree
 from .sides import LocalSide, RemoteSide, SideError
-from .transfer import connect_far_end
+from .transfer import Dispatcher, InProcessDispatcher, connect_far_end
 
 __all__ = ["SyncError", "SyncReport", "run_sync"]
 
@@ -65,8 +71,10 @@ def _signature_ok(root: str, signature: str | None) -> bool:
 
 
 class _Run:
-    def __init__(self, opts: Any, endpoint: Endpoint | None, emit: Callable[[str, str], None] | None) -> None:
+    def __init__(self, opts: Any, endpoint: Endpoint | None, emit: Callable[[str, str], None] | None,
+                 dispatcher: Dispatcher) -> None:  # fmt: skip
         self.opts = opts
+        self.dispatcher = dispatcher
         self.endpoint = endpoint
         self.emit = emit
         self.report = SyncReport()
@@ -74,7 +82,7 @@ class _Run:
         self.remote: LocalSide | RemoteSide = (LocalSide(opts.remote_dir) if endpoint is None or opts.host is None
                                                else RemoteSide(endpoint, opts.remote_dir))  # fmt: skip
         self.filters = compile_filters(opts.filters)
-        self.snap: SqliteSnapshot | None = None
+        self.snap: SnapshotStore | None = None
         self.recorder: Recorder
 
     # -- reporting and bookkeeping -----------------------------------------------------------
@@ -124,18 +132,22 @@ class _Run:
 
 def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = None,
              emit: Callable[[str, str], None] | None = None,
-             progress: Callable[[dict[str, Any]], None] | None = None) -> SyncReport:  # fmt: skip
+             progress: Callable[[dict[str, Any]], None] | None = None,
+             open_snapshot: Callable[[Any], SnapshotStore] | None = None,
+             dispatcher: Dispatcher | None = None) -> SyncReport:  # fmt: skip
     """Run one synchronization of the pair `opts.name`. Raises SyncError for a problem that
-    stops it; per-file problems are in the report."""
+    stops it; per-file problems are in the report. The snapshot store and the dispatcher
+    default to the embedded ones (SQLite beside the local tree, transfers in this process);
+    the cluster passes Redis and Celery ones."""
     from .execute import execute
 
     started = time.monotonic()
     _check_dirs(opts)
     endpoint = _connect(opts, endpoint_factory)
-    run = _Run(opts, endpoint, emit)
+    run = _Run(opts, endpoint, emit, dispatcher or InProcessDispatcher())
     try:
         try:
-            run.snap = SqliteSnapshot(default_snapshot_path(opts.local_dir, opts.name, opts.local_db_dir))
+            run.snap = (open_snapshot or _sqlite_snapshot)(opts)
         except SnapshotError as exc:
             raise SyncError(str(exc)) from None
         _check_snapshot_meta(run)
@@ -162,6 +174,10 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
             endpoint.close()
     run.report.elapsed = time.monotonic() - started
     return run.report
+
+
+def _sqlite_snapshot(opts: Any) -> SnapshotStore:
+    return SqliteSnapshot(default_snapshot_path(opts.local_dir, opts.name, opts.local_db_dir))
 
 
 def _check_dirs(opts: Any) -> None:

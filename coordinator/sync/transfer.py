@@ -1,12 +1,19 @@
 """Moving the files a sync plan sends, over the same UDP transport and far end as `surge cp`:
 an upload for local -> remote, a download for remote -> local. Each committed file is reported
-back with the attributes it has at its destination, so the snapshot records both sides."""
+back with the attributes it has at its destination, so the snapshot records both sides.
+
+The engine reaches the transfer through a :class:`Dispatcher` (DESIGN decision 6): the embedded
+default, :class:`InProcessDispatcher`, runs one session here over the engine's own far-end
+connection; the cluster's (coordinator/cluster/dispatch.py) hands the files to Celery workers.
+Both report each committed file through the same `on_file` callback, so status lines and the
+snapshot are the same at both scales."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from common.snapshot import Entry
 
@@ -15,9 +22,60 @@ from ..cp.endpoint import Endpoint, EndpointError
 from ..cp.options import CopyOptions
 from ..cp.sources import SourceFile, SourceTree
 
-__all__ = ["connect_far_end", "copy_options", "send_files", "upload_sources"]
+__all__ = [
+    "Dispatcher",
+    "InProcessDispatcher",
+    "TransferOutcome",
+    "TransferRequest",
+    "connect_far_end",
+    "copy_options",
+    "send_files",
+    "upload_sources",
+]
 
 FileDone = Callable[[str, dict[str, Any]], None]
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    """The files of one direction of a sync plan and what a dispatcher needs to move them."""
+
+    opts: Any  # SyncOptions
+    endpoint: Endpoint | None  # the engine's far-end connection
+    entries: list[Entry]  # files, paths relative to the roots
+    upload: bool  # local -> remote (else remote -> local)
+    destination: Any  # the Side the files land on (stat it to verify a commit)
+    flush: Callable[[], None] | None = None  # make the records of the files reported so far durable
+
+
+@dataclass
+class TransferOutcome:
+    wire_bytes: int = 0  # file data sent, retransmissions included
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
+
+
+class Dispatcher(Protocol):
+    def transfer(
+        self, request: TransferRequest, on_file: FileDone, progress: Progress | None
+    ) -> TransferOutcome:
+        """Move the files; `on_file(path, event)` once per file as it is committed ("done", with
+        the destination's "attrs"), skipped or failed. Raises CopyError when nothing can move."""
+        ...
+
+
+class InProcessDispatcher:
+    """The embedded default: one session in this process (an upload or a download)."""
+
+    def transfer(
+        self, request: TransferRequest, on_file: FileDone, progress: Progress | None
+    ) -> TransferOutcome:
+        o = request.opts
+        assert request.endpoint is not None
+        result = send_files(o, request.endpoint, request.entries, upload=request.upload, local_root=o.local_dir,
+                            remote_root=o.remote_dir, on_file=on_file, progress=progress)  # fmt: skip
+        wire = int(result.stats.get("sender", {}).get("bytes_sent", 0))
+        return TransferOutcome(wire, list(result.errors))
 
 
 def copy_options(opts: Any, source: str, destination: str) -> CopyOptions:
@@ -85,8 +143,11 @@ def send_files(opts: Any, endpoint: Endpoint, entries: list[Entry], *, upload: b
         return upload_sources(opts, endpoint, files, local_root=local_root, remote_root=remote_root,
                               on_file=event, progress=progress)  # fmt: skip
     root = remote_root.rstrip("/") or "/"
-    copts = dataclasses.replace(copy_options(opts, root, local_root),
-                                sources=tuple(f"{root}/{e.path}" for e in entries), src_base=root)
+    copts = dataclasses.replace(
+        copy_options(opts, root, local_root),
+        sources=tuple(f"{root}/{e.path}" for e in entries),
+        src_base=root,
+    )
     result = CopyResult([])
     download(copts, copts.sources, local_root.rstrip("/") + "/", endpoint, result, progress, event)
     return result

@@ -161,7 +161,7 @@ def test_batches_and_a_split_file_over_two_workers(server, store, app, tmp_path)
     assert_same_tree(src, dst)
     states = store.task_states(job)
     assert {s["state"] for s in states.values()} == {"succeeded"}
-    assert {s["worker"] for s in states.values()} == {"surge@w1", "surge@w2"}
+    assert {s["worker"] for s in states.values()} == {"w1", "w2"}
     events = store.pop_events(job, 100)
     big = [e for e in events if e["path"] == "big.bin"]
     assert sorted(e["status"] for e in big) == ["done", "part", "part"]  # committed exactly once
@@ -235,7 +235,7 @@ def test_kill_9_mid_range_resumes_on_another_worker(server, store, app, tmp_path
         resent = sent_bytes(port)
     assert (j["tasks_done"], j["files_done"], j["bytes_done"]) == (1, 1, size)
     state = store.task_state(job, task.task)
-    assert state["worker"] == "surge@rescuer" and state["attempts"] >= 2
+    assert state["worker"] == "rescuer" and state["attempts"] >= 2
     assert resent <= size - acked + 200_000 < 0.6 * size  # resumed, not started over
     assert_same_tree(src, dst)
 

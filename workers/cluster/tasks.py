@@ -74,7 +74,8 @@ def run_message(task: Task, job_id: str, task_id: str, v: Any) -> str:
         return "dropped"
     if job["state"] in FINAL_JOB_STATES:
         return _give_up(store, job_id, task_id, f"the job is {job['state']}")
-    host = task.request.hostname or "worker"
+    # The name the operator gave --hostname (Celery's node name without the surge@ we added).
+    host = (task.request.hostname or "worker").removeprefix("surge@")
     worker = f"{host}:{os.getpid()}"
     settings = task.app.conf.surge_settings
     try:

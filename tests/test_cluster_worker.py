@@ -197,9 +197,9 @@ def test_other_schema_version_fails_the_task_clearly(server, store, app, tmp_pat
     assert list(dst.iterdir()) == []  # nothing sent by a worker that cannot read the task
 
 
-def sent_bytes(port: int) -> float:
+def metric(port: int, series: str) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    line = next(ln for ln in text.splitlines() if ln.startswith("surge_sent_bytes_total "))
+    line = next(ln for ln in text.splitlines() if ln.startswith(series + " "))
     return float(line.split()[1])
 
 
@@ -232,10 +232,12 @@ def test_kill_9_mid_range_resumes_on_another_worker(server, store, app, tmp_path
     assert (dst / "big.bin").exists() is False and (dst / "big.bin.partial").exists()
     with worker(server.url, "rescuer", tmp_path, "--metrics-port", str(port)):
         j = wait_job(store, job, 40)  # redelivered after the visibility timeout
-        resent = sent_bytes(port)
+        resent = metric(port, "surge_sent_bytes_total")
+        succeeded = metric(port, 'surge_worker_tasks_total{outcome="succeeded"}')
+    print(f"kill -9 at {acked} of {size} bytes acknowledged; the rescuer sent {resent:.0f}")
     assert (j["tasks_done"], j["files_done"], j["bytes_done"]) == (1, 1, size)
     state = store.task_state(job, task.task)
-    assert state["worker"] == "rescuer" and state["attempts"] >= 2
+    assert state["worker"] == "rescuer" and state["attempts"] >= 2 and succeeded == 1
     assert resent <= size - acked + 200_000 < 0.6 * size  # resumed, not started over
     assert_same_tree(src, dst)
 

@@ -40,7 +40,7 @@ def _store(app: Celery) -> JobStore:
 
         settings = app.conf.surge_settings
         store = JobStore(connect(settings.url), lease_ms=settings.lease_ms)
-        app._surge_store = store  # type: ignore[attr-defined]
+        app._surge_store = store
     return store
 
 

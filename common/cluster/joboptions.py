@@ -69,7 +69,7 @@ def sync_options(d: dict[str, Any]) -> Any:
     missing = [k for k in ("name", "local_dir", "remote_dir") if not d.get(k)]
     if missing:
         raise JobOptionsError(f"job options: missing {', '.join(missing)}")
-    known = {k: d[k] for k in _PLAIN if k in d}
+    known: dict[str, Any] = {k: d[k] for k in _PLAIN if k in d}
     known["keys"] = tuple(d.get("keys") or ())
     try:
         for k in ("target_rate", "min_rate"):

@@ -66,7 +66,11 @@ class WorkerSettings:
 def make_app(settings: WorkerSettings) -> Celery:
     """A Celery app bound to the cluster's Redis with Surge's tasks registered."""
     app = Celery("surge", broker=settings.url, backend=settings.url, set_as_current=True)
-    transport = {"visibility_timeout": settings.visibility_timeout}
+    # kombu sweeps for messages out longer than the visibility timeout every interval*throttle
+    # seconds (100 s by default): a short timeout needs a matching sweep to mean anything.
+    sweep = max(1, min(10, settings.visibility_timeout // 3))
+    transport = {"visibility_timeout": settings.visibility_timeout, "unacked_restore_interval": sweep,
+                 "unacked_restore_throttle": 1 if settings.visibility_timeout < 300 else 10}  # fmt: skip
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -85,7 +89,6 @@ def make_app(settings: WorkerSettings) -> Celery:
         broker_connection_retry_on_startup=True,
         task_default_queue=QUEUE_SMALL,
         task_routes={TASK_BOOKKEEPING: {"queue": QUEUE_BOOKKEEPING}, TASK_TRANSFER: {"queue": QUEUE_SMALL}},
-        worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )  # fmt: skip
     app.conf.surge_settings = settings

@@ -40,7 +40,7 @@ def _store(app: Celery) -> JobStore:
 
         settings = app.conf.surge_settings
         store = JobStore(connect(settings.url), lease_ms=settings.lease_ms)
-        app._surge_store = store  # type: ignore[attr-defined]
+        app._surge_store = store
     return store
 
 
@@ -74,7 +74,8 @@ def run_message(task: Task, job_id: str, task_id: str, v: Any) -> str:
         return "dropped"
     if job["state"] in FINAL_JOB_STATES:
         return _give_up(store, job_id, task_id, f"the job is {job['state']}")
-    host = task.request.hostname or "worker"
+    # The name the operator gave --hostname (Celery's node name without the surge@ we added).
+    host = (task.request.hostname or "worker").removeprefix("surge@")
     worker = f"{host}:{os.getpid()}"
     settings = task.app.conf.surge_settings
     try:
@@ -84,13 +85,13 @@ def run_message(task: Task, job_id: str, task_id: str, v: Any) -> str:
     except LeaseBusy as exc:
         log.info("%s; retrying later", exc)
         TASKS_DONE.labels(outcome="retried").inc()
-        raise task.retry(countdown=settings.lease_ms / 2000, max_retries=None) from None
+        raise task.retry(countdown=settings.lease_ms / 2000) from None
     except Retry as exc:
         if task.request.retries + 1 >= MAX_ATTEMPTS:
             return _fail_after_retries(store, spec, str(exc))
         log.warning("task %s: %s; retrying", task_id, exc)
         TASKS_DONE.labels(outcome="retried").inc()
-        raise task.retry(countdown=_delay(task.request.retries), max_retries=None) from None
+        raise task.retry(countdown=_delay(task.request.retries)) from None
     except Fatal as exc:
         log.error("task %s failed: %s", task_id, exc)
         TASKS_DONE.labels(outcome="failed").inc()
@@ -115,10 +116,20 @@ def _fail_after_retries(store: JobStore, spec: Any, error: str) -> str:
 def register(app: Celery) -> None:
     """Register Surge's two task names on `app` (one body: the kind is in the spec)."""
 
-    @app.task(name=TASK_TRANSFER, bind=True, acks_late=True, reject_on_worker_lost=True)
+    # max_retries=None: Celery does not cap retries; run_message counts transient failures itself
+    # (MAX_ATTEMPTS) and waits for a busy lease as long as its holder lives.
+    @app.task(
+        name=TASK_TRANSFER, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None
+    )
     def transfer(self: Task, job_id: str, task_id: str, v: Any = None) -> str:
         return run_message(self, job_id, task_id, v)
 
-    @app.task(name=TASK_BOOKKEEPING, bind=True, acks_late=True, reject_on_worker_lost=True)
+    @app.task(
+        name=TASK_BOOKKEEPING,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        max_retries=None,
+    )
     def bookkeeping(self: Task, job_id: str, task_id: str, v: Any = None) -> str:
         return run_message(self, job_id, task_id, v)

@@ -92,8 +92,10 @@ def sync_argv(far: FarEnd, name: str, src: Path, dst: str, url: str, *extra: str
             "--create-dir", "--cluster", url, *extra]  # fmt: skip
 
 
-def run(argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=surge_env())
+def run(argv: list[str], timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, env=surge_env(**env)
+    )
 
 
 def jobs_of(r: redis.Redis, pair: str) -> list[str]:
@@ -157,6 +159,9 @@ def test_tree_of_small_and_split_files_arrives_on_three_workers(
     )
     ranges = [json.loads(v)["range"] for v in r.hgetall(f"surge:job:{job}:tasks").values()]
     assert sum(1 for x in ranges if x) == 6 + 5 + 10  # 512 KiB parts of 3 MiB, 2 MiB+, 5 MiB
+    text = run([*SURGE, "status", "-N", "tree", "--cluster", broker.url]).stdout
+    assert text.startswith(f"job {job} (") and " done: files 243/243 (0 failed)" in text
+    assert sum(line.startswith("  worker ") for line in text.splitlines()) == 3
     again = run(sync_argv(far, "tree", src, "/tree", broker.url))
     assert again.returncode == 0 and jobs_of(r, "tree") == [job], again.stderr  # nothing to send
 
@@ -265,6 +270,27 @@ def test_bad_broker_is_one_clear_line(broker, tmp_path, url: str, needle: str) -
             done.stderr
         )
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_bare_cluster_takes_the_url_from_the_environment(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    url = f"redis://127.0.0.1:{free_tcp_port()}/0"
+    argv = [
+        *SURGE,
+        "sync",
+        "-N",
+        "env",
+        "-d",
+        str(tmp_path),
+        "-r",
+        str(tmp_path / "x"),
+        "--cluster",
+    ]
+    done = run(argv, timeout=30, SURGE_BROKER_URL=url)
+    assert (
+        done.returncode == 1
+        and "cannot reach Redis" in done.stderr
+        and "SURGE_BROKER_URL" in done.stderr
+    )
 
 
 @pytest.mark.parametrize(("extra", "needle"), [

@@ -15,7 +15,7 @@ Rules (DESIGN: plan):
 * Size classes (``--transfer-threads=N[:SIZE]``): a file of at most the smallest SIZE given
   (without the option: ``batch_bytes``) goes to the small-file queue, everything else and every
   range to the large-file queue, so small batches never wait behind a 100 GB range. N is the
-  concurrency of the workers serving that queue (``surge worker -Q surge.small -c N``).
+  concurrency of the workers serving that queue (``surge worker --queues small --concurrency N``).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +18,12 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from common.cluster.jobs import JobStore
+from common.snapshot import Entry
+from coordinator.cluster.dispatch import JobFollower
+from coordinator.cluster.plan import PlanLimits, plan_tasks
+from coordinator.cp.common import CopyError
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from redis_server import RedisServer, redis_server
@@ -378,3 +385,53 @@ def test_detached_job_survives_a_killed_coordinator_service(
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=20)
+
+
+def _follow(
+    r: redis.Redis, job: str, stall_s: float
+) -> tuple[JobFollower, list[str], dict, dict, dict]:  # type: ignore[type-arg]
+    """A job of one small file and a 3 MiB file in three ranges, and its follower; the test
+    plays the workers through JobStore, as `surge worker` does."""
+    jobs = JobStore(r)
+    tasks = plan_tasks(job, [("a", 10, 1), ("b", 3 * MiB, 2)], PlanLimits(threshold=MiB))
+    jobs.create_job("follow", {"name": "follow"}, tasks, job_id=job)
+    sent: list[str] = []
+    done: dict[str, dict] = {}  # type: ignore[type-arg]
+    failed: dict[str, str] = {}
+    out: dict[str, object] = {}
+    far = Entry("b", "file", 3 * MiB, 2, 0o644, 7, 1)
+    follower = JobFollower(jobs, job, tasks, lambda t: sent.append(t.task),
+                           on_done=lambda p, attrs, spec: done.__setitem__(p, attrs),
+                           on_failed=failed.__setitem__, stat=lambda p: far if p == "b" else None,
+                           stall_s=stall_s)  # fmt: skip
+    return follower, sent, done, failed, out
+
+
+def test_follower_resends_lost_tasks_finalizes_ranges_and_reports_failures(broker, r) -> None:  # type: ignore[no-untyped-def]
+    follower, sent, done, failed, out = _follow(r, "f0110e", stall_s=0.3)
+    thread = threading.Thread(target=lambda: out.setdefault("job", follower.run()))
+    thread.start()
+    wait_for(lambda: len(sent) >= 4, 20, "the lost tasks to be sent again")  # no worker, no lease
+    jobs = follower.jobs
+    batch, *ranges = sorted(follower.tasks.values(), key=lambda t: t.kind)
+    jobs.finish_task("f0110e", batch.task, False, "far end: disk full",
+                     events=[{"task": batch.task, "path": "a", "status": "failed", "error": "far end: disk full"}])  # fmt: skip
+    for i, t in enumerate(ranges):
+        status = "done" if i == len(ranges) - 1 else "part"
+        jobs.finish_task(
+            "f0110e", t.task, True, events=[{"task": t.task, "path": "b", "status": status}]
+        )
+    thread.join(20)
+    assert not thread.is_alive() and out["job"]["tasks_done"] == 3  # type: ignore[index]
+    assert failed == {"a": "far end: disk full"}
+    assert done == {
+        "b": {"size": 3 * MiB, "mtime_ns": 2, "mode": 0o644, "ino": 7, "dev": 1, "nlink": 1}
+    }
+    assert sorted(set(sent)) == sorted(follower.tasks)
+
+
+def test_follower_fails_clearly_when_the_job_vanishes(broker, r) -> None:  # type: ignore[no-untyped-def]
+    follower, _sent, _done, _failed, _out = _follow(r, "f0110f", stall_s=60)
+    r.delete("surge:job:f0110f")  # what a Redis restarted without persistence looks like
+    with pytest.raises(CopyError, match="vanished from Redis"):
+        follower.run()

@@ -138,7 +138,9 @@ def test_tree_of_small_and_split_files_arrives_on_three_workers(
     src.mkdir()
     files = make_tree(src, 240, [3 * MiB, 2 * MiB + 12345, 5 * MiB], seed=1)
     done = run(
-        sync_argv(far, "tree", src, "/tree", broker.url, "--multi-session-threshold", "512k")
+        sync_argv(
+            far, "tree", src, "/tree", broker.url, "--multi-session-threshold", "512k", "-k", "sha1"
+        )
     )
     assert done.returncode == 0, done.stderr
     assert listing(far.docroot / "tree") == files  # type: ignore[operator]

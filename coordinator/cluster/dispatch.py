@@ -342,10 +342,9 @@ def _digest_check(
             from common.checksums import file_digest
 
             theirs = file_digest(f"{destination.root}/{path}", opts.checksum)
-        return (
-            None
-            if theirs == src.checksum
-            else f"split file's {opts.checksum} differs from the source's"
-        )
+        ours = src.checksum.rsplit(":", 1)[-1]  # the scan's "sha1:<hex>"
+        if theirs == ours:
+            return None
+        return f"split file's {opts.checksum} at the far end {str(theirs)[:12]}... is not the source's {ours[:12]}..."
 
     return check

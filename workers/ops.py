@@ -1,5 +1,6 @@
 """File operations the control protocol offers besides transfers (what sync needs of a far end):
-stat, list, mkdir, delete, rename, setattr, checksum, read and write of small files. Every path
+stat, list, mkdir, delete, rename, setattr, link, copy, chown, extended attributes, checksum,
+read and write of small files. Every path
 is resolved inside the user's docroot; reading needs the pull direction, changing needs push."""
 
 from __future__ import annotations
@@ -49,10 +50,26 @@ def _list(root: str, limit: int) -> list[dict[str, Any]]:
     return out
 
 
+def _owner_id(value: object, what: str) -> int:
+    """-1 (unchanged) for None; a number as is; a name through the password/group database."""
+    if value is None:
+        return -1
+    text = str(value)
+    if text.isdigit():
+        return int(text)
+    import grp
+    import pwd
+
+    try:
+        return pwd.getpwnam(text).pw_uid if what == "user" else grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise Refused("request", f"no such {what} {text!r} on this host") from None
+
+
 def _op(ctx: AgentContext, msg: dict[str, Any]) -> dict[str, Any]:
     op = str(msg.get("op"))
     path_arg = str(msg.get("path", ""))
-    reading = op in ("stat", "list", "checksum", "read")
+    reading = op in ("stat", "list", "checksum", "read", "getxattrs")
     ctx.authorize("pull" if reading else "push", [path_arg])
     path = ctx.resolve(path_arg)
     if op == "stat":
@@ -79,6 +96,16 @@ def _op(ctx: AgentContext, msg: dict[str, Any]) -> dict[str, Any]:
         tmp = path + ".surge-tmp"
         shutil.copy2(ctx.resolve(source_arg), tmp)
         os.replace(tmp, path)
+        return {}
+    if op == "chown":  # -u/-j/--write-uid/--write-gid: names are looked up here, on the writing host
+        os.chown(path, _owner_id(msg.get("user"), "user"), _owner_id(msg.get("group"), "group"), follow_symlinks=False)
+        return {}
+    if op == "getxattrs":
+        names = os.listxattr(path, follow_symlinks=False)
+        return {"xattrs": {n: base64.b64encode(os.getxattr(path, n, follow_symlinks=False)).decode() for n in names}}
+    if op == "setxattrs":
+        for name, value in dict(msg.get("xattrs", {})).items():
+            os.setxattr(path, str(name), base64.b64decode(str(value), validate=True), follow_symlinks=False)
         return {}
     if op == "delete":
         if os.path.isdir(path) and not os.path.islink(path):

@@ -23,8 +23,10 @@ from common.snapshot import Entry, SnapshotError, SqliteSnapshot, default_snapsh
 from ..cp.common import CopyError, hello
 from ..cp.endpoint import Endpoint, EndpointError
 from .decide import Action, Plan, plan_bidi, plan_one_way
+from .dedup import plan_dedup
+from .metadata import MetadataPolicy
 from .record import Recorder
-from .scan import ScanResult, fill_checksums, scan_tree
+from .scan import SKIP_SUFFIXES, ScanResult, fill_checksums, scan_tree
 from .sides import LocalSide, RemoteSide, SideError
 from .transfer import copy_options
 
@@ -74,6 +76,7 @@ class _Run:
         self.remote: LocalSide | RemoteSide = (LocalSide(opts.remote_dir) if endpoint is None or opts.host is None
                                                else RemoteSide(endpoint, opts.remote_dir))  # fmt: skip
         self.filters = compile_filters(opts.filters)
+        self.metadata = MetadataPolicy(opts, self.local, self.remote)
         self.snap: SqliteSnapshot | None = None
         self.recorder: Recorder
 
@@ -114,7 +117,7 @@ class _Run:
             return result.entries
         entries = {}
         for e in self.remote.list():
-            if e.path.split("/")[0] in (".surge", ".private-asp") or e.path.endswith((".partial", ".aspx")):
+            if e.path.split("/")[0] in (".surge", ".private-asp") or e.path.endswith(SKIP_SUFFIXES):
                 continue
             if self.filters and self.filters.excluded(e.path, e.kind == "dir"):
                 continue
@@ -267,12 +270,14 @@ def _plan(run: _Run) -> Plan:
                             delete_before=o.delete_before, use_checksum=use_checksum,
                             file_rename=o.scan_file_rename, dir_rename=o.scan_dir_rename,
                             deletes_allowed=local_ok, excluded=excluded)  # fmt: skip
+        plan = plan_dedup(plan, o.dedup, local.entries, snap_local)
     elif o.direction == "pull":
         assert remote is not None
         plan = plan_one_way(remote, local.entries, {p: e for p, e in snap_remote.items() if not excluded(p, e.kind == "dir")},
                             overwrite=o.overwrite, mirror=o.mirror, ignore_delete=o.ignore_delete,
                             delete_before=o.delete_before, use_checksum=use_checksum,
                             deletes_allowed=remote_ok, excluded=excluded)  # fmt: skip
+        plan = plan_dedup(plan, o.dedup, remote, snap_remote)
         plan.actions = [Action(a.kind, a.path, False, a.source, a.old_path, a.reason) for a in plan.actions]
     else:
         assert remote is not None

@@ -77,6 +77,7 @@ class _Run:
                                                else RemoteSide(endpoint, opts.remote_dir))  # fmt: skip
         self.filters = compile_filters(opts.filters)
         self.metadata = MetadataPolicy(opts, self.local, self.remote)
+        self.old_dirs: list[str] = []  # not scanned: older than --exclude-dirs-older-than
         self.snap: SqliteSnapshot | None = None
         self.recorder: Recorder
 
@@ -103,7 +104,10 @@ class _Run:
                 if before is None or before.kind != "dir":
                     return False
                 if limit is not None:
-                    return max(st.st_mtime_ns, before.rmtime_ns) / 1e9 < limit
+                    old = max(st.st_mtime_ns, before.rmtime_ns) / 1e9 < limit
+                    if old:
+                        self.old_dirs.append(path)
+                    return old
                 return st.st_mtime_ns == before.mtime_ns
 
         return scan_tree(o.local_dir, filters=self.filters, symlinks=o.symbolic_links, skip_dir=skip_dir,
@@ -153,6 +157,8 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
             execute(run, plan, progress)
         finally:
             run.recorder.flush()
+        if opts.clean_excluded:
+            _clean_excluded(run)
         _finish_meta(run)
     finally:
         if run.snap is not None:
@@ -308,3 +314,18 @@ def _checksums(run: _Run, local: dict[str, Entry], snap_local: dict[str, Entry],
 
 
 __all__ += ["SyncError"]
+
+
+def _clean_excluded(run: _Run) -> None:
+    """--clean-excluded: forget directories excluded by path, and what lies below directories
+    excluded by age (their own record stays, so that later runs still skip them)."""
+    snap = run.snap
+    assert snap is not None
+    for side in ("local", "remote"):
+        gone = [e.path for e in snap.iter_side(side) if e.kind == "dir" and run.filters
+                and run.filters.excluded(e.path, True)]  # fmt: skip
+        for old in run.old_dirs:
+            keep = snap.get(side, old)
+            snap.apply(side, delete_trees=[old], upserts=[keep] if keep is not None else [])
+        if gone:
+            snap.apply(side, delete_trees=gone)

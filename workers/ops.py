@@ -9,6 +9,7 @@ import base64
 import os
 import shutil
 import stat as stat_mod
+from collections.abc import Iterator
 from typing import Any
 
 from common.checksums import REPORT_ALGORITHMS, file_digest, ranges_digest
@@ -20,6 +21,7 @@ __all__ = ["MAX_LIST_ENTRIES", "MAX_SMALL_FILE", "handle_op"]
 
 MAX_SMALL_FILE = 1 << 20  # read/write of whole files over the control channel
 MAX_LIST_ENTRIES = 1_000_000
+MAX_PAGE = 10_000  # entries per streamed listing message (~2 MB of JSON, far below the frame limit)
 
 
 def _attrs(st: os.stat_result, path: str | None = None) -> dict[str, Any]:
@@ -34,8 +36,7 @@ def _attrs(st: os.stat_result, path: str | None = None) -> dict[str, Any]:
     return out
 
 
-def _list(root: str, limit: int) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def _walk(root: str) -> Iterator[dict[str, Any]]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(dirnames) + sorted(filenames):
@@ -44,10 +45,35 @@ def _list(root: str, limit: int) -> list[dict[str, Any]]:
                 st = os.lstat(full)
             except OSError:
                 continue
-            out.append({"path": os.path.relpath(full, root).replace(os.sep, "/"), **_attrs(st, full)})
-            if len(out) > limit:
-                raise Refused("limit", f"listing exceeds {limit} entries")
+            yield {"path": os.path.relpath(full, root).replace(os.sep, "/"), **_attrs(st, full)}
+
+
+def _list(root: str, limit: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for entry in _walk(root):
+        out.append(entry)
+        if len(out) > limit:
+            raise Refused("limit", f"listing exceeds {limit} entries")
     return out
+
+
+def _stream_list(chan: Channel, ctx: AgentContext, msg: dict[str, Any]) -> None:
+    """`list` with `page`: the tree in messages of `page` entries, each with `more` but the last
+    (a tree of any size, where one message is bounded by the frame limit)."""
+    path_arg = str(msg.get("path", ""))
+    ctx.authorize("pull", [path_arg])
+    root = ctx.resolve(path_arg)
+    if not os.path.isdir(root):
+        os.stat(root)  # a missing root is an error, not an empty listing
+        raise Refused("request", f"{path_arg}: not a directory")
+    size = max(1, min(int(msg["page"]), MAX_PAGE))
+    page: list[dict[str, Any]] = []
+    for entry in _walk(root):
+        page.append(entry)
+        if len(page) >= size:
+            chan.send({"type": "result", "op": "list", "entries": page, "more": True})
+            page = []
+    chan.send({"type": "result", "op": "list", "entries": page, "more": False})
 
 
 def _owner_id(value: object, what: str) -> int:
@@ -156,6 +182,9 @@ def _op(ctx: AgentContext, msg: dict[str, Any]) -> dict[str, Any]:
 def handle_op(chan: Channel, msg: dict[str, Any], ctx: AgentContext) -> None:
     """Answer one `op` message with `result` or `error` (the session goes on either way)."""
     try:
+        if msg.get("op") == "list" and msg.get("page"):
+            _stream_list(chan, ctx, msg)
+            return
         chan.send({"type": "result", "op": msg.get("op"), **_op(ctx, msg)})
     except Refused as exc:
         chan.send({"type": "error", "code": exc.code, "message": str(exc)})

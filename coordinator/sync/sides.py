@@ -196,8 +196,18 @@ class RemoteSide:
             raise SideError(f"{path or '.'}: {msg.get('message')}")
         return msg
 
+    PAGE = 5000  # entries per listing message
+
     def list(self) -> list[Entry]:
-        return [entry_from_attrs(e["path"], e) for e in self.op("list", "")["entries"]]
+        """The remote tree, streamed in pages (a tree of any size; one message holds a page)."""
+        msg = self.op("list", "", page=self.PAGE)
+        out = [entry_from_attrs(e["path"], e) for e in msg["entries"]]
+        while msg.get("more"):
+            msg = self.endpoint.recv(120.0)
+            if msg["type"] == "error":
+                raise SideError(f".: {msg.get('message')}")
+            out.extend(entry_from_attrs(e["path"], e) for e in msg["entries"])
+        return out
 
     def stat(self, path: str) -> Entry | None:
         try:

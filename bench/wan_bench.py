@@ -45,7 +45,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # run as a script: make `bench` importable
     sys.path.insert(0, REPO_ROOT)
 
-from bench.loopback import ensure_ssh_tools, machine_info, prepare_source, same_content  # noqa: E402
+from bench.shared import machine_info, prepare_source, same_content  # noqa: E402
+from bench.sshtools import ensure_ssh_tools  # noqa: E402
 from bench.wan import LinkSpec, WanLink  # noqa: E402
 from common.units import UnitError, parse_size  # noqa: E402
 
@@ -849,7 +850,7 @@ def main(argv: list[str] | None = None) -> int:
                 repeats.append((label, from_json(json.load(fh))))
         plot_goodput(report, a.png, repeats)
     if a.md:
-        from bench.loopback import write_section
+        from bench.shared import write_section
 
         write_section(a.md, text, SECTION)
     return 0 if all(r.status in ("ok", "capped") for r in report.runs) else 1

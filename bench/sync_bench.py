@@ -215,34 +215,50 @@ class _Bench:
 
     # -- 1. local to local
     def local(self, spec: TreeSpec) -> None:
-        cfg, src = self.cfg, self.src
-        d_surge, d_rsync = (
-            os.path.join(self.home, "dst-surge"),
-            os.path.join(self.home, "dst-rsync"),
-        )
+        d_surge = os.path.join(self.home, "dst-surge")
+        d_rsync = os.path.join(self.home, "dst-rsync")
+        initial = self._local_initial(spec, d_surge, d_rsync)
+        self._local_nochange(d_surge, d_rsync, initial)
+        self._local_touched(spec, d_surge, d_rsync, initial)
+        for key in (
+            "surge-nochange",
+            "surge-nochange-anm",
+            "surge-nochange-edot",
+            "rsync-nochange",
+        ):
+            d = d_rsync if key.startswith("rsync") else d_surge
+            self.check_tree(self.report.steps[key], self.src, d)
+
+    def _local_initial(self, spec: TreeSpec, d_surge: str, d_rsync: str) -> Step:
+        src = self.src
         os.sync()
         s = self.run(
             "rsync-initial", "initial: rsync -a", ["rsync", "-a", src + "/", d_rsync + "/"]
         )
         self.check_tree(s, src, d_rsync)
         os.sync()
-        initial = s = self.run(
+        initial = self.run(
             "surge-initial", "initial: surge sync", self.surge("bench", src, d_surge)
         )
-        self.check_tree(s, src, d_surge)
-        self.check_counts(
-            s, f"{spec.files + spec.leaves + spec.fanout + spec.fanout**2} SYNCHRONIZED"
-        )
+        self.check_tree(initial, src, d_surge)
+        dirs = spec.leaves + spec.fanout + spec.fanout**2
+        self.check_counts(initial, f"{spec.files + dirs} SYNCHRONIZED")
+        return initial
+
+    def _local_nochange(self, d_surge: str, d_rsync: str, initial: Step) -> None:
+        """The no-change re-syncs, interleaved, `repeats` times."""
+        src = self.src
         os.sync()
         # The --exclude-dirs-older-than pair: its own first run (not measured; it finds every file
         # already identical at the target) with a limit later than every directory's last change.
         limit = int(time.time()) + 1
         time.sleep(max(0.0, limit + 0.05 - time.time()))
         edot = f"--exclude-dirs-older-than={limit}"
-        setup = s = self.run("surge-edot-first", "setup: first run of the --exclude-dirs-older-than pair",
-                             self.surge("bench-edot", src, d_surge, edot), after=initial)  # fmt: skip
-        self.check_tree(s, src, d_surge)
-        for _ in range(cfg.repeats):
+        setup = self.run("surge-edot-first", "setup: first run of the --exclude-dirs-older-than pair",
+                         self.surge("bench-edot", src, d_surge, edot), after=initial)  # fmt: skip
+        self.check_tree(setup, src, d_surge)
+        needs = {"rsync-nochange": None, "surge-nochange-edot": setup}  # default: initial
+        for _ in range(self.cfg.repeats):
             for step_key, label, cmd in (
                 ("surge-nochange", "no change: surge sync", self.surge("bench", src, d_surge)),
                 ("surge-nochange-anm", "no change: surge sync --assume-no-mods",
@@ -251,40 +267,24 @@ class _Bench:
                  self.surge("bench-edot", src, d_surge, edot)),
                 ("rsync-nochange", "no change: rsync -a", ["rsync", "-a", src + "/", d_rsync + "/"]),
             ):  # fmt: skip
-                needs = (
-                    None
-                    if step_key.startswith("rsync")
-                    else setup
-                    if step_key.endswith("edot")
-                    else initial
-                )
-                s = self.run(step_key, label, cmd, after=needs)
+                s = self.run(step_key, label, cmd, after=needs.get(step_key, initial))
                 if step_key.startswith("surge"):
                     self.check_counts(s, "nothing to do")
+
+    def _local_touched(self, spec: TreeSpec, d_surge: str, d_rsync: str, initial: Step) -> None:
+        cfg, src = self.cfg, self.src
         touched = touch_files(src, spec, cfg.touched)
         self.report.notes.append(f"touched files: one byte appended to {len(touched)} files "
                                  f"({touched[0]}, {touched[1]}, ..., {touched[-1]})")  # fmt: skip
         os.sync()
-        s = self.run(
-            "rsync-touched",
-            f"{cfg.touched} touched: rsync -a",
-            ["rsync", "-a", src + "/", d_rsync + "/"],
-        )
+        rsync = ["rsync", "-a", src + "/", d_rsync + "/"]
+        s = self.run("rsync-touched", f"{cfg.touched} touched: rsync -a", rsync)
         self.check_tree(s, src, d_rsync)
         os.sync()
         s = self.run("surge-touched", f"{cfg.touched} touched: surge sync", self.surge("bench", src, d_surge),
                      after=initial)  # fmt: skip
         self.check_counts(s, f"{cfg.touched} SYNCHRONIZED")
         self.check_tree(s, src, d_surge)
-        for key in (
-            "surge-nochange",
-            "surge-nochange-anm",
-            "surge-nochange-edot",
-            "rsync-nochange",
-        ):
-            self.check_tree(
-                self.report.steps[key], src, d_rsync if key.startswith("rsync") else d_surge
-            )
 
     # -- 2. over loopback SSH
     def remote(self) -> None:

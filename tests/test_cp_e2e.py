@@ -324,3 +324,16 @@ def test_receiver_memory_stays_flat(tmp_path: Path) -> None:
     assert result.ok
     assert (out / "big").stat().st_size == 300 << 20
     assert result.stats["receiver"]["max_rss_bytes"] < 150e6
+
+
+def test_local_copy_when_its_udp_port_is_taken(tmp_path: Path) -> None:
+    """The embedded far end takes another free port when -O's is in use (two local copies at
+    once, or any program on 33001), rather than failing."""
+    src = tmp_path / "f.bin"
+    src.write_bytes(os.urandom(200_000))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        taken = holder.getsockname()[1]
+        done = surge("cp", "-O", str(taken), str(src), str(tmp_path / "out.bin"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()

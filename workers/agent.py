@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.docroot:
         policy = dataclasses.replace(policy, docroot=os.path.realpath(args.docroot), restrictions=())
     ctx = AgentContext(user=user, policy=policy, token_secret=config.token_secret,
-                       udp_ports=ports, bind_host=bind)  # fmt: skip
+                       udp_ports=ports, bind_host=bind,
+                       port_fallback=os.environ.get("SURGE_AGENT_PORT_FALLBACK") == "1")  # fmt: skip
     return serve(sys.stdin.buffer, sys.stdout.buffer, ctx)
 
 

@@ -1,6 +1,7 @@
-"""`promtool` for the tests that check Prometheus configuration and PromQL (test_compose,
-test_dashboard): taken from PATH, else installed with apt-get (Debian's `prometheus` package);
-when that is impossible the tests fail, since a skipped check is not a passed one."""
+"""`promtool` and `prometheus` for the tests that check Prometheus configuration and PromQL
+(test_compose, test_dashboard): taken from PATH, else installed with apt-get (Debian's
+`prometheus` package has both); when that is impossible the tests fail, since a skipped check is
+not a passed one."""
 
 from __future__ import annotations
 
@@ -9,16 +10,24 @@ import shlex
 import shutil
 import subprocess
 
-__all__ = ["ensure_promtool"]
+__all__ = ["ensure_prometheus", "ensure_promtool"]
 
 
 def ensure_promtool() -> str:
-    found = shutil.which("promtool")
+    return _ensure("promtool")
+
+
+def ensure_prometheus() -> str:
+    return _ensure("prometheus")
+
+
+def _ensure(binary: str) -> str:
+    found = shutil.which(binary)
     if found:
         return found
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         raise RuntimeError(
-            "promtool is missing and cannot be installed here (not root or no apt-get)"
+            f"{binary} is missing and cannot be installed here (not root or no apt-get)"
         )
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for cmd in (
@@ -30,7 +39,7 @@ def ensure_promtool() -> str:
             raise RuntimeError(
                 f"{shlex.join(cmd)} failed (exit {p.returncode}): {p.stderr.strip()[-500:]}"
             )
-    found = shutil.which("promtool")
+    found = shutil.which(binary)
     if not found:
-        raise RuntimeError("promtool still missing after installing prometheus")
+        raise RuntimeError(f"{binary} still missing after installing prometheus")
     return found

@@ -42,24 +42,24 @@ class PipeRelay:
         self.fd: int | None = fd
 
     def __call__(self, event: dict[str, object]) -> None:
-        if self.fd is None:
-            return
+        fd = self.fd
         line = json.dumps(event, separators=(",", ":")).encode() + b"\n"
-        if len(line) > _MAX_LINE:
+        if fd is None or len(line) > _MAX_LINE:
             return
         try:
             try:
-                os.write(self.fd, line)
+                os.write(fd, line)
             except BlockingIOError:
                 if event.get("ev") == "update":
                     return
                 poller = select.poll()
-                poller.register(self.fd, select.POLLOUT)
+                poller.register(fd, select.POLLOUT)
                 if poller.poll(_FINISH_WAIT * 1000):
-                    os.write(self.fd, line)
-        except OSError:  # the server is gone (EPIPE) or still full: stop relaying
-            os.close(self.fd)
+                    os.write(fd, line)
+        except OSError:  # the server is gone (EPIPE): stop relaying
             self.fd = None
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def relay_to(fd: int) -> None:

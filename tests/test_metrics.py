@@ -6,6 +6,8 @@ option's errors.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import filecmp
 import os
 import secrets
@@ -23,6 +25,7 @@ from promfix import Samples, parse, prometheus_scrapes, promtool_check, sample, 
 from sshd import HOST, FarEnd, free_tcp_port, free_udp_port, surge_server
 
 from common import metrics
+from common.metrics_relay import PipeRelay, relay_from
 from common.transport.codec import Sealer
 from common.transport.config import SessionConfig
 from common.transport.crypto import derive_protection
@@ -225,6 +228,46 @@ def _receive_until_stopped(sock: socket.socket, session: ReceiverSession, sink: 
         run_receiver(sock, session, sink, stop=stop, linger=0)
     except Exception:  # TransferAborted when stopped: expected
         pass
+
+
+# -- the agent-to-server relay ----------------------------------------------------------------------
+
+
+def test_relay_counts_an_agent_that_dies_mid_session_as_failed() -> None:
+    """Events as an agent writes them; garbage lines are ignored; end of file (the agent died)
+    ends its open session as failed, so nothing stays active."""
+    rfd, wfd = os.pipe()
+    relay = PipeRelay(wfd)
+    before = parse(metrics.exposition())
+    relay({"id": 7, "dir": "recv", "ev": "start", "stats": {"bytes_received": 100}, "active": True})
+    relay({"id": 7, "dir": "recv", "ev": "update", "stats": {"bytes_received": 600, "drops": {"authentication": 2}}})
+    os.write(wfd, b'not json\n{"id": "7", "ev": "finish", "stats": {}, "ok": true}\n[1]\n')
+    relay({"id": 8, "dir": "send", "ev": "update", "stats": {"bytes_sent": 10**9}})  # never started
+    os.close(wfd)
+    asyncio.run(relay_from(rfd))
+    after = parse(metrics.exposition())
+    assert sample(after, "surge_received_bytes_total") - sample(before, "surge_received_bytes_total") == 500
+    assert sample(after, "surge_sent_bytes_total") == sample(before, "surge_sent_bytes_total")
+    assert sample(after, DROPPED, reason="authentication") - sample(before, DROPPED, reason="authentication") == 2
+    sessions = "surge_sessions_total"
+    assert sample(after, sessions, outcome="failed") == sample(before, sessions, outcome="failed") + 1
+    assert sample(after, sessions, outcome="succeeded") == sample(before, sessions, outcome="succeeded")
+    assert sample(after, "surge_sessions_active") == sample(before, "surge_sessions_active")
+
+
+def test_relay_never_blocks_a_transfer_on_a_full_pipe() -> None:
+    rfd, wfd = os.pipe()
+    relay = PipeRelay(wfd)
+    try:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(wfd, b"x" * 4096)
+        started = time.monotonic()
+        relay({"id": 1, "dir": "send", "ev": "update", "stats": {"bytes_sent": 1}})
+        assert time.monotonic() - started < 0.1
+    finally:
+        os.close(rfd)
+        os.close(wfd)
 
 
 # -- the sync engine -------------------------------------------------------------------------------

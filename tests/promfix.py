@@ -32,7 +32,15 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["Prometheus", "ensure_prometheus", "parse", "prometheus_scrapes", "promtool_check", "sample", "scrape"]
+__all__ = [
+    "Prometheus",
+    "ensure_prometheus",
+    "parse",
+    "prometheus_scrapes",
+    "promtool_check",
+    "sample",
+    "scrape",
+]
 
 _READY_SECONDS = 30.0
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -43,22 +51,30 @@ def ensure_prometheus() -> None:
     if shutil.which("promtool") and shutil.which("prometheus"):
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("promtool/prometheus missing and cannot be installed here (not root or no apt-get)")
+        pytest.skip(
+            "promtool/prometheus missing and cannot be installed here (not root or no apt-get)"
+        )
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "prometheus"]):
         p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
         if p.returncode != 0:
             pytest.skip(f"{' '.join(cmd)} failed (exit {p.returncode}): {p.stderr.strip()[-300:]}")
-    assert shutil.which("promtool") and shutil.which("prometheus"), "installed prometheus but no binaries"
+    assert shutil.which("promtool") and shutil.which("prometheus"), (
+        "installed prometheus but no binaries"
+    )
 
 
 def promtool_check(text: str | bytes) -> None:
     """`promtool check metrics` must accept the exposition without a single complaint."""
     ensure_prometheus()
     data = text.encode() if isinstance(text, str) else text
-    p = subprocess.run(["promtool", "check", "metrics"], input=data, capture_output=True, timeout=60)
+    p = subprocess.run(
+        ["promtool", "check", "metrics"], input=data, capture_output=True, timeout=60
+    )
     problems = (p.stdout + p.stderr).decode(errors="replace").strip()
-    assert p.returncode == 0 and not problems, f"promtool check metrics (exit {p.returncode}):\n{problems}"
+    assert p.returncode == 0 and not problems, (
+        f"promtool check metrics (exit {p.returncode}):\n{problems}"
+    )
 
 
 def scrape(url: str) -> tuple[bytes, Samples]:
@@ -152,7 +168,9 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
     deadline = time.monotonic() + _READY_SECONDS
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"prometheus exited with {proc.returncode}: {log.read_text(errors='replace')[-1500:]}")
+            raise RuntimeError(
+                f"prometheus exited with {proc.returncode}: {log.read_text(errors='replace')[-1500:]}"
+            )
         try:
             with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as resp:
                 if resp.status == 200:
@@ -160,4 +178,6 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
         except OSError:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"prometheus not ready after {_READY_SECONDS:g} s: {log.read_text(errors='replace')[-1500:]}")
+    raise RuntimeError(
+        f"prometheus not ready after {_READY_SECONDS:g} s: {log.read_text(errors='replace')[-1500:]}"
+    )

@@ -52,7 +52,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FarEnd, s
 
 
 def _cp(far: FarEnd, *args: str, rate: str = "1g") -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "coordinator.cli", "cp", "-l", rate, "-O", str(free_udp_port()), *far.auth(), *args]
+    argv = [
+        sys.executable,
+        "-m",
+        "coordinator.cli",
+        "cp",
+        "-l",
+        rate,
+        "-O",
+        str(free_udp_port()),
+        *far.auth(),
+        *args,
+    ]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -66,11 +77,17 @@ def _random_file(path: Path, size: int) -> Path:
     return path
 
 
+def delta(after: Samples, before: Samples, name: str, **labels: str) -> float:
+    return sample(after, name, **labels) - sample(before, name, **labels)
+
+
 def _scrape(address: str) -> Samples:
     return scrape(f"http://{address}/metrics")[1]
 
 
-def test_transfers_through_the_server_are_counted(server: tuple[FarEnd, str], tmp_path: Path) -> None:
+def test_transfers_through_the_server_are_counted(
+    server: tuple[FarEnd, str], tmp_path: Path
+) -> None:
     """Upload and download through `surge server`: its endpoint (fed by the agent processes)
     counts the bytes both ways, the sessions by outcome and the RTT; promtool accepts it."""
     far, address = server
@@ -81,18 +98,18 @@ def test_transfers_through_the_server_are_counted(server: tuple[FarEnd, str], tm
     assert far.docroot is not None and filecmp.cmp(src, far.docroot / "up.bin", shallow=False)
     raw, after = scrape(f"http://{address}/metrics")
     promtool_check(raw)
-    got = sample(after, "surge_received_bytes_total") - sample(before, "surge_received_bytes_total")
+    got = delta(after, before, "surge_received_bytes_total")
     assert size <= got <= size * 1.01, got
     ok = "surge_sessions_total"
-    assert sample(after, ok, outcome="succeeded") == sample(before, ok, outcome="succeeded") + 1
-    assert sample(after, ok, outcome="failed") == sample(before, ok, outcome="failed")
+    assert delta(after, before, ok, outcome="succeeded") == 1
+    assert delta(after, before, ok, outcome="failed") == 0
     assert sample(after, "surge_sessions_active") == 0
     assert 0 < sample(after, "surge_rtt_seconds") < 1
     assert sample(after, "surge_transfer_rate_bytes_per_second") > 0
     _finish(_cp(far, far.remote("/up.bin"), str(tmp_path / "down.bin")), far)
     assert filecmp.cmp(src, tmp_path / "down.bin", shallow=False)
     later = _scrape(address)
-    assert sample(later, "surge_sent_bytes_total") - sample(after, "surge_sent_bytes_total") >= size
+    assert delta(later, after, "surge_sent_bytes_total") >= size
     assert sample(later, ok, outcome="succeeded") == sample(after, ok, outcome="succeeded") + 1
 
 
@@ -124,10 +141,12 @@ def test_running_session_shows_progress_and_counts_forged_datagrams(server: tupl
                 forged += 1
             time.sleep(0.3)
     _finish(proc, far)
-    assert len(midway) >= 2 and midway[-1] > midway[0], f"no progress seen during the transfer: {midway}"
+    assert len(midway) >= 2 and midway[-1] > midway[0], (
+        f"no progress seen during the transfer: {midway}"
+    )
     after = _scrape(address)
-    assert sample(after, DROPPED, reason="foreign_session") - sample(before, DROPPED, reason="foreign_session") == forged
-    assert sample(after, DROPPED, reason="malformed") - sample(before, DROPPED, reason="malformed") == forged
+    assert delta(after, before, DROPPED, reason="foreign_session") == forged
+    assert delta(after, before, DROPPED, reason="malformed") == forged
     assert sample(after, "surge_sessions_active") == 0
 
 
@@ -177,14 +196,18 @@ def test_forged_datagrams_to_a_live_receiver_are_dropped_and_counted_by_reason()
     thread.start()
     try:
         sealer = Sealer(derive_protection(config.cipher, config.secret, "data"), config.session_id)
-        wrong_key = Sealer(derive_protection(config.cipher, secrets.token_bytes(32), "data"), config.session_id)
+        wrong_key = Sealer(
+            derive_protection(config.cipher, secrets.token_bytes(32), "data"), config.session_id
+        )
         genuine = _data(sealer, offset=0)
         forged = {
             "authentication": [_data(wrong_key, offset=0) for _ in range(3)],
             "replay": [genuine],  # the second copy of a datagram already accepted
             "out_of_range": [_data(sealer, offset=8192)],
             "version": [bytes([VERSION + 1]) + genuine[1:]],
-            "foreign_session": [genuine[:4] + struct.pack("!Q", config.session_id ^ 1) + genuine[12:]],
+            "foreign_session": [
+                genuine[:4] + struct.pack("!Q", config.session_id ^ 1) + genuine[12:]
+            ],
             "malformed": [b"\x01\x02\x03"],
         }
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
@@ -196,12 +219,12 @@ def test_forged_datagrams_to_a_live_receiver_are_dropped_and_counted_by_reason()
             deadline = time.monotonic() + 10
             while True:  # the session is still running: the counts must show up live
                 now = _scrape(f"{HOST}:{port}")
-                seen = {r: sample(now, DROPPED, reason=r) - sample(before, DROPPED, reason=r) for r in expected}
+                seen = {r: delta(now, before, DROPPED, reason=r) for r in expected}
                 if seen == expected or time.monotonic() > deadline:
                     break
                 time.sleep(0.1)
         assert seen == expected
-        assert sample(now, "surge_sessions_active") == sample(before, "surge_sessions_active") + 1
+        assert delta(now, before, "surge_sessions_active") == 1
         assert thread.is_alive()
         assert [(i, off, len(data)) for i, off, data in sink.writes] == [(0, 0, 1024)]
     finally:
@@ -213,8 +236,8 @@ def test_forged_datagrams_to_a_live_receiver_are_dropped_and_counted_by_reason()
     after = metrics.exposition()
     promtool_check(after)
     failed = "surge_sessions_total"  # cancelled (stopped), not complete: a failed session
-    assert sample(parse(after), failed, outcome="failed") == sample(before, failed, outcome="failed") + 1
-    assert sample(parse(after), "surge_sessions_active") == sample(before, "surge_sessions_active")
+    assert delta(parse(after), before, failed, outcome="failed") == 1
+    assert delta(parse(after), before, "surge_sessions_active") == 0
 
 
 def _data(sealer: Sealer, offset: int) -> bytes:
@@ -223,7 +246,9 @@ def _data(sealer: Sealer, offset: int) -> bytes:
     return bytes(buf[:n])
 
 
-def _receive_until_stopped(sock: socket.socket, session: ReceiverSession, sink: _Sink, stop: threading.Event) -> None:
+def _receive_until_stopped(
+    sock: socket.socket, session: ReceiverSession, sink: _Sink, stop: threading.Event
+) -> None:
     try:
         run_receiver(sock, session, sink, stop=stop, linger=0)
     except Exception:  # TransferAborted when stopped: expected
@@ -240,19 +265,26 @@ def test_relay_counts_an_agent_that_dies_mid_session_as_failed() -> None:
     relay = PipeRelay(wfd)
     before = parse(metrics.exposition())
     relay({"id": 7, "dir": "recv", "ev": "start", "stats": {"bytes_received": 100}, "active": True})
-    relay({"id": 7, "dir": "recv", "ev": "update", "stats": {"bytes_received": 600, "drops": {"authentication": 2}}})
+    relay(
+        {
+            "id": 7,
+            "dir": "recv",
+            "ev": "update",
+            "stats": {"bytes_received": 600, "drops": {"authentication": 2}},
+        }
+    )
     os.write(wfd, b'not json\n{"id": "7", "ev": "finish", "stats": {}, "ok": true}\n[1]\n')
     relay({"id": 8, "dir": "send", "ev": "update", "stats": {"bytes_sent": 10**9}})  # never started
     os.close(wfd)
     asyncio.run(relay_from(rfd))
     after = parse(metrics.exposition())
-    assert sample(after, "surge_received_bytes_total") - sample(before, "surge_received_bytes_total") == 500
-    assert sample(after, "surge_sent_bytes_total") == sample(before, "surge_sent_bytes_total")
-    assert sample(after, DROPPED, reason="authentication") - sample(before, DROPPED, reason="authentication") == 2
+    assert delta(after, before, "surge_received_bytes_total") == 500
+    assert delta(after, before, "surge_sent_bytes_total") == 0
+    assert delta(after, before, DROPPED, reason="authentication") == 2
     sessions = "surge_sessions_total"
-    assert sample(after, sessions, outcome="failed") == sample(before, sessions, outcome="failed") + 1
-    assert sample(after, sessions, outcome="succeeded") == sample(before, sessions, outcome="succeeded")
-    assert sample(after, "surge_sessions_active") == sample(before, "surge_sessions_active")
+    assert delta(after, before, sessions, outcome="failed") == 1
+    assert delta(after, before, sessions, outcome="succeeded") == 0
+    assert delta(after, before, "surge_sessions_active") == 0
 
 
 def test_relay_never_blocks_a_transfer_on_a_full_pipe() -> None:
@@ -293,17 +325,16 @@ def test_sync_counts_files_bytes_and_snapshot(tmp_path: Path) -> None:
     before = parse(metrics.exposition())
     first = run()
     files = "surge_files_total"
-    assert sample(first, files, state="synced") - sample(before, files, state="synced") == 4  # 3 files, 1 dir
-    got = sample(first, "surge_synced_bytes_total") - sample(before, "surge_synced_bytes_total")
-    assert got == sum(sizes.values())
-    assert sample(first, "surge_sent_bytes_total") - sample(before, "surge_sent_bytes_total") >= sum(sizes.values())
+    assert delta(first, before, files, state="synced") == 4  # 3 files, 1 directory
+    assert delta(first, before, "surge_synced_bytes_total") == sum(sizes.values())
+    assert delta(first, before, "surge_sent_bytes_total") >= sum(sizes.values())
     assert sample(first, "surge_files_pending") == 0
     assert sample(first, "surge_snapshot_entries") == 2 * 4  # both sides of each entry
     db = src / ".surge" / "pair.db"
     assert sample(first, "surge_snapshot_size_bytes") >= db.stat().st_size > 0
     (src / "c.txt").unlink()
     second = run()
-    assert sample(second, files, state="deleted") - sample(first, files, state="deleted") == 1
+    assert delta(second, first, files, state="deleted") == 1
     assert sample(second, "surge_snapshot_entries") == 2 * 3
     assert sample(second, "surge_synced_bytes_total") == sample(first, "surge_synced_bytes_total")
 
@@ -321,7 +352,9 @@ def test_bad_metrics_port_is_a_usage_error(value: str) -> None:
     res = _server("--metrics-port", value)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("surge server: error: --metrics-port"), res.stderr
+    assert len(lines) == 1 and lines[0].startswith("surge server: error: --metrics-port"), (
+        res.stderr
+    )
 
 
 def test_metrics_port_in_use_is_a_clear_error() -> None:
@@ -332,4 +365,6 @@ def test_metrics_port_in_use_is_a_clear_error() -> None:
         res = _server("--metrics-port", str(port))
     assert res.returncode == 1
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and f"--metrics-port {port}" in lines[0] and "in use" in lines[0], res.stderr
+    assert len(lines) == 1 and f"--metrics-port {port}" in lines[0] and "in use" in lines[0], (
+        res.stderr
+    )

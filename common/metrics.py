@@ -85,7 +85,8 @@ RTT: Final = Gauge(
 LOSS: Final = Gauge(
     "surge_loss_ratio", "Estimated datagram loss (0-1) of the latest session", registry=REGISTRY
 )
-QUEUE_DELAY: Final = Gauge("surge_queue_delay_seconds", "Queueing delay the latest receiving session measured",
+QUEUE_DELAY: Final = Gauge("surge_queue_delay_seconds",
+                           "Queueing delay of the latest session, as its receiver measured it (senders learn it from feedback)",
                            registry=REGISTRY)  # fmt: skip
 
 # -- sync (coordinator, embedded sync, workers) -------------------------------------------------
@@ -137,7 +138,8 @@ _ids = itertools.count(1)
 # gauges take its latest value ("positive": 0 means "not measured yet" and is not shown).
 _COUNTED: Final = {"send": (("bytes_sent", SENT_BYTES), ("bytes_retransmitted", RETRANSMITTED_BYTES)),
                    "recv": (("bytes_received", RECEIVED_BYTES),)}  # fmt: skip
-_GAUGED: Final = {"send": (("srtt", RTT, True), ("loss", LOSS, False), ("rate_rate", TRANSFER_RATE, True)),
+_GAUGED: Final = {"send": (("srtt", RTT, True), ("loss", LOSS, False), ("rate_rate", TRANSFER_RATE, True),
+                           ("rate_queue_delay", QUEUE_DELAY, False)),
                   "recv": (("srtt", RTT, True), ("sender_rate", TRANSFER_RATE, True),
                            ("queue_delay", QUEUE_DELAY, False))}  # fmt: skip
 STAT_KEYS: Final = frozenset({"drops"} | {k for d in _COUNTED.values() for k, _ in d}

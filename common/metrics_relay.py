@@ -24,10 +24,11 @@ import json
 import os
 import select
 from collections.abc import Mapping
+from typing import BinaryIO
 
 from common import metrics
 
-__all__ = ["PipeRelay", "RelayReceiver", "relay_from", "relay_to"]
+__all__ = ["PipeRelay", "RelayReceiver", "open_relay", "relay_from", "relay_to"]
 
 _MAX_LINE = select.PIPE_BUF  # a write up to this size is atomic: lines never interleave
 _FINISH_WAIT = 5.0  # seconds a start or finish event may wait for room in the pipe
@@ -101,13 +102,19 @@ class RelayReceiver:
         self._open.clear()
 
 
-async def relay_from(fd: int) -> None:
-    """In the server: replay the events an agent writes to the pipe read end `fd` until the
-    agent closes it (exits); closes `fd`."""
+def open_relay() -> tuple[BinaryIO, int]:
+    """A pipe for one agent: (the read end for `relay_from`, the write end for `--metrics-fd`).
+    The read end is a file object, so it is closed even if `relay_from` never runs."""
+    rfd, wfd = os.pipe()
+    return os.fdopen(rfd, "rb", buffering=0), wfd
+
+
+async def relay_from(pipe: BinaryIO) -> None:
+    """In the server: replay the events an agent writes to `pipe` (a read end) until the agent
+    closes it (exits); closes `pipe`."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=_MAX_LINE * 2)
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
-                                                os.fdopen(fd, "rb", buffering=0))  # fmt: skip
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
     receiver = RelayReceiver()
     try:
         while line := await reader.readline():

@@ -25,7 +25,7 @@ from promfix import Samples, parse, prometheus_scrapes, promtool_check, sample, 
 from sshd import HOST, FarEnd, free_tcp_port, free_udp_port, surge_server
 
 from common import metrics
-from common.metrics_relay import PipeRelay, relay_from
+from common.metrics_relay import PipeRelay, open_relay, relay_from
 from common.transport.codec import Sealer
 from common.transport.config import SessionConfig
 from common.transport.crypto import derive_protection
@@ -261,7 +261,7 @@ def _receive_until_stopped(
 def test_relay_counts_an_agent_that_dies_mid_session_as_failed() -> None:
     """Events as an agent writes them; garbage lines are ignored; end of file (the agent died)
     ends its open session as failed, so nothing stays active."""
-    rfd, wfd = os.pipe()
+    pipe, wfd = open_relay()
     relay = PipeRelay(wfd)
     before = parse(metrics.exposition())
     relay({"id": 7, "dir": "recv", "ev": "start", "stats": {"bytes_received": 100}, "active": True})
@@ -276,7 +276,7 @@ def test_relay_counts_an_agent_that_dies_mid_session_as_failed() -> None:
     os.write(wfd, b'not json\n{"id": "7", "ev": "finish", "stats": {}, "ok": true}\n[1]\n')
     relay({"id": 8, "dir": "send", "ev": "update", "stats": {"bytes_sent": 10**9}})  # never started
     os.close(wfd)
-    asyncio.run(relay_from(rfd))
+    asyncio.run(relay_from(pipe))
     after = parse(metrics.exposition())
     assert delta(after, before, "surge_received_bytes_total") == 500
     assert delta(after, before, "surge_sent_bytes_total") == 0

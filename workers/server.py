@@ -17,7 +17,7 @@ from typing import Any
 import asyncssh
 
 from common.metrics import MetricsPortError, parse_metrics_port, serve_metrics
-from common.metrics_relay import relay_from
+from common.metrics_relay import open_relay, relay_from
 from common.serverconfig import ConfigError, ServerConfig, check_password, load_config
 
 __all__ = ["SurgeServer", "main"]
@@ -119,8 +119,8 @@ class SurgeServer:
             # The agent reports its UDP sessions' statistics over this pipe, so that this
             # process's metrics endpoint counts them (see common/metrics_relay.py).
             async with asyncio.TaskGroup() as group:
-                rfd, wfd = os.pipe()
-                group.create_task(relay_from(rfd))
+                pipe, wfd = open_relay()
+                group.create_task(relay_from(pipe))
                 try:
                     agent = await asyncio.create_subprocess_exec(
                         *self._agent_argv(username), "--metrics-fd", str(wfd), pass_fds=(wfd,),

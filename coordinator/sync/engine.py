@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from common import metrics
 from common.filters import compile_filters
 from common.snapshot import Entry, SnapshotError, SqliteSnapshot, default_snapshot_path
 
@@ -84,11 +85,13 @@ class _Run:
     # -- reporting and bookkeeping -----------------------------------------------------------
     def status(self, path: str, status: str) -> None:
         self.report.add(path, status)
+        metrics.file_handled(status)
         if self.emit is not None:
             self.emit(path, status)
 
     def error(self, path: str, message: str) -> None:
         self.report.errors.append((path, message))
+        metrics.file_handled("ERROR")
         if self.emit is not None:
             self.emit(path, f"ERROR: {message}")
 
@@ -153,6 +156,7 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
         except SideError as exc:
             raise SyncError(f"-r: {exc}") from None
         run.report.conflicts = plan.conflicts
+        metrics.files_planned(len(plan.actions))
         try:
             execute(run, plan, progress)
         finally:
@@ -162,6 +166,7 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
         _finish_meta(run)
     finally:
         if run.snap is not None:
+            metrics.sync_finished(run.snap)
             run.snap.close()
         if endpoint is not None:
             try:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from common import metrics
 from common.snapshot import Entry
 
 from ..cp.common import CopyError
@@ -158,6 +159,7 @@ def _transfer(run: _Run, batch: list[Action], upload: bool, local_now: dict[str,
         else:
             rec.pair(path, committed, source)
         run.report.bytes_sent += committed.size
+        metrics.SYNCED_BYTES.inc(committed.size)
         run.status(path, "SYNCHRONIZED")
         if o.remove_after_transfer:
             source_side = run.local if upload else run.remote

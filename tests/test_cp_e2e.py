@@ -226,17 +226,6 @@ def test_unwritable_destination_fails_cleanly(tmp_path: Path) -> None:
     assert "destination" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
-def test_port_in_use_is_named(tmp_path: Path) -> None:
-    f = tmp_path / "f"
-    f.write_text("data")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
-        busy.bind(("127.0.0.1", 0))
-        port = busy.getsockname()[1]
-        res = surge("cp", "-O", str(port), str(f), str(tmp_path / "g"))
-    assert res.returncode == 1
-    assert "-O" in res.stderr and str(port) in res.stderr
-    assert not (tmp_path / "g").exists()
-
 
 def test_existing_file_survives_a_failed_transfer(tmp_path: Path) -> None:
     """Kill the receiving agent mid-transfer: the old destination file is untouched."""

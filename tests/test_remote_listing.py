@@ -41,3 +41,21 @@ def test_pull_of_a_tree_listed_in_many_pages(far: FarEnd, tmp_path: Path, monkey
     got = {str(p.relative_to(local)): p.read_bytes() for p in local.rglob("f*") if p.is_file()}
     want = {str(p.relative_to(remote)): p.read_bytes() for p in remote.rglob("f*") if p.is_file()}
     assert got == want and len(got) == 45
+
+
+def test_remote_udp_port_in_use_is_named(far: FarEnd, tmp_path: Path) -> None:
+    """A far end run by sshd binds the client's -O; when it is taken the error names it (only
+    the embedded local far end falls back to another port)."""
+    import socket
+    import subprocess
+
+    f = tmp_path / "f"
+    f.write_text("data")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        res = subprocess.run([sys.executable, "-m", "coordinator.cli", "cp", *far.auth(), "-O", str(port), str(f),
+                              far.remote("/")], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert res.returncode == 1
+    assert "-O" in res.stderr and str(port) in res.stderr
+    assert far.docroot is not None and not (far.docroot / "f").exists()

@@ -9,15 +9,13 @@ coordinator):
 * :func:`scrape`: one GET of ``/metrics``, parsed (:func:`parse`) into
   ``{(name, labels): value}``; :func:`sample` picks one series.
 
-Both binaries come from Debian's ``prometheus`` package, installed with apt-get when missing;
-only when that is impossible does the test skip (a skip is not a pass).
+Both binaries come from Debian's ``prometheus`` package, installed with apt-get when missing
+(tests/prometheus_tools.py); when that is impossible the test fails.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -29,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
+import prometheus_tools
 from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = [
@@ -47,21 +45,9 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def ensure_prometheus() -> None:
-    """Install Debian's prometheus package (promtool and the server) when either is missing."""
-    if shutil.which("promtool") and shutil.which("prometheus"):
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip(
-            "promtool/prometheus missing and cannot be installed here (not root or no apt-get)"
-        )
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "prometheus"]):
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-        if p.returncode != 0:
-            pytest.skip(f"{' '.join(cmd)} failed (exit {p.returncode}): {p.stderr.strip()[-300:]}")
-    assert shutil.which("promtool") and shutil.which("prometheus"), (
-        "installed prometheus but no binaries"
-    )
+    """promtool and the prometheus server, from PATH or installed (tests/prometheus_tools.py)."""
+    prometheus_tools.ensure_promtool()
+    prometheus_tools.ensure_prometheus()
 
 
 def promtool_check(text: str | bytes) -> None:

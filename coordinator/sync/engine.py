@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from common import metrics
 from common.filters import compile_filters
 from common.snapshot import (
     Entry,
@@ -29,8 +30,10 @@ from common.snapshot import (
 from ..cp.common import CopyError
 from ..cp.endpoint import Endpoint, EndpointError
 from .decide import Action, Plan, plan_bidi, plan_one_way
+from .dedup import plan_dedup
+from .metadata import MetadataPolicy
 from .record import Recorder
-from .scan import ScanResult, fill_checksums, scan_tree
+from .scan import SKIP_SUFFIXES, ScanResult, fill_checksums, scan_tree
 from .sides import LocalSide, RemoteSide, SideError
 from .transfer import Dispatcher, InProcessDispatcher, connect_far_end
 
@@ -82,17 +85,21 @@ class _Run:
         self.remote: LocalSide | RemoteSide = (LocalSide(opts.remote_dir) if endpoint is None or opts.host is None
                                                else RemoteSide(endpoint, opts.remote_dir))  # fmt: skip
         self.filters = compile_filters(opts.filters)
+        self.metadata = MetadataPolicy(opts, self.local, self.remote)
+        self.old_dirs: list[str] = []  # not scanned: older than --exclude-dirs-older-than
         self.snap: SnapshotStore | None = None
         self.recorder: Recorder
 
     # -- reporting and bookkeeping -----------------------------------------------------------
     def status(self, path: str, status: str) -> None:
         self.report.add(path, status)
+        metrics.file_handled(status)
         if self.emit is not None:
             self.emit(path, status)
 
     def error(self, path: str, message: str) -> None:
         self.report.errors.append((path, message))
+        metrics.file_handled("ERROR")
         if self.emit is not None:
             self.emit(path, f"ERROR: {message}")
 
@@ -108,7 +115,10 @@ class _Run:
                 if before is None or before.kind != "dir":
                     return False
                 if limit is not None:
-                    return max(st.st_mtime_ns, before.rmtime_ns) / 1e9 < limit
+                    old = max(st.st_mtime_ns, before.rmtime_ns) / 1e9 < limit
+                    if old:
+                        self.old_dirs.append(path)
+                    return old
                 return st.st_mtime_ns == before.mtime_ns
 
         return scan_tree(o.local_dir, filters=self.filters, symlinks=o.symbolic_links, skip_dir=skip_dir,
@@ -122,7 +132,7 @@ class _Run:
             return result.entries
         entries = {}
         for e in self.remote.list():
-            if e.path.split("/")[0] in (".surge", ".private-asp") or e.path.endswith((".partial", ".aspx")):
+            if e.path.split("/")[0] in (".surge", ".private-asp") or e.path.endswith(SKIP_SUFFIXES):
                 continue
             if self.filters and self.filters.excluded(e.path, e.kind == "dir"):
                 continue
@@ -158,13 +168,17 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
         except SideError as exc:
             raise SyncError(f"-r: {exc}") from None
         run.report.conflicts = plan.conflicts
+        metrics.files_planned(len(plan.actions))
         try:
             execute(run, plan, progress)
         finally:
             run.recorder.flush()
+        if opts.clean_excluded:
+            _clean_excluded(run)
         _finish_meta(run)
     finally:
         if run.snap is not None:
+            metrics.sync_finished(run.snap)
             run.snap.close()
         if endpoint is not None:
             try:
@@ -274,12 +288,14 @@ def _plan(run: _Run) -> Plan:
                             delete_before=o.delete_before, use_checksum=use_checksum,
                             file_rename=o.scan_file_rename, dir_rename=o.scan_dir_rename,
                             deletes_allowed=local_ok, excluded=excluded)  # fmt: skip
+        plan = plan_dedup(plan, o.dedup, local.entries, snap_local)
     elif o.direction == "pull":
         assert remote is not None
         plan = plan_one_way(remote, local.entries, {p: e for p, e in snap_remote.items() if not excluded(p, e.kind == "dir")},
                             overwrite=o.overwrite, mirror=o.mirror, ignore_delete=o.ignore_delete,
                             delete_before=o.delete_before, use_checksum=use_checksum,
                             deletes_allowed=remote_ok, excluded=excluded)  # fmt: skip
+        plan = plan_dedup(plan, o.dedup, remote, snap_remote)
         plan.actions = [Action(a.kind, a.path, False, a.source, a.old_path, a.reason) for a in plan.actions]
     else:
         assert remote is not None
@@ -310,3 +326,18 @@ def _checksums(run: _Run, local: dict[str, Entry], snap_local: dict[str, Entry],
 
 
 __all__ += ["SyncError"]
+
+
+def _clean_excluded(run: _Run) -> None:
+    """--clean-excluded: forget directories excluded by path, and what lies below directories
+    excluded by age (their own record stays, so that later runs still skip them)."""
+    snap = run.snap
+    assert snap is not None
+    for side in ("local", "remote"):
+        gone = [e.path for e in snap.iter_side(side) if e.kind == "dir" and run.filters
+                and run.filters.excluded(e.path, True)]  # fmt: skip
+        for old in run.old_dirs:
+            keep = snap.get(side, old)
+            snap.apply(side, delete_trees=[old], upserts=[keep] if keep is not None else [])
+        if gone:
+            snap.apply(side, delete_trees=gone)

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from common.cluster.jobs import JobStore
 from common.cluster.schema import FileRef, TaskSpec
 from coordinator.cp.common import CopyError
@@ -172,8 +174,14 @@ def _lease(store: JobStore, spec: TaskSpec, worker: str) -> Iterator[None]:
 
     def renew() -> None:
         while not stop.wait(store.lease_ms / 3000):
-            if not store.renew_lease(spec.job, spec.task, worker):
-                log.warning("task %s: lost its lease (Redis unreachable or expired)", spec.task)
+            try:
+                held = store.renew_lease(spec.job, spec.task, worker)
+            except RedisError as exc:
+                held, why = False, str(exc)
+            else:
+                why = "expired"
+            if not held:  # the work is idempotent: finish it; a second runner only repeats it
+                log.warning("task %s: could not renew its lease (%s)", spec.task, why)
 
     thread = threading.Thread(target=renew, name=f"surge-lease-{spec.task}", daemon=True)
     thread.start()
@@ -182,7 +190,10 @@ def _lease(store: JobStore, spec: TaskSpec, worker: str) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
-        store.release_lease(spec.job, spec.task, worker)
+        try:
+            store.release_lease(spec.job, spec.task, worker)
+        except RedisError as exc:  # it expires by itself; do not hide the task's own outcome
+            log.warning("task %s: could not release its lease: %s", spec.task, exc)
 
 
 RUNNERS: dict[str, Callable[..., Outcome]] = {

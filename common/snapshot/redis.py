@@ -316,7 +316,10 @@ class RedisSnapshot:
         # entry leaves nothing applied.
         trees = [_tree_range(top) for top in _paths("delete_trees", delete_trees)]
         dels = [path_sort_key(check_path(p)) for p in _paths("deletes", deletes)]
-        ups = {path_sort_key(e.path): pack(e) for e in upserts}
+        ups = {}
+        for e in upserts:
+            value = pack(e)  # first: it refuses what is not an Entry
+            ups[path_sort_key(e.path)] = value
         with self._mutex, self._errors():
             self._apply_keys(side, trees, dels, ups)
 

@@ -22,6 +22,9 @@ in the compact listpack encoding."""
 BUCKET_FILL: Final = 96
 """Fields per bucket after a split: room for updates before the next split."""
 
+HDEL_ARGS: Final = 1000
+"""Fields per HDEL command in the write script."""
+
 Command = tuple[str, str | bytes, list[object]]
 
 
@@ -44,6 +47,7 @@ class Buckets:
 class Plan:
     state: Buckets
     trees: list[tuple[bytes, bytes]]
+    """Deleted key ranges, sorted and disjoint."""
     dropped: list[int]
     """Bucket indexes wholly inside a deleted tree, or empty: deleted, range merged leftwards."""
     reads: list[int]
@@ -82,9 +86,9 @@ class Plan:
                         cmds.append(("HSET", key, [x for kv in chunk.items() for x in kv]))
                 counts[i] = len(chunks[0])
                 continue
-            if dels:
+            for at in range(0, len(dels), HDEL_ARGS):  # Lua's unpack() takes ~8000 at most
                 counted.append((len(cmds), i, -1))
-                cmds.append(("HDEL", key, list(dels)))
+                cmds.append(("HDEL", key, list(dels[at : at + HDEL_ARGS])))
             if ups:
                 counted.append((len(cmds), i, 1))
                 cmds.append(("HSET", key, [x for kv in ups.items() for x in kv]))
@@ -102,9 +106,12 @@ class Plan:
     ) -> list[dict[bytes, bytes]] | None:
         """The bucket's new contents cut into chunks of at most BUCKET_MAX, or None if unchanged."""
         before = len(content)
-        for lo, hi in self.trees:
-            for k in [k for k in content if lo <= k < hi]:
-                del content[k]
+        if self.trees:
+            lows = [lo for lo, _ in self.trees]
+            for k in list(content):
+                i = bisect.bisect_right(lows, k) - 1
+                if i >= 0 and k < self.trees[i][1]:
+                    del content[k]
         for k in dels:
             content.pop(k, None)
         if not ups and len(content) == before:
@@ -135,7 +142,7 @@ def plan_writes(
     dropped.update(i for i in range(1, n) if state.counts[i] == 0)
     survivors = [i for i in range(n) if i not in dropped]
     bounds = [state.bounds[i] for i in survivors]
-    plan = Plan(state, trees, sorted(dropped), [])
+    plan = Plan(state, _merged(trees), sorted(dropped), [])
     for k in dels:
         plan.dels.setdefault(survivors[bisect.bisect_right(bounds, k) - 1], []).append(k)
     for k, v in ups.items():
@@ -143,3 +150,13 @@ def plan_writes(
     full = {i for i, u in plan.ups.items() if state.counts[i] + len(u) > BUCKET_MAX}
     plan.reads = sorted((edges - dropped) | full)
     return plan
+
+
+def _merged(ranges: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    out: list[tuple[bytes, bytes]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out

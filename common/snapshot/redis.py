@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Iterator
-from typing import Final
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Final, cast
 
 import redis
 
@@ -103,6 +103,10 @@ class RedisSnapshot:
         self.prefix: Final = f"surge:snap:{pair}"
         self._owns_client = isinstance(client, str)
         self._r = connect(client) if isinstance(client, str) else client
+        if self._r.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError(
+                "RedisSnapshot needs a client with bytes replies (decode_responses off)"
+            )
         self._where = self._describe()
         self._mutex = threading.RLock()
         self._run = self._r.register_script(_RUN)
@@ -147,12 +151,14 @@ class RedisSnapshot:
         """Every key of the pair but the lock, found by SCAN so that a damaged layout goes too."""
         pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix) + ":*"
         lock_key = f"{self.prefix}:lock".encode()
-        doomed = [k for k in self._r.scan_iter(match=pattern, count=1000) if k != lock_key]
+        doomed: list[bytes | str] = [
+            k for k in self._r.scan_iter(match=pattern, count=1000) if k != lock_key
+        ]
         for i in range(0, len(doomed), 1000):
             self._write([("UNLINK", k, []) for k in doomed[i : i + 1000]])
 
     def _load_buckets(self, side: str) -> Buckets:
-        idx = self._r.hgetall(f"{self.prefix}:{side}:idx")
+        idx = cast(dict[bytes, bytes], self._r.hgetall(f"{self.prefix}:{side}:idx"))
         try:
             pairs = sorted((bound, int(bucket_id)) for bound, bucket_id in idx.items())
             valid = not pairs or (pairs[0][0] == b"" and len({i for _, i in pairs}) == len(pairs))
@@ -208,13 +214,13 @@ class RedisSnapshot:
             self._buckets = {s: self._load_buckets(s) for s in ("local", "remote")}
         return self._buckets[side]
 
-    def _check_lock(self, value: bytes | None) -> None:
+    def _check_lock(self, value: object) -> None:
         assert self._lock is not None
         if value != self._lock.token:
             self._lock.lost = True
             raise SnapshotError(self._lost_message())
 
-    def _read(self, queue: list[tuple[str, ...]]) -> list[object]:
+    def _read(self, queue: Sequence[tuple[object, ...]]) -> list[Any]:
         """One pipeline: the lock check, then ``queue`` (command, key, args...)."""
         assert self._lock is not None
         pipe = self._r.pipeline(transaction=False)
@@ -229,11 +235,11 @@ class RedisSnapshot:
         """All ``commands`` in one Lua script after the lock check: atomic, one round trip."""
         assert self._lock is not None
         keys: dict[str | bytes, int] = {self._lock.key: 1}
-        args: list[object] = [self._lock.token]
+        args: list[Any] = [self._lock.token]
         for name, key, cmd_args in commands:
             index = keys.setdefault(key, len(keys) + 1)
             args += [name, index, len(cmd_args), *cmd_args]
-        return self._run(keys=list(keys), args=args)  # type: ignore[no-any-return]
+        return cast(list[int], self._run(keys=list(keys), args=args))
 
     # -- SnapshotStore --------------------------------------------------------------------------
 
@@ -245,7 +251,7 @@ class RedisSnapshot:
             for i in range(0, len(ids), READ_BUCKETS):
                 chunk = ids[i : i + READ_BUCKETS]
                 for bucket in self._read([("HGETALL", self._bucket_key(side, b)) for b in chunk]):
-                    for key, value in bucket.items():  # type: ignore[attr-defined]
+                    for key, value in bucket.items():
                         e = unpack(key, value)
                         out[e.path] = e
             return out
@@ -256,7 +262,7 @@ class RedisSnapshot:
         with self._mutex, self._errors():
             bucket = self._state(side).find(key)
             (value,) = self._read([("HGET", self._bucket_key(side, bucket), key)])
-            return None if value is None else unpack(key, value)  # type: ignore[arg-type]
+            return None if value is None else unpack(key, value)
 
     def iter_side(self, side: str, prefix: str = "") -> Iterator[Entry]:
         check_side(side)
@@ -292,7 +298,7 @@ class RedisSnapshot:
             for bucket in replies:
                 rows.extend(
                     (k, v)
-                    for k, v in bucket.items()  # type: ignore[attr-defined]
+                    for k, v in bucket.items()
                     if (k >= low if inclusive else k > low) and (high is None or k < high)
                 )
             i = j
@@ -338,7 +344,7 @@ class RedisSnapshot:
             [("HGETALL", self._bucket_key(side, state.ids[i])) for i in plan.reads]
         )
         commands, new_state = plan.commands(
-            dict(zip(plan.reads, contents, strict=True)),  # type: ignore[arg-type]
+            dict(zip(plan.reads, contents, strict=True)),
             lambda bucket_id: self._bucket_key(side, bucket_id),
             f"{self.prefix}:{side}:idx",
         )
@@ -367,7 +373,7 @@ class RedisSnapshot:
         with self._mutex, self._errors():
             self._state("local")
             (value,) = self._read([("HGET", f"{self.prefix}:meta", key)])
-        return None if value is None else value.decode()  # type: ignore[attr-defined]
+        return None if value is None else value.decode()
 
     def set_meta(self, key: str, value: str | None) -> None:
         if not isinstance(key, str) or not key:
@@ -388,7 +394,7 @@ class RedisSnapshot:
         """Redis memory of the pair's keys: MEMORY USAGE of every key, or of an even sample of
         SIZE_SAMPLE buckets per side scaled to all of them."""
         with self._mutex, self._errors():
-            total = 0
+            total = 0.0
             fixed = [
                 f"{self.prefix}:{name}" for name in ("info", "meta", "local:idx", "remote:idx")
             ]
@@ -401,7 +407,7 @@ class RedisSnapshot:
                 queue += [("MEMORY", "USAGE", self._bucket_key(side, b)) for b in sample]
                 scale += [len(ids) / len(sample)] * len(sample)
             for used, factor in zip(self._read(queue), scale, strict=True):
-                total += int(used or 0) * factor  # type: ignore[call-overload]
+                total += int(used or 0) * factor
             return int(total)
 
     def reset(self) -> None:

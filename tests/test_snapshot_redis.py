@@ -148,6 +148,14 @@ def test_a_lost_lock_stops_every_call_and_writes_nothing(client: redis.Redis, pa
     assert client.get(f"surge:snap:{pair}:lock") == b"other-host:1:ffff"  # not ours to delete
 
 
+def wait_loaded(url: str) -> None:
+    """Until a restarted Redis has read its append-only file (it answers LOADING before)."""
+    with redis.Redis.from_url(url) as r:
+        deadline = time.monotonic() + 10
+        while r.info("persistence").get("loading") and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
 # -- Redis restarts ------------------------------------------------------------------------------
 
 
@@ -182,6 +190,7 @@ def test_a_redis_restart_with_persistence_carries_on() -> None:
         store.set_meta("checksum", "sha1")
         before = store.load("local")
         srv.restart(kill=False)
+        wait_loaded(srv.url)
         assert store.load("local") == before
         store.apply("local", [entry("after")], delete_trees=["d"])
         assert [e.path for e in store.iter_side("local")] == ["after"]

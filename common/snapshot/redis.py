@@ -159,21 +159,32 @@ class RedisSnapshot:
 
     def _load_buckets(self, side: str) -> Buckets:
         idx = cast(dict[bytes, bytes], self._r.hgetall(f"{self.prefix}:{side}:idx"))
-        try:
-            pairs = sorted((bound, int(bucket_id)) for bound, bucket_id in idx.items())
-            valid = not pairs or (pairs[0][0] == b"" and len({i for _, i in pairs}) == len(pairs))
-        except ValueError:
+        try:  # bound -> b"<id>:<plen>"
+            rows = sorted((b, int(v.split(b":")[0]), int(v.split(b":")[1])) for b, v in idx.items())
+            valid = not rows or (rows[0][0] == b"" and len({r[1] for r in rows}) == len(rows))
+            valid = valid and all(0 <= r[2] <= len(r[0]) for r in rows)
+        except (ValueError, IndexError):
             valid = False
         if not valid:
             raise SnapshotError(f"{self._where} is corrupt (bucket index of the {side} side);"
                                 " rebuild it with -x (--reset)")  # fmt: skip
-        if not pairs:
-            pairs = [(b"", 0)]
+        rows = rows or [(b"", 0, 0)]
         pipe = self._r.pipeline(transaction=False)
-        for _, bucket_id in pairs:
-            pipe.hlen(self._bucket_key(side, bucket_id))
+        for row in rows:
+            pipe.hlen(self._bucket_key(side, row[1]))
         counts = pipe.execute()
-        return Buckets([b for b, _ in pairs], [i for _, i in pairs], counts)
+        return Buckets([r[0] for r in rows], [r[1] for r in rows], counts, [r[2] for r in rows])
+
+    def _read_buckets(
+        self, state: Buckets, side: str, first: int, end: int
+    ) -> list[dict[bytes, bytes]]:
+        """Buckets ``first`` .. ``end - 1`` in one pipeline, fields prefixed back to full keys."""
+        replies = self._read([("HGETALL", self._bucket_key(side, b)) for b in state.ids[first:end]])
+        out = []
+        for i, fields in enumerate(replies, first):
+            prefix = state.prefix(i)
+            out.append({prefix + f: v for f, v in fields.items()} if prefix else fields)
+        return out
 
     def _bucket_key(self, side: str, bucket_id: int) -> str:
         return f"{self.prefix}:{side}:b:{bucket_id}"
@@ -246,11 +257,10 @@ class RedisSnapshot:
     def load(self, side: str) -> dict[str, Entry]:
         check_side(side)
         with self._mutex, self._errors():
-            ids = list(self._state(side).ids)
+            state = self._state(side)
             out: dict[str, Entry] = {}
-            for i in range(0, len(ids), READ_BUCKETS):
-                chunk = ids[i : i + READ_BUCKETS]
-                for bucket in self._read([("HGETALL", self._bucket_key(side, b)) for b in chunk]):
+            for i in range(0, len(state.ids), READ_BUCKETS):
+                for bucket in self._read_buckets(state, side, i, i + READ_BUCKETS):
                     for key, value in bucket.items():
                         e = unpack(key, value)
                         out[e.path] = e
@@ -260,8 +270,13 @@ class RedisSnapshot:
         check_side(side)
         key = path_sort_key(check_path(path))
         with self._mutex, self._errors():
-            bucket = self._state(side).find(key)
-            (value,) = self._read([("HGET", self._bucket_key(side, bucket), key)])
+            state = self._state(side)
+            i = state.index(key)
+            if not key.startswith(state.prefix(i)):  # outside the bucket's shared prefix
+                self._read([])
+                return None
+            field = key[state.plens[i] :]
+            (value,) = self._read([("HGET", self._bucket_key(side, state.ids[i]), field)])
             return None if value is None else unpack(key, value)
 
     def iter_side(self, side: str, prefix: str = "") -> Iterator[Entry]:
@@ -294,8 +309,7 @@ class RedisSnapshot:
             ):
                 want += max(state.counts[j], 1)
                 j += 1
-            replies = self._read([("HGETALL", self._bucket_key(side, b)) for b in state.ids[i:j]])
-            for bucket in replies:
+            for bucket in self._read_buckets(state, side, i, j):
                 rows.extend(
                     (k, v)
                     for k, v in bucket.items()
@@ -418,7 +432,7 @@ class RedisSnapshot:
                 doomed += [self._bucket_key(side, b) for b in self._state(side).ids]
             for i in range(0, len(doomed), 1000):
                 self._write([("UNLINK", k, []) for k in doomed[i : i + 1000]])
-            self._buckets = {side: Buckets([b""], [0], [0]) for side in ("local", "remote")}
+            self._buckets = {s: Buckets([b""], [0], [0], [0]) for s in ("local", "remote")}
 
     def close(self) -> None:
         with self._mutex:

@@ -118,7 +118,8 @@ def test_the_lock_of_a_killed_sync_expires_after_its_ttl(
             try:
                 store = RedisSnapshot(client, pair)
                 break
-            except SnapshotError:
+            except SnapshotError as exc:
+                assert "another sync" in str(exc), exc
                 assert time.monotonic() < deadline, "the lock of a killed sync never expired"
                 time.sleep(0.1)
         with store:

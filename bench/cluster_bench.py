@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,7 +159,7 @@ def _sync(far: object, name: str, src: Path, dst: str, url: str, *extra: str) ->
     return seconds
 
 
-def run_bench(cfg: ClusterBenchConfig, log=print) -> Results:  # type: ignore[no-untyped-def]
+def run_bench(cfg: ClusterBenchConfig, log: Callable[[str], object] = print) -> Results:
     from redis_server import redis_server
     from sshd import surge_server
 

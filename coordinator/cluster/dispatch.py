@@ -52,6 +52,7 @@ class _Split:
     count: int
     seen: set[int] = field(default_factory=set)
     failed: str | None = None
+    parts: list[TaskSpec] = field(default_factory=list)
 
 
 class JobFollower:
@@ -70,7 +71,11 @@ class JobFollower:
         self.flush = flush
         self._events_key = key("job", job_id, "events")
         self.resolved: set[str] = set()
-        self.splits = {t.range.path: _Split(t.range.count) for t in tasks if t.range is not None}
+        self.splits: dict[str, _Split] = {}
+        for t in tasks:
+            if t.range is not None:
+                self.splits.setdefault(t.range.path, _Split(t.range.count)).parts.append(t)
+        self._options: dict[str, Any] | None = None
         self.outstanding = {f.path for t in tasks for f in t.files} | set(self.splits)
 
     def run(self) -> dict[str, Any]:
@@ -154,8 +159,8 @@ class JobFollower:
 
     @property
     def jobs_options(self) -> dict[str, Any]:
-        if not hasattr(self, "_options"):
-            self._options: dict[str, Any] = self._job().get("options", {})
+        if self._options is None:
+            self._options = dict(self._job().get("options", {}))
         return self._options
 
     def _resolve(self, path: str) -> None:
@@ -171,12 +176,11 @@ class JobFollower:
         if not self.outstanding:
             return
         states = self._call(self.jobs.task_states, self.job_id)
-        for path in self.splits:  # parts whose events a dead coordinator took
-            parts = [t for t in self.tasks.values() if t.range is not None and t.range.path == path]
+        for path, split in self.splits.items():  # parts whose events a dead coordinator took
             if path in self.outstanding and all(
-                states.get(t.task, {}).get("state") == "succeeded" for t in parts
+                states.get(t.task, {}).get("state") == "succeeded" for t in split.parts
             ):
-                self._finalize(path, parts[0])
+                self._finalize(path, split.parts[0])
         for t in self.tasks.values():
             paths = [t.range.path] if t.range is not None else [f.path for f in t.files]
             st = states.get(t.task, {})

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 __all__ = ["main"]
 
 
 def main(argv: Sequence[str]) -> int:
+    from common.cluster.connect import ClusterError
     from common.filters import FilterError
     from common.logs import configure_logging
+    from common.snapshot import SnapshotError
 
-    from .engine import SyncError, run_sync
+    from .engine import SyncError
     from .options import InfoRequest, OptionError, parse_sync_args
 
     try:
@@ -26,6 +29,8 @@ def main(argv: Sequence[str]) -> int:
     if opts.continuous:
         print("surge sync: error: -C: continuous mode is not available yet; run without -C", file=sys.stderr)
         return 2
+    if opts.cluster is not None and opts.detach:
+        return _submit(opts, argv)
     log = configure_logging("surge-sync", opts.log_dir, opts.log_size, opts.debug)
     width = 40
 
@@ -35,8 +40,11 @@ def main(argv: Sequence[str]) -> int:
             print(f"{'/' + path:<{width}} {status}", flush=True)
 
     try:
-        report = run_sync(opts, emit=emit)
-    except SyncError as exc:
+        report = _run(opts, emit)
+    except ClusterError as exc:  # Redis unusable: exit 1, as `surge worker` and the engine
+        print(f"surge sync: error: {exc}", file=sys.stderr)
+        return 1
+    except (SyncError, SnapshotError) as exc:
         print(f"surge sync: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -50,3 +58,27 @@ def main(argv: Sequence[str]) -> int:
     for path, message in report.errors:
         print(f"surge sync: error: {path}: {message}", file=sys.stderr)
     return 0 if report.ok else 1
+
+
+def _run(opts: Any, emit: Callable[[str, str], None]) -> Any:
+    if opts.cluster is None:
+        from .engine import run_sync
+
+        return run_sync(opts, emit=emit)
+    from coordinator.cluster.syncrun import lock_ttl_from_env, run_cluster_sync
+
+    return run_cluster_sync(opts, emit=emit, lock_ttl_s=lock_ttl_from_env())
+
+
+def _submit(opts: Any, argv: Sequence[str]) -> int:
+    """--detach: queue the sync for `surge coordinator` and print the job id."""
+    from common.cluster.connect import ClusterError
+    from coordinator.cluster.syncrun import submit
+
+    try:
+        job = submit(opts, argv)
+    except ClusterError as exc:  # Redis unusable: exit 1, as `surge worker` and the engine
+        print(f"surge sync: error: {exc}", file=sys.stderr)
+        return 1
+    print(job)
+    return 0

@@ -19,9 +19,15 @@ from typing import Any
 
 from common import metrics
 from common.filters import compile_filters
-from common.snapshot import Entry, SnapshotError, SqliteSnapshot, default_snapshot_path
+from common.snapshot import (
+    Entry,
+    SnapshotError,
+    SnapshotStore,
+    SqliteSnapshot,
+    default_snapshot_path,
+)
 
-from ..cp.common import CopyError, hello
+from ..cp.common import CopyError
 from ..cp.endpoint import Endpoint, EndpointError
 from .decide import Action, Plan, plan_bidi, plan_one_way
 from .dedup import plan_dedup
@@ -29,7 +35,7 @@ from .metadata import MetadataPolicy
 from .record import Recorder
 from .scan import SKIP_SUFFIXES, ScanResult, fill_checksums, scan_tree
 from .sides import LocalSide, RemoteSide, SideError
-from .transfer import copy_options
+from .transfer import Dispatcher, InProcessDispatcher, connect_far_end
 
 __all__ = ["SyncError", "SyncReport", "run_sync"]
 
@@ -68,8 +74,10 @@ def _signature_ok(root: str, signature: str | None) -> bool:
 
 
 class _Run:
-    def __init__(self, opts: Any, endpoint: Endpoint | None, emit: Callable[[str, str], None] | None) -> None:
+    def __init__(self, opts: Any, endpoint: Endpoint | None, emit: Callable[[str, str], None] | None,
+                 dispatcher: Dispatcher) -> None:  # fmt: skip
         self.opts = opts
+        self.dispatcher = dispatcher
         self.endpoint = endpoint
         self.emit = emit
         self.report = SyncReport()
@@ -79,7 +87,7 @@ class _Run:
         self.filters = compile_filters(opts.filters)
         self.metadata = MetadataPolicy(opts, self.local, self.remote)
         self.old_dirs: list[str] = []  # not scanned: older than --exclude-dirs-older-than
-        self.snap: SqliteSnapshot | None = None
+        self.snap: SnapshotStore | None = None
         self.recorder: Recorder
 
     # -- reporting and bookkeeping -----------------------------------------------------------
@@ -134,18 +142,22 @@ class _Run:
 
 def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = None,
              emit: Callable[[str, str], None] | None = None,
-             progress: Callable[[dict[str, Any]], None] | None = None) -> SyncReport:  # fmt: skip
+             progress: Callable[[dict[str, Any]], None] | None = None,
+             open_snapshot: Callable[[Any], SnapshotStore] | None = None,
+             dispatcher: Dispatcher | None = None) -> SyncReport:  # fmt: skip
     """Run one synchronization of the pair `opts.name`. Raises SyncError for a problem that
-    stops it; per-file problems are in the report."""
+    stops it; per-file problems are in the report. The snapshot store and the dispatcher
+    default to the embedded ones (SQLite beside the local tree, transfers in this process);
+    the cluster passes Redis and Celery ones."""
     from .execute import execute
 
     started = time.monotonic()
     _check_dirs(opts)
     endpoint = _connect(opts, endpoint_factory)
-    run = _Run(opts, endpoint, emit)
+    run = _Run(opts, endpoint, emit, dispatcher or InProcessDispatcher())
     try:
         try:
-            run.snap = SqliteSnapshot(default_snapshot_path(opts.local_dir, opts.name, opts.local_db_dir))
+            run.snap = (open_snapshot or _sqlite_snapshot)(opts)
         except SnapshotError as exc:
             raise SyncError(str(exc)) from None
         _check_snapshot_meta(run)
@@ -178,6 +190,10 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
     return run.report
 
 
+def _sqlite_snapshot(opts: Any) -> SnapshotStore:
+    return SqliteSnapshot(default_snapshot_path(opts.local_dir, opts.name, opts.local_db_dir))
+
+
 def _check_dirs(opts: Any) -> None:
     for option, path, local in (("-d", opts.local_dir, True), ("-r", opts.remote_dir, opts.host is None)):
         if not local:
@@ -198,19 +214,10 @@ def _check_dirs(opts: Any) -> None:
 
 
 def _connect(opts: Any, factory: Callable[[Any], Endpoint] | None) -> Endpoint:
-    from ..cp.client import default_endpoint
-    from ..cp.remote import Route
-
-    copts = copy_options(opts, opts.local_dir, opts.remote_dir)
     try:
-        if factory is not None:
-            endpoint = factory(opts)
-        else:
-            endpoint = default_endpoint(copts, Route("push", opts.host, opts.user, (opts.local_dir,), opts.remote_dir))
-        hello(endpoint, copts)
-    except (EndpointError, CopyError) as exc:
+        return connect_far_end(opts, factory)
+    except CopyError as exc:
         raise SyncError(str(exc)) from None
-    return endpoint
 
 
 def _check_remote_root(run: _Run) -> None:

@@ -20,7 +20,7 @@ from common.snapshot import Entry
 from ..cp.common import CopyError
 from .decide import Action, Plan
 from .sides import SideError
-from .transfer import send_files
+from .transfer import TransferRequest
 
 if TYPE_CHECKING:
     from .engine import _Run
@@ -140,7 +140,6 @@ def _simple(run: _Run, a: Action, now: tuple[Entry | None, Entry | None], side: 
 def _transfer(run: _Run, batch: list[Action], upload: bool, local_now: dict[str, Entry],
               remote_now: dict[str, Entry], progress: Callable[[dict[str, Any]], None] | None) -> None:  # fmt: skip
     o = run.opts
-    assert run.endpoint is not None
     rec = run.recorder
     entries = [a.source for a in batch if a.source is not None]
 
@@ -169,14 +168,14 @@ def _transfer(run: _Run, batch: list[Action], upload: bool, local_now: dict[str,
             except SideError as exc:
                 run.error(path, f"--remove-after-transfer: {exc}")
 
+    request = TransferRequest(o, run.endpoint, entries, upload, run.remote if upload else run.local, rec.flush)
     try:
-        result = send_files(o, run.endpoint, entries, upload=upload, local_root=o.local_dir,
-                            remote_root=o.remote_dir, on_file=on_file, progress=progress)  # fmt: skip
+        outcome = run.dispatcher.transfer(request, on_file, progress)
     except CopyError as exc:
         run.error("/", f"transfer failed: {exc}")
         return
-    run.report.wire_bytes += int(result.stats.get("sender", {}).get("bytes_sent", 0))
-    for path, message in result.errors:
+    run.report.wire_bytes += outcome.wire_bytes
+    for path, message in outcome.errors:
         run.error(path, message)
 
 

@@ -200,6 +200,9 @@ class SyncOptions:
     write_block_size: int = DEFAULT_WRITE_BLOCK
     raw_options: tuple[str, ...] = ()
     proxy: str | None = field(default=None, repr=False)  # holds the proxy password
+    cluster: str | None = field(default=None, repr=False)  # Redis URL ("": $SURGE_BROKER_URL)
+    detach: bool = False
+    multi_session_threshold: int = 0  # bytes; 0: no file is split
 
     def __post_init__(self) -> None:
         _choice("-K", "direction", self.direction, DIRECTIONS)
@@ -329,6 +332,7 @@ class SyncOptions:
         if self.user is not None and self.host is None:
             raise OptionError("--user: needs a remote host (--host, or HOST:DIR in -r)")
         self._check_native()
+        _check_cluster(self)
 
     def _check_native(self) -> None:
         sides = [("", self.preserve_acls, self.preserve_xattrs)]
@@ -341,6 +345,25 @@ class SyncOptions:
             if xattrs == "native" and not NATIVE_XATTRS:
                 raise OptionError(f"--{prefix}preserve-xattrs=native is not supported on this "
                                   "platform")
+
+
+def _check_cluster(o: SyncOptions) -> None:
+    """--cluster: workers send from the shared local directory with no secret of the user."""
+    if o.cluster is None:
+        for given, option in ((o.detach, "--detach"), (o.multi_session_threshold, "--multi-session-threshold")):
+            if given:
+                raise OptionError(f"{option}: needs --cluster URL")
+        return
+    _range("--multi-session-threshold", o.multi_session_threshold, 0)
+    for bad, why in ((o.direction != "push", f"-K {o.direction} is not run on a cluster (workers send "
+                                                  "from the shared local directory): use -K push"),
+                     (o.continuous, "-C: continuous mode does not run on a cluster yet"),
+                     (o.password is not None, "a password (-w, SURGE_PASS) is never given to workers: "
+                                              "use an SSH key (-i) or a token (-W)"),
+                     (o.proxy is not None, "--proxy is not supported on a cluster"),
+                     (o.remove_after_transfer, "--remove-after-transfer is not supported on a cluster")):
+        if bad:
+            raise OptionError(f"--cluster: {why}")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------- conversion
@@ -488,4 +511,6 @@ def _build(ns: argparse.Namespace, env: Mapping[str, str], now: float) -> SyncOp
         write_block_size=size(ns.write_block_size, "-G", DEFAULT_WRITE_BLOCK),
         raw_options=tuple(ns.raw_options or ()),
         proxy=None if ns.proxy is None else conv.proxy(ns.proxy),
+        cluster=ns.cluster, detach=ns.detach,
+        multi_session_threshold=size(ns.multi_session_threshold, "--multi-session-threshold", 0),
     )

@@ -340,7 +340,7 @@ def test_job_options_round_trip_and_refuse_passwords(tmp_path):
     with pytest.raises(JobOptionsError, match="-K pull"):
         job_options(SyncOptions(name="p", local_dir="/a", remote_dir="/b", direction="pull"))
     with pytest.raises(JobOptionsError, match="-O"):
-        sync_options({**d, "udp_port": 0})
+        sync_options({**d, "udp_port": 0}, env={"SURGE_TOKEN": "t"})
 
 
 def test_stale_part_state_of_another_version_is_not_assembled(store, tmp_path):

@@ -54,7 +54,7 @@ class PairLock:
         if not self._client.set(self.key, self.token, nx=True, px=self.ttl_ms):
             holder = self._client.get(self.key)
             left = self._client.pttl(self.key)
-            who = holder.decode(errors="replace") if holder else "unknown"
+            who = holder.decode(errors="replace") if isinstance(holder, bytes) else "unknown"
             raise SnapshotError(
                 f"another sync of this pair is running (Redis lock {self.key} held by {who},"
                 f" expires in {max(left, 0) / 1000:.1f} s unless renewed)"

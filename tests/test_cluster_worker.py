@@ -325,10 +325,13 @@ def test_changed_source_is_a_failed_file_not_a_wrong_one(store, tmp_path):
 
 def test_job_options_round_trip_and_refuse_passwords(tmp_path):
     opts = SyncOptions(name="p", local_dir="/data", remote_dir="/backup", host="far", user="u", keys=("/k",),
-                       token="tok", target_rate=Rate(bits_per_second=5e8), policy="high", udp_port=34000,
+                       token="s3cr3t-tok", target_rate=Rate(bits_per_second=5e8), policy="high", udp_port=34000,
                        preserve_mtime=True, datagram_size=1400, checksum="md5")  # fmt: skip
     d = job_options(opts)
-    back = sync_options(__import__("json").loads(__import__("json").dumps(d)))
+    assert "s3cr3t" not in __import__("json").dumps(d)  # the token stays out of Redis
+    back = sync_options(__import__("json").loads(__import__("json").dumps(d)), env={"SURGE_TOKEN": "s3cr3t-tok"})
+    with pytest.raises(JobOptionsError, match="SURGE_TOKEN"):
+        sync_options(d, env={})
     for name in ("local_dir", "remote_dir", "host", "user", "keys", "token", "target_rate", "policy",
                  "udp_port", "preserve_mtime", "datagram_size", "checksum", "min_rate"):  # fmt: skip
         assert getattr(back, name) == getattr(opts, name), name
@@ -337,7 +340,7 @@ def test_job_options_round_trip_and_refuse_passwords(tmp_path):
     with pytest.raises(JobOptionsError, match="-K pull"):
         job_options(SyncOptions(name="p", local_dir="/a", remote_dir="/b", direction="pull"))
     with pytest.raises(JobOptionsError, match="-O"):
-        sync_options({**d, "udp_port": 0})
+        sync_options({**d, "udp_port": 0}, env={"SURGE_TOKEN": "t"})
 
 
 def test_stale_part_state_of_another_version_is_not_assembled(store, tmp_path):

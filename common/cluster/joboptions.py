@@ -2,15 +2,18 @@
 ``options`` field), and back.
 
 A worker sends files from the shared storage (``local_dir``) to the far end with the pair's
-transfer settings: remote host/user/dir, SSH port and key paths, the transfer token, rates,
-policy, cipher, ports, datagram and retransmission-request sizes, the checksum used to compare
-files, the overwrite policy and whether times are preserved. Passwords never leave the
-coordinator's process (Redis is shared and not a secret store): a job that needs one is refused
-with a message saying how to run it instead (an SSH key with -i, or a token).
+transfer settings: remote host/user/dir, SSH port and key paths, rates, policy, cipher, ports,
+datagram and retransmission-request sizes, the checksum used to compare files, the overwrite
+policy and whether times are preserved. Secrets never leave the coordinator's process (Redis is
+shared and not a secret store): a job that needs a password is refused with a message saying how
+to run it instead (an SSH key with -i), and a job with a transfer token only says so - each
+worker takes the token from its own environment (SURGE_TOKEN or ASPERA_SCP_TOKEN).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any, Final
 
 from common.units import Rate
@@ -25,7 +28,7 @@ class JobOptionsError(ValueError):
 # Plain fields copied as they are (the rates are encoded apart).
 _PLAIN: Final = ("name", "local_dir", "remote_dir", "host", "user", "direction", "create_dir",
                  "checksum", "overwrite", "preserve_mtime", "preserve_atime", "policy", "cipher",
-                 "udp_port", "ssh_port", "keys", "token", "check_sshfp", "datagram_size",
+                 "udp_port", "ssh_port", "keys", "check_sshfp", "datagram_size",
                  "rexmsg_size", "cookie", "tags")  # fmt: skip
 JOB_OPTION_KEYS: Final = (*_PLAIN, "target_rate", "min_rate")
 
@@ -56,14 +59,16 @@ def job_options(opts: Any) -> dict[str, Any]:
                               "(workers send from the shared local directory: use -K push)")  # fmt: skip
     out: dict[str, Any] = {k: getattr(opts, k) for k in _PLAIN}
     out["keys"] = list(opts.keys)
+    out["token_required"] = bool(opts.token)
     out["target_rate"] = _rate(opts.target_rate)
     out["min_rate"] = _rate(opts.min_rate)
     return out
 
 
-def sync_options(d: dict[str, Any]) -> Any:
+def sync_options(d: dict[str, Any], env: Mapping[str, str] | None = None) -> Any:
     """A SyncOptions from the options of a job (validated again: a job written by hand or by
-    another version fails here with the option named). Raises JobOptionsError."""
+    another version fails here with the option named), with the transfer token of this worker's
+    environment when the job needs one. Raises JobOptionsError."""
     from coordinator.sync.options import OptionError, SyncOptions
 
     missing = [k for k in ("name", "local_dir", "remote_dir") if not d.get(k)]
@@ -71,6 +76,12 @@ def sync_options(d: dict[str, Any]) -> Any:
         raise JobOptionsError(f"job options: missing {', '.join(missing)}")
     known: dict[str, Any] = {k: d[k] for k in _PLAIN if k in d}
     known["keys"] = tuple(d.get("keys") or ())
+    if d.get("token_required"):
+        env = os.environ if env is None else env
+        known["token"] = env.get("SURGE_TOKEN") or env.get("ASPERA_SCP_TOKEN")
+        if not known["token"]:
+            raise JobOptionsError("-W: this job uses a transfer token; tokens are not stored in Redis, so "
+                                  "start the workers with SURGE_TOKEN (or ASPERA_SCP_TOKEN) set")  # fmt: skip
     try:
         for k in ("target_rate", "min_rate"):
             if k in d:

@@ -355,9 +355,11 @@ class RedisSnapshot:
             return
         state = self._state(side)
         plan: Plan = plan_writes(state, trees, dels, ups)
-        contents = self._read(
-            [("HGETALL", self._bucket_key(side, state.ids[i])) for i in plan.reads]
-        )
+        contents = []  # the write script checks the lock: no read round trip unless needed
+        if plan.reads:
+            contents = self._read(
+                [("HGETALL", self._bucket_key(side, state.ids[i])) for i in plan.reads]
+            )
         commands, new_state = plan.commands(
             dict(zip(plan.reads, contents, strict=True)),
             lambda bucket_id: self._bucket_key(side, bucket_id),

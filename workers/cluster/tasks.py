@@ -19,7 +19,7 @@ from celery import Celery, Task
 from common import __version__
 from common.cluster.jobs import FINAL_JOB_STATES, JobNotFound, JobStore
 from common.cluster.schema import SCHEMA_VERSION, TASK_BOOKKEEPING, TASK_TRANSFER, SchemaError
-from common.metrics import TASKS_DONE, record_sender
+from common.metrics import TASKS_DONE  # sessions count themselves in the UDP driver
 
 from .executor import Fatal, LeaseBusy, Retry, run_task
 
@@ -98,8 +98,6 @@ def run_message(task: Task, job_id: str, task_id: str, v: Any) -> str:
         return "failed"
     if out is None:
         return "already finished"
-    if out.sender:
-        record_sender(out.sender, ok=True)
     outcome = "failed" if out.files_failed else "succeeded"
     TASKS_DONE.labels(outcome=outcome).inc()
     return outcome

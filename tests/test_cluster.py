@@ -306,6 +306,7 @@ def test_bare_cluster_takes_the_url_from_the_environment(tmp_path) -> None:  # t
     (["-K", "pull"], "--cluster: -K pull"),
     (["-K", "bidi"], "--cluster: -K bidi"),
     (["-w", "pw"], "--cluster: a password"),
+    (["--detach", "-W", "tok"], "--detach: a token (-W) on the command line would be stored in Redis"),
 ])  # fmt: skip
 def test_cluster_option_errors_exit_2(tmp_path, extra: list[str], needle: str) -> None:  # type: ignore[no-untyped-def]
     argv = [

@@ -100,14 +100,23 @@ def strip_cluster_args(argv: Sequence[str]) -> list[str]:
 
 
 def job_request(opts: Any, argv: Sequence[str], cwd: str | None = None) -> dict[str, Any]:
+    """The JobRequest of a --detach run. Raises OptionError for a token on the command line: the
+    request is stored in Redis, and secrets never are (the coordinator's and the workers' own
+    SURGE_TOKEN is used instead)."""
+    from ..sync.options import OptionError
+
+    if any(a in ("-W", "--token") or a.startswith(("--token=", "-W")) for a in argv):
+        raise OptionError("--detach: a token (-W) on the command line would be stored in Redis; "
+                          "give the coordinator and the workers SURGE_TOKEN instead")  # fmt: skip
     return {"v": SCHEMA_VERSION, "id": new_id(), "pair": opts.name, "argv": strip_cluster_args(argv),
             "cwd": cwd or os.getcwd(), "submitted": int(time.time())}  # fmt: skip
 
 
 def submit(opts: Any, argv: Sequence[str]) -> str:
-    """Queue the sync for `surge coordinator`; returns the job id. Raises ClusterError."""
-    r = connect(opts.cluster or None)
+    """Queue the sync for `surge coordinator`; returns the job id. Raises OptionError or
+    ClusterError."""
     req = job_request(opts, argv)
+    r = connect(opts.cluster or None)
     r.lpush(SUBMITTED, json.dumps(req, separators=(",", ":")))
     return str(req["id"])
 

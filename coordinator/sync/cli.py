@@ -41,10 +41,7 @@ def main(argv: Sequence[str]) -> int:
 
     try:
         report = _run(opts, emit)
-    except ClusterError as exc:  # Redis unusable: exit 1, as `surge worker` and the engine
-        print(f"surge sync: error: {exc}", file=sys.stderr)
-        return 1
-    except (SyncError, SnapshotError) as exc:
+    except (ClusterError, SyncError, SnapshotError) as exc:  # Redis unusable: 1, as `surge worker`
         print(f"surge sync: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -75,8 +72,13 @@ def _submit(opts: Any, argv: Sequence[str]) -> int:
     from common.cluster.connect import ClusterError
     from coordinator.cluster.syncrun import submit
 
+    from .options import OptionError
+
     try:
         job = submit(opts, argv)
+    except OptionError as exc:
+        print(f"surge sync: error: {exc}", file=sys.stderr)
+        return 2
     except ClusterError as exc:  # Redis unusable: exit 1, as `surge worker` and the engine
         print(f"surge sync: error: {exc}", file=sys.stderr)
         return 1

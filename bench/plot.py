@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bench.wan_bench import Report
+    from bench.wan_report import Report
 
 __all__ = ["plot_goodput"]
 
@@ -30,7 +30,7 @@ def plot_goodput(report: Report, path: str, repeats: Sequence[tuple[str, Report]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bench.wan_bench import LABELS, TOOLS, surge_carry_mbps
+    from bench.wan_report import LABELS, TOOLS, surge_carry_mbps
 
     cfg = report.config
     losses = sorted({r.loss for r in report.runs})

@@ -119,6 +119,59 @@ def _max_rss() -> int:
 # -- sink ------------------------------------------------------------------------------------
 
 
+class _Store:
+    """The sink's writing side: opens the datagrams of one GRO batch and writes each run of
+    consecutive offsets with one pwritev (or, decrypted, one pwrite); counts what it took."""
+
+    def __init__(self, fd: int, chunk: int, aead: AESGCM | None) -> None:
+        self.fd, self.chunk, self.aead = fd, chunk, aead
+        self.plain = memoryview(bytearray(RECV_BUFFER))  # a decrypted batch
+        self.received = self.written = self.auth_failures = 0
+
+    def batch(self, mv: memoryview, nbytes: int, seg: int) -> None:
+        """Store the datagrams of `seg` bytes each (the last may be shorter) in mv[:nbytes]."""
+        fd, chunk, aead, plain, hdr = self.fd, self.chunk, self.aead, self.plain, HEADER.size
+        iov: list[memoryview] = []
+        run_start = -1
+        run_end = used = 0
+        for off in range(0, nbytes, seg):
+            end = min(off + seg, nbytes)
+            (seq,) = HEADER.unpack_from(mv, off)
+            pos = seq * chunk
+            if aead is not None:
+                dlen = end - off - hdr - TAG_SIZE
+                if dlen < 0:
+                    self.auth_failures += 1
+                    continue
+                out = plain[used : used + dlen]
+                try:
+                    aead.decrypt_into(_nonce(seq), mv[off + hdr : end], mv[off : off + hdr], out)
+                except Exception:  # InvalidTag
+                    self.auth_failures += 1
+                    continue
+                used += dlen
+            else:
+                out = mv[off + hdr : end]
+            if pos != run_end and iov:
+                self.written += os.pwritev(fd, iov, run_start)
+                iov = []
+            if not iov:
+                run_start = pos
+            iov.append(out)
+            run_end = pos + len(out)
+            self.received += 1
+        if iov:
+            self.written += os.pwritev(fd, iov, run_start)
+
+
+def _gro_segment(anc: list[tuple[int, int, bytes]], nbytes: int) -> int:
+    """The segment size of a GRO batch (its cmsg), or `nbytes` for a single datagram."""
+    for level, kind, data in anc:
+        if level == SOL_UDP and kind == UDP_GRO and len(data) >= 2:
+            return int.from_bytes(data[:2], "little") or nbytes
+    return nbytes
+
+
 def sink(dest: str, size: int, cfg: RawConfig, key: bytes | None, *, start_timeout: float = 30.0,
          announce=print) -> dict[str, Any]:  # fmt: skip
     """Receive `size` bytes into `dest`; announces ``READY <port>`` once bound."""
@@ -131,22 +184,19 @@ def sink(dest: str, size: int, cfg: RawConfig, key: bytes | None, *, start_timeo
     except OSError:
         gro = False
     aead = AESGCM(key) if cfg.cipher != "none" and key else None
-    chunk, hdr = cfg.chunk, HEADER.size
-    expected = -(-size // chunk)
+    expected = -(-size // cfg.chunk)
     ack_every = max(1, (cfg.window // 8) // cfg.payload)
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    store = _Store(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), cfg.chunk, aead)
     buf = bytearray(RECV_BUFFER)
     mv = memoryview(buf)
-    plain = memoryview(bytearray(RECV_BUFFER))  # decrypted batch, written with one pwrite
     cmsg_space = socket.CMSG_SPACE(4)
-    received = written = auth_failures = 0
     first = last = 0.0
     peer: Any = None
     next_ack = ack_every
     announce(f"{READY} {sock.getsockname()[1]}", flush=True)
     sock.settimeout(start_timeout)
     try:
-        while received < expected:
+        while store.received < expected:
             try:
                 nbytes, anc, _flags, addr = sock.recvmsg_into([buf], cmsg_space)
             except TimeoutError:
@@ -156,60 +206,21 @@ def sink(dest: str, size: int, cfg: RawConfig, key: bytes | None, *, start_timeo
                 peer, first = addr, now
                 sock.settimeout(SINK_IDLE)
             last = now
-            seg = nbytes
-            for level, kind, data in anc:
-                if level == SOL_UDP and kind == UDP_GRO and len(data) >= 2:
-                    seg = int.from_bytes(data[:2], "little") or nbytes
-            # Segments of one GRO batch are consecutive datagrams of one sender: write a run of
-            # consecutive offsets with one pwritev (or, decrypted, one pwrite).
-            iov: list[memoryview] = []
-            run_start = -1
-            run_end = 0
-            used = 0
-            for off in range(0, nbytes, seg):
-                end = min(off + seg, nbytes)
-                (seq,) = HEADER.unpack_from(buf, off)
-                pos = seq * chunk
-                if aead is not None:
-                    dlen = end - off - hdr - TAG_SIZE
-                    if dlen < 0:
-                        auth_failures += 1
-                        continue
-                    out = plain[used : used + dlen]
-                    try:
-                        aead.decrypt_into(
-                            _nonce(seq), mv[off + hdr : end], mv[off : off + hdr], out
-                        )
-                    except Exception:  # InvalidTag
-                        auth_failures += 1
-                        continue
-                    used += dlen
-                else:
-                    out = mv[off + hdr : end]
-                if pos != run_end and iov:
-                    written += os.pwritev(fd, iov, run_start)
-                    iov = []
-                if not iov:
-                    run_start = pos
-                iov.append(out)
-                run_end = pos + len(out)
-                received += 1
-            if iov:
-                written += os.pwritev(fd, iov, run_start)
-            if received >= next_ack:
-                next_ack = received + ack_every
-                sock.sendto(HEADER.pack(received), peer)
+            store.batch(mv, nbytes, _gro_segment(anc, nbytes))
+            if store.received >= next_ack:
+                next_ack = store.received + ack_every
+                sock.sendto(HEADER.pack(store.received), peer)
         if peer is not None:
             for _ in range(3):  # the last credit tells the blaster it is done
-                sock.sendto(HEADER.pack(received), peer)
+                sock.sendto(HEADER.pack(store.received), peer)
     finally:
-        os.close(fd)
+        os.close(store.fd)
         sock.close()
     return {
-        "bytes_received": written,
-        "datagrams_received": received,
+        "bytes_received": store.written,
+        "datagrams_received": store.received,
         "elapsed": last - first,
-        "auth_failures": auth_failures,
+        "auth_failures": store.auth_failures,
         "max_rss_bytes": _max_rss(),
         "gro": gro,
     }
@@ -243,6 +254,41 @@ def _send(sock: socket.socket, data: memoryview, segment: int) -> None:
             raise
 
 
+def _read_credit(sock: socket.socket, credit: bytearray) -> int | None:
+    """The highest credit waiting on `sock` (read without blocking), or None if there is none."""
+    best = None
+    while True:
+        try:
+            n = sock.recv_into(credit, 0, socket.MSG_DONTWAIT)
+        except (BlockingIOError, ConnectionRefusedError):
+            return best
+        if n >= HEADER.size:
+            best = max(best or 0, HEADER.unpack_from(credit)[0])
+
+
+def _fill(fd: int, mv: memoryview, seq: int, k: int, size: int, chunk: int,
+          aead: AESGCM | None) -> int:  # fmt: skip
+    """Read datagrams seq..seq+k-1 of the file into `mv` back to back (header, data and, with
+    GCM, the data sealed in place and its tag); returns the bytes they take."""
+    hdr = HEADER.size
+    views: list[memoryview] = []
+    used = 0
+    for j in range(k):
+        s = seq + j
+        dlen = min(chunk, size - s * chunk)
+        HEADER.pack_into(mv, used, s)
+        views.append(mv[used + hdr : used + hdr + dlen])
+        used += hdr + dlen + (TAG_SIZE if aead is not None else 0)
+    os.preadv(fd, views, seq * chunk)
+    if aead is not None:
+        at = 0
+        for j, v in enumerate(views):
+            end = at + hdr + len(v)
+            aead.encrypt_into(_nonce(seq + j), v, mv[at : at + hdr], mv[at + hdr : end + TAG_SIZE])
+            at = end + TAG_SIZE
+    return used
+
+
 def blast(source: str, size: int, host: str, port: int, cfg: RawConfig,
           key: bytes | None) -> dict[str, Any]:  # fmt: skip
     """Send `size` bytes of `source`, paced by the sink's credit."""
@@ -252,11 +298,10 @@ def blast(source: str, size: int, host: str, port: int, cfg: RawConfig,
     gso = cfg.payload <= GSO_MAX_PAYLOAD and _gso_works(sock)
     per_batch = max(1, GSO_MAX_BYTES // cfg.payload) if gso else 1
     aead = AESGCM(key) if cfg.cipher != "none" and key else None
-    chunk, hdr, payload = cfg.chunk, HEADER.size, cfg.payload
-    total = -(-size // chunk)
+    payload = cfg.payload
+    total = -(-size // cfg.chunk)
     window = max(2 * per_batch, cfg.window // payload)
-    buf = bytearray(payload * per_batch)
-    mv = memoryview(buf)
+    mv = memoryview(bytearray(payload * per_batch))
     credit = bytearray(64)
     fd = os.open(source, os.O_RDONLY)
     seq = acked = stalls = 0
@@ -264,14 +309,9 @@ def blast(source: str, size: int, host: str, port: int, cfg: RawConfig,
     last_credit = started
     try:
         while seq < total:
-            while True:  # drain credit without blocking
-                try:
-                    n = sock.recv_into(credit, 0, socket.MSG_DONTWAIT)
-                except (BlockingIOError, ConnectionRefusedError):
-                    break
-                if n >= hdr:
-                    acked = max(acked, HEADER.unpack_from(credit)[0])
-                    last_credit = time.monotonic()
+            got = _read_credit(sock, credit)
+            if got is not None:
+                acked, last_credit = max(acked, got), time.monotonic()
             k = min(per_batch, total - seq)
             if seq + k - acked > window:
                 select.select([sock], [], [], 0.05)
@@ -280,35 +320,14 @@ def blast(source: str, size: int, host: str, port: int, cfg: RawConfig,
                     acked = seq
                     last_credit = time.monotonic()
                 continue
-            views: list[memoryview] = []
-            used = 0
-            for j in range(k):
-                s = seq + j
-                dlen = min(chunk, size - s * chunk)
-                HEADER.pack_into(buf, used, s)
-                views.append(mv[used + hdr : used + hdr + dlen])
-                used += hdr + dlen + (TAG_SIZE if aead is not None else 0)
-            os.preadv(fd, views, seq * chunk)
-            if aead is not None:
-                at = 0
-                for j, v in enumerate(views):
-                    end = at + hdr + len(v)
-                    aead.encrypt_into(
-                        _nonce(seq + j), v, mv[at : at + hdr], mv[at + hdr : end + TAG_SIZE]
-                    )
-                    at = end + TAG_SIZE
+            used = _fill(fd, mv, seq, k, size, cfg.chunk, aead)
             _send(sock, mv[:used], payload if k > 1 else 0)
             seq += k
         # Wait (briefly) for the last credit, so the blaster's time covers delivery.
         deadline = time.monotonic() + SINK_IDLE
         while acked < total and time.monotonic() < deadline:
             select.select([sock], [], [], 0.05)
-            try:
-                n = sock.recv_into(credit, 0, socket.MSG_DONTWAIT)
-            except (BlockingIOError, ConnectionRefusedError):
-                continue
-            if n >= hdr:
-                acked = max(acked, HEADER.unpack_from(credit)[0])
+            acked = max(acked, _read_credit(sock, credit) or 0)
     finally:
         os.close(fd)
         sock.close()

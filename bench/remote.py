@@ -35,16 +35,14 @@ from dataclasses import dataclass, field
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.loopback import (
-    GB,
+from bench.shared import GB, drop, machine_info, prepare_source, same_content, write_section
+from bench.sshtools import (
     LocalSshd,
     SshUnavailable,
-    _drop,
-    _free_tcp_port,
-    machine_info,
-    prepare_source,
-    same_content,
-    write_section,
+    add_agent_key,
+    free_tcp_port,
+    free_udp_port,
+    keygen,
 )
 from common.units import UnitError, format_bytes, parse_size
 
@@ -58,7 +56,9 @@ LABELS = {
     "scp": "scp → sshd",
     "rsync": "rsync -e ssh → sshd",
 }
-_SUMMARY = re.compile(r" in (\d+(?:\.\d+)?) s \(")  # surge cp's summary: "... 2.00 GiB in 1.23 s (...)"
+_SUMMARY = re.compile(
+    r" in (\d+(?:\.\d+)?) s \("
+)  # surge cp's summary: "... 2.00 GiB in 1.23 s (...)"
 
 
 @dataclass(frozen=True)
@@ -103,30 +103,6 @@ class Report:
 # -- the far ends ------------------------------------------------------------------------------
 
 
-def _keygen(path: str) -> str:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "surge-bench", "-f", path],
-                   check=True, capture_output=True)  # fmt: skip
-    return path
-
-
-def add_agent_key(sshd: LocalSshd) -> str:
-    """A second client key for the bench's sshd whose authorized_keys line forces `surge agent`
-    (sshd reads the file at every login, so it may be added while sshd runs)."""
-    key = _keygen(os.path.join(sshd.directory, "agent_key"))
-    command = shlex.join([sys.executable, "-m", "workers.agent", "--bind", "127.0.0.1"])
-    with open(key + ".pub") as fh:
-        pub = fh.read().strip()
-    with open(os.path.join(sshd.directory, "authorized_keys"), "a") as fh:
-        fh.write(f'command="{command}",no-pty,no-port-forwarding {pub}\n')
-    return key
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class ServerEnd:
     port: int
@@ -137,11 +113,11 @@ class ServerEnd:
 @contextmanager
 def surge_server(directory: str, docroot: str) -> Iterator[ServerEnd]:
     """`surge server` on free ports of 127.0.0.1, confined to `docroot`; stopped with SIGTERM."""
-    host_key = _keygen(os.path.join(directory, "server_host_key"))
-    key = _keygen(os.path.join(directory, "server_client_key"))
+    host_key = keygen(os.path.join(directory, "server_host_key"))
+    key = keygen(os.path.join(directory, "server_client_key"))
     shutil.copy(key + ".pub", os.path.join(directory, "server_authorized_keys"))
-    port = _free_tcp_port()
-    udp = _free_udp_port()  # a session takes the first free port of udp..udp+3
+    port = free_tcp_port()
+    udp = free_udp_port()  # a session takes the first free port of udp..udp+3
     argv = [sys.executable, "-m", "coordinator.cli", "server", "--listen", "127.0.0.1", "--ssh-port", str(port),
             "--udp-port", f"{udp}-{udp + 3}", "--host-key", host_key,
             "--authorized-keys", os.path.join(directory, "server_authorized_keys"), "--docroot", docroot]  # fmt: skip
@@ -153,7 +129,9 @@ def surge_server(directory: str, docroot: str) -> Iterator[ServerEnd]:
         while True:
             if proc.poll() is not None:
                 with open(log_path, errors="replace") as fh:
-                    raise SshUnavailable(f"surge server exited with {proc.returncode}: {fh.read()[-300:]}")
+                    raise SshUnavailable(
+                        f"surge server exited with {proc.returncode}: {fh.read()[-300:]}"
+                    )
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1):
                     break
@@ -199,50 +177,66 @@ def _run(tool: str, run: int, cmd: list[str], timeout: float) -> Result:
 
 def surge_command(cfg: RemoteBenchConfig, port: int, key: str, src: str, remote: str) -> list[str]:
     return [sys.executable, "-m", "coordinator.cli", "cp", "-l", cfg.rate, "-c", cfg.cipher, "-P", str(port),
-            "-i", key, "-O", str(_free_udp_port()), src, remote]  # fmt: skip
+            "-i", key, "-O", str(free_udp_port()), src, remote]  # fmt: skip
 
 
 # -- the run ---------------------------------------------------------------------------------
 
 
-def run_bench(cfg: RemoteBenchConfig, *, command: str = "", log: Callable[[str], None] = print) -> Report:
+def run_bench(
+    cfg: RemoteBenchConfig, *, command: str = "", log: Callable[[str], None] = print
+) -> Report:
     home = os.path.join(cfg.workdir, "surge-bench-loopback")  # shares bench.loopback's source file
     os.makedirs(home, exist_ok=True)
     need = cfg.size * (1 if os.path.exists(os.path.join(home, f"source-{cfg.size}.bin")) else 2)
     free = shutil.disk_usage(home).free
     if free < need + (256 << 20):
-        raise SystemExit(f"not enough space in {home}: {free / GB:.1f} GB free, need {need / GB:.1f} GB")
+        raise SystemExit(
+            f"not enough space in {home}: {free / GB:.1f} GB free, need {need / GB:.1f} GB"
+        )
     report = Report(cfg, machine_info(home), command)
     src = prepare_source(home, cfg.size)
     dst_dir = tempfile.mkdtemp(prefix="dst-remote-", dir=home)  # same filesystem as the source
     dst = os.path.join(dst_dir, "copy.bin")
     keys_dir = tempfile.mkdtemp(prefix="surge-bench-remote-")
-    report.notes.append("load average (1/5/15 min) before: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    report.notes.append(
+        "load average (1/5/15 min) before: " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    )
     try:
         with LocalSshd.start() as sshd, surge_server(keys_dir, dst_dir) as server:
             agent_key = add_agent_key(sshd)
-            report.notes.append(f"ssh cipher negotiated by scp/rsync: {sshd.cipher}; scp protocol: {sshd.scp_mode}")
+            report.notes.append(
+                f"ssh cipher negotiated by scp/rsync: {sshd.cipher}; scp protocol: {sshd.scp_mode}"
+            )
             commands = {
-                "surge-sshd": surge_command(cfg, sshd.port, agent_key, src, f"{sshd.user}@127.0.0.1:{dst}"),
-                "surge-server": surge_command(cfg, server.port, server.key, src, "bench@127.0.0.1:/copy.bin"),
+                "surge-sshd": surge_command(
+                    cfg, sshd.port, agent_key, src, f"{sshd.user}@127.0.0.1:{dst}"
+                ),
+                "surge-server": surge_command(
+                    cfg, server.port, server.key, src, "bench@127.0.0.1:/copy.bin"
+                ),
                 "scp": sshd.scp_command(src, dst),
                 "rsync": sshd.rsync_command(src, dst),
             }
             for run in range(cfg.runs):
                 for tool in TOOLS:
-                    _drop(dst)
+                    drop(dst)
                     res = _run(tool, run, commands[tool], cfg.timeout)
                     if res.ok and cfg.verify and not (os.path.exists(dst) and os.path.getsize(dst) == cfg.size
                                                       and same_content(src, dst)):  # fmt: skip
                         res.status = "corrupt"
                     report.results.append(res)
-                    log(f"run {run + 1}/{cfg.runs} {LABELS[tool]:52} {res.status:8} "
-                        f"wall {_gbps(cfg.size, res.wall)} data {_gbps(cfg.size, res.data)} GB/s")
-                    _drop(dst)
+                    log(
+                        f"run {run + 1}/{cfg.runs} {LABELS[tool]:52} {res.status:8} "
+                        f"wall {_gbps(cfg.size, res.wall)} data {_gbps(cfg.size, res.data)} GB/s"
+                    )
+                    drop(dst)
     except SshUnavailable as exc:
         report.notes.append(f"not measured: {exc}")
     finally:
-        report.notes.append("load average (1/5/15 min) after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+        report.notes.append(
+            "load average (1/5/15 min) after: " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+        )
         shutil.rmtree(dst_dir, ignore_errors=True)
         shutil.rmtree(keys_dir, ignore_errors=True)
         if not cfg.keep_source:
@@ -295,7 +289,9 @@ def render(report: Report) -> str:
     for num, den in (("surge-sshd", "scp"), ("surge-sshd", "rsync"), ("surge-server", "scp"),
                      ("surge-server", "rsync"), ("surge-server", "surge-sshd")):  # fmt: skip
         a, b = _median_rate(report, num, "wall"), _median_rate(report, den, "wall")
-        lines.append(f"| {LABELS[num]} / {LABELS[den]} | {f'{a / b:.2f}×' if a and b else 'not measured'} |")
+        lines.append(
+            f"| {LABELS[num]} / {LABELS[den]} | {f'{a / b:.2f}×' if a and b else 'not measured'} |"
+        )
     failures = [r for r in report.results if not r.ok]
     lines.append("")
     lines += [f"- {n}" for n in report.notes]
@@ -312,7 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", default="20g", help="surge cp -l (default 20g)")
     ap.add_argument("--no-verify", action="store_true", help="skip comparing each copy")
     ap.add_argument("--remove-source", action="store_true", help="delete the source file after")
-    ap.add_argument("--out", action="append", default=[], help="a .md file whose section is replaced")
+    ap.add_argument(
+        "--out", action="append", default=[], help="a .md file whose section is replaced"
+    )
     a = ap.parse_args(argv)
     try:
         size = parse_size(a.size, "--size", minimum=1)

@@ -30,117 +30,37 @@ import re
 import shlex
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.loopback import LocalSshd, SshUnavailable, machine_info, prepare_source, write_section
-from bench.remote import _free_udp_port, add_agent_key
+from bench.shared import machine_info, prepare_source, write_section
+from bench.sshtools import LocalSshd, SshUnavailable, add_agent_key, free_udp_port
+from bench.sync_report import (
+    COMPARISONS,
+    SECTION,
+    Comparison,
+    Report,
+    Step,
+    SyncBenchConfig,
+    render,
+)
 from common.units import UnitError, format_bytes, parse_size
 
 __all__ = ["COMPARISONS", "SECTION", "Comparison", "Report", "Step", "SyncBenchConfig", "TreeSpec", "main",
            "make_tree", "render", "run_bench", "touch_files", "trees_equal"]  # fmt: skip
 
-SECTION = "## Sync: surge sync vs rsync (issue 4)"
-_SUMMARY = re.compile(r"^(Synchronized|Failed): (.*?); (\d+) error\(s\); (\d+) conflict\(s\); ([0-9.]+) s$", re.M)
+_SUMMARY = re.compile(
+    r"^(Synchronized|Failed): (.*?); (\d+) error\(s\); (\d+) conflict\(s\); ([0-9.]+) s$", re.M
+)
 _MAX_DETAIL = 400
-
-
-@dataclass(frozen=True)
-class SyncBenchConfig:
-    files: int = 100_000
-    big: int = 2 << 30  # bytes; 0 skips the big-file step
-    workdir: str = field(default_factory=tempfile.gettempdir)
-    repeats: int = 3  # no-change re-syncs, interleaved
-    touched: int = 100  # files appended to before the last local re-sync
-    remote: bool = True  # the sshd steps
-    rate: str = "10g"  # surge sync -l
-    timeout: float = 1800.0  # per command
-    files_per_dir: int = 100
-    min_size: int = 1024
-    max_size: int = 10 * 1024
-    seed: int = 4
-    keep: bool = False  # keep the trees afterwards
-
-    def __post_init__(self) -> None:
-        if self.files < 8 or self.repeats < 1 or self.timeout <= 0 or self.big < 0:
-            raise ValueError("files must be >= 8; repeats, timeout positive; big >= 0")
-        if not 0 < self.touched <= self.files:
-            raise ValueError("touched must be between 1 and files")
-        if not 0 < self.min_size <= self.max_size:
-            raise ValueError("need 0 < min_size <= max_size")
-
-
-@dataclass
-class Step:
-    """One measured command (or a repeated one: `seconds` holds every run)."""
-
-    key: str
-    label: str
-    command: str
-    status: str = "not run"  # ok | failed | timeout | mismatch | not run
-    seconds: list[float] = field(default_factory=list)
-    load: list[float] = field(default_factory=list)  # 1-min load average just before each run
-    summary: str = ""  # surge's own summary line (counts, its elapsed)
-    counts: str = ""  # the counts part of it, e.g. "1100 SYNCHRONIZED" or "nothing to do"
-    detail: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    @property
-    def median(self) -> float | None:
-        return statistics.median(self.seconds) if self.seconds and self.ok else None
-
-
-@dataclass(frozen=True)
-class Comparison:
-    name: str
-    surge: str  # Step keys
-    rsync: str
-    target: float | None  # minimum speedup (rsync seconds / surge seconds); None: for reference
-
-
-COMPARISONS = (
-    Comparison("Initial sync of the tree, local → local", "surge-initial", "rsync-initial", 1.5),
-    Comparison("No-change re-sync, local → local", "surge-nochange", "rsync-nochange", 1.5),
-    Comparison("No-change re-sync, `--assume-no-mods`", "surge-nochange-anm", "rsync-nochange", 5.0),
-    Comparison("No-change re-sync, `--exclude-dirs-older-than`", "surge-nochange-edot", "rsync-nochange", 5.0),
-    Comparison("Re-sync after appending a byte to {touched} files", "surge-touched", "rsync-touched", None),
-    Comparison("Initial sync over loopback SSH (sshd, `surge agent`)", "surge-ssh-initial", "rsync-ssh-initial", None),
-    Comparison("No-change re-sync over loopback SSH", "surge-ssh-nochange", "rsync-ssh-nochange", 3.0),
-    Comparison("No-change re-sync over loopback SSH, `--assume-no-mods`", "surge-ssh-nochange-anm",
-               "rsync-ssh-nochange", None),
-    Comparison("One {big} file, local → local", "surge-big", "rsync-big", 2.0),
-)  # fmt: skip
-
-
-@dataclass
-class Report:
-    config: SyncBenchConfig
-    machine: dict[str, str]
-    command: str
-    tree: str = ""
-    steps: dict[str, Step] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    def step(self, key: str, label: str, command: list[str], shorten: Callable[[str], str]) -> Step:
-        if key not in self.steps:
-            self.steps[key] = Step(key, label, shorten(shlex.join(command)))
-        return self.steps[key]
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.steps) and all(s.ok for s in self.steps.values())
 
 
 # -- the trees -------------------------------------------------------------------------------
@@ -259,7 +179,9 @@ def _skip(step: Step, why: str) -> None:
 
 
 class _Bench:
-    def __init__(self, cfg: SyncBenchConfig, report: Report, home: str, log: Callable[[str], None]) -> None:
+    def __init__(
+        self, cfg: SyncBenchConfig, report: Report, home: str, log: Callable[[str], None]
+    ) -> None:
         self.cfg, self.report, self.home, self.log = cfg, report, home, log
         self.src = os.path.join(home, "src")
 
@@ -293,25 +215,50 @@ class _Bench:
 
     # -- 1. local to local
     def local(self, spec: TreeSpec) -> None:
-        cfg, src = self.cfg, self.src
-        d_surge, d_rsync = os.path.join(self.home, "dst-surge"), os.path.join(self.home, "dst-rsync")
+        d_surge = os.path.join(self.home, "dst-surge")
+        d_rsync = os.path.join(self.home, "dst-rsync")
+        initial = self._local_initial(spec, d_surge, d_rsync)
+        self._local_nochange(d_surge, d_rsync, initial)
+        self._local_touched(spec, d_surge, d_rsync, initial)
+        for key in (
+            "surge-nochange",
+            "surge-nochange-anm",
+            "surge-nochange-edot",
+            "rsync-nochange",
+        ):
+            d = d_rsync if key.startswith("rsync") else d_surge
+            self.check_tree(self.report.steps[key], self.src, d)
+
+    def _local_initial(self, spec: TreeSpec, d_surge: str, d_rsync: str) -> Step:
+        src = self.src
         os.sync()
-        s = self.run("rsync-initial", "initial: rsync -a", ["rsync", "-a", src + "/", d_rsync + "/"])
+        s = self.run(
+            "rsync-initial", "initial: rsync -a", ["rsync", "-a", src + "/", d_rsync + "/"]
+        )
         self.check_tree(s, src, d_rsync)
         os.sync()
-        initial = s = self.run("surge-initial", "initial: surge sync", self.surge("bench", src, d_surge))
-        self.check_tree(s, src, d_surge)
-        self.check_counts(s, f"{spec.files + spec.leaves + spec.fanout + spec.fanout**2} SYNCHRONIZED")
+        initial = self.run(
+            "surge-initial", "initial: surge sync", self.surge("bench", src, d_surge)
+        )
+        self.check_tree(initial, src, d_surge)
+        dirs = spec.leaves + spec.fanout + spec.fanout**2
+        self.check_counts(initial, f"{spec.files + dirs} SYNCHRONIZED")
+        return initial
+
+    def _local_nochange(self, d_surge: str, d_rsync: str, initial: Step) -> None:
+        """The no-change re-syncs, interleaved, `repeats` times."""
+        src = self.src
         os.sync()
         # The --exclude-dirs-older-than pair: its own first run (not measured; it finds every file
         # already identical at the target) with a limit later than every directory's last change.
         limit = int(time.time()) + 1
         time.sleep(max(0.0, limit + 0.05 - time.time()))
         edot = f"--exclude-dirs-older-than={limit}"
-        setup = s = self.run("surge-edot-first", "setup: first run of the --exclude-dirs-older-than pair",
-                             self.surge("bench-edot", src, d_surge, edot), after=initial)  # fmt: skip
-        self.check_tree(s, src, d_surge)
-        for _ in range(cfg.repeats):
+        setup = self.run("surge-edot-first", "setup: first run of the --exclude-dirs-older-than pair",
+                         self.surge("bench-edot", src, d_surge, edot), after=initial)  # fmt: skip
+        self.check_tree(setup, src, d_surge)
+        needs = {"rsync-nochange": None, "surge-nochange-edot": setup}  # default: initial
+        for _ in range(self.cfg.repeats):
             for step_key, label, cmd in (
                 ("surge-nochange", "no change: surge sync", self.surge("bench", src, d_surge)),
                 ("surge-nochange-anm", "no change: surge sync --assume-no-mods",
@@ -320,28 +267,32 @@ class _Bench:
                  self.surge("bench-edot", src, d_surge, edot)),
                 ("rsync-nochange", "no change: rsync -a", ["rsync", "-a", src + "/", d_rsync + "/"]),
             ):  # fmt: skip
-                needs = None if step_key.startswith("rsync") else setup if step_key.endswith("edot") else initial
-                s = self.run(step_key, label, cmd, after=needs)
+                s = self.run(step_key, label, cmd, after=needs.get(step_key, initial))
                 if step_key.startswith("surge"):
                     self.check_counts(s, "nothing to do")
+
+    def _local_touched(self, spec: TreeSpec, d_surge: str, d_rsync: str, initial: Step) -> None:
+        cfg, src = self.cfg, self.src
         touched = touch_files(src, spec, cfg.touched)
         self.report.notes.append(f"touched files: one byte appended to {len(touched)} files "
                                  f"({touched[0]}, {touched[1]}, ..., {touched[-1]})")  # fmt: skip
         os.sync()
-        s = self.run("rsync-touched", f"{cfg.touched} touched: rsync -a", ["rsync", "-a", src + "/", d_rsync + "/"])
+        rsync = ["rsync", "-a", src + "/", d_rsync + "/"]
+        s = self.run("rsync-touched", f"{cfg.touched} touched: rsync -a", rsync)
         self.check_tree(s, src, d_rsync)
         os.sync()
         s = self.run("surge-touched", f"{cfg.touched} touched: surge sync", self.surge("bench", src, d_surge),
                      after=initial)  # fmt: skip
         self.check_counts(s, f"{cfg.touched} SYNCHRONIZED")
         self.check_tree(s, src, d_surge)
-        for key in ("surge-nochange", "surge-nochange-anm", "surge-nochange-edot", "rsync-nochange"):
-            self.check_tree(self.report.steps[key], src, d_rsync if key.startswith("rsync") else d_surge)
 
     # -- 2. over loopback SSH
     def remote(self) -> None:
         cfg, src = self.cfg, self.src
-        d_surge, d_rsync = os.path.join(self.home, "dst-ssh-surge"), os.path.join(self.home, "dst-ssh-rsync")
+        d_surge, d_rsync = (
+            os.path.join(self.home, "dst-ssh-surge"),
+            os.path.join(self.home, "dst-ssh-rsync"),
+        )
         os.makedirs(d_surge)
         os.makedirs(d_rsync)
         with LocalSshd.start() as sshd:
@@ -349,10 +300,19 @@ class _Bench:
             self.report.notes.append(f"ssh cipher negotiated by rsync -e ssh: {sshd.cipher}")
             far = f"{sshd.user}@127.0.0.1:"
 
-            def ssh() -> list[str]:  # a fresh UDP port each time: an earlier agent may still hold one
-                return ["-P", str(sshd.port), "-i", agent_key, "-O", str(_free_udp_port())]
+            def ssh() -> list[
+                str
+            ]:  # a fresh UDP port each time: an earlier agent may still hold one
+                return ["-P", str(sshd.port), "-i", agent_key, "-O", str(free_udp_port())]
 
-            rsync = ["rsync", "-a", "-e", shlex.join(sshd._ssh()), src + "/", far + d_rsync + "/"]
+            rsync = [
+                "rsync",
+                "-a",
+                "-e",
+                shlex.join(sshd.ssh_command()),
+                src + "/",
+                far + d_rsync + "/",
+            ]
             os.sync()
             s = self.run("rsync-ssh-initial", "ssh initial: rsync -a -e ssh", rsync)
             self.check_tree(s, src, d_rsync)
@@ -369,11 +329,18 @@ class _Bench:
                      self.surge("bench-ssh", src, far + d_surge, *ssh(), "--assume-no-mods")),
                     ("rsync-ssh-nochange", "ssh no change: rsync -a -e ssh", rsync),
                 ):  # fmt: skip
-                    s = self.run(step_key, label, cmd, after=initial if step_key.startswith("surge") else None)
+                    s = self.run(
+                        step_key,
+                        label,
+                        cmd,
+                        after=initial if step_key.startswith("surge") else None,
+                    )
                     if step_key.startswith("surge"):
                         self.check_counts(s, "nothing to do")
             for key in ("surge-ssh-nochange", "surge-ssh-nochange-anm", "rsync-ssh-nochange"):
-                self.check_tree(self.report.steps[key], src, d_rsync if key.startswith("rsync") else d_surge)
+                self.check_tree(
+                    self.report.steps[key], src, d_rsync if key.startswith("rsync") else d_surge
+                )
 
     # -- 3. one big file
     def big(self) -> None:
@@ -417,10 +384,14 @@ def _workspace(cfg: SyncBenchConfig) -> Iterator[str]:
             shutil.rmtree(home, ignore_errors=True)
 
 
-def run_bench(cfg: SyncBenchConfig, *, command: str = "", log: Callable[[str], None] = print) -> Report:
+def run_bench(
+    cfg: SyncBenchConfig, *, command: str = "", log: Callable[[str], None] = print
+) -> Report:
     spec = TreeSpec.for_files(cfg.files, cfg.files_per_dir)
     trees = 3 + (2 if cfg.remote else 0)  # the source, two local and two remote destinations
-    need = trees * cfg.files * ((cfg.min_size + cfg.max_size) // 2 + 4096) + 2 * cfg.big  # + one big copy
+    need = (
+        trees * cfg.files * ((cfg.min_size + cfg.max_size) // 2 + 4096) + 2 * cfg.big
+    )  # + one big copy
     if _free(cfg.workdir) < need + (512 << 20):
         raise SystemExit(f"not enough space in {cfg.workdir}: {_free(cfg.workdir) / 1e9:.1f} GB free, "
                          f"need about {need / 1e9:.1f} GB")  # fmt: skip
@@ -445,98 +416,37 @@ def run_bench(cfg: SyncBenchConfig, *, command: str = "", log: Callable[[str], N
                 report.notes.append(f"SSH steps not measured: {exc}")
                 for c in COMPARISONS:
                     if "ssh" in c.surge:
-                        report.steps.setdefault(c.surge, Step(c.surge, c.name, "", "failed", detail=str(exc)))
+                        report.steps.setdefault(
+                            c.surge, Step(c.surge, c.name, "", "failed", detail=str(exc))
+                        )
         if cfg.big:
             bench.big()
-    report.notes.append("load average (1/5/15 min) after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    report.notes.append(
+        "load average (1/5/15 min) after: " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    )
     return report
 
 
-# -- rendering -------------------------------------------------------------------------------
-
-
-def _secs(step: Step | None) -> str:
-    if step is None:
-        return "not run"
-    if not step.ok:
-        return f"**{step.status}**"
-    if len(step.seconds) == 1:
-        return f"{step.seconds[0]:.2f}"
-    return f"{step.median:.2f} ({' '.join(f'{x:.2f}' for x in step.seconds)})"
-
-
-def _verdict(speedup: float | None, target: float | None, surge: Step | None) -> str:
-    if speedup is None:
-        return f"not measured (surge sync {surge.status})" if surge and not surge.ok else "not measured"
-    if target is None:
-        return "for reference"
-    if speedup >= target:
-        return f"met ({speedup / target:.2f}× the target)"
-    return f"**not met** (needs {target / speedup:.2f}× faster)"
-
-
-def comparisons(report: Report) -> list[tuple[Comparison, Step | None, Step | None, float | None]]:
-    rows = []
-    for c in COMPARISONS:
-        a, b = report.steps.get(c.surge), report.steps.get(c.rsync)
-        if a is None and b is None:
-            continue
-        speed = b.median / a.median if a and b and a.median and b.median else None
-        rows.append((c, a, b, speed))
-    return rows
-
-
-def render(report: Report) -> str:
-    cfg, mi = report.config, report.machine
-    lines = [
-        f"Machine: {mi['nproc']} CPUs ({mi['cpu']}), {mi['memory']} RAM, kernel {mi['kernel']}, Python "
-        f"{mi['python']}, {mi['openssh']}, {mi['rsync']}; files on {mi['filesystem']}.",
-        "",
-        f"Command: `{report.command}`" if report.command else "",
-        "",
-        f"Tree: {report.tree}. Surge runs `surge sync -N PAIR -d SRC -r DST --create-dir -t -l {cfg.rate}` "
-        "(`-t` because `rsync -a` keeps modification times too; the far end a local `surge agent`, "
-        "data over UDP on loopback); rsync runs `rsync -a SRC/ DST/`. Each tool has its own destination "
-        "and pair, on the same filesystem. Nothing is dropped from the page cache (the source was "
-        "just written; the big file is read once before); `sync` runs before each initial copy. No-change "
-        f"re-syncs run {cfg.repeats} time(s), interleaved; the table gives the median and every run. "
-        "Seconds are wall time from command start to end (Python start-up and agent start-up included). "
-        "*Speedup* = rsync seconds / Surge seconds. Every destination was compared with its source "
-        "(`diff -rq -x .surge`, `cmp` for the big file), and Surge's summary was checked (no-change runs: "
-        "\"nothing to do\"; the touched run: exactly the touched files).",
-        "",
-        "| Step | surge sync (s) | rsync (s) | Speedup | Target | Verdict |",
-        "|---|---:|---:|---:|---:|---|",
-    ]
-    for c, a, b, speed in comparisons(report):
-        name = c.name.format(touched=cfg.touched, big=format_bytes(cfg.big))
-        target = f"≥ {c.target:g}×" if c.target else "-"
-        lines.append(f"| {name} | {_secs(a)} | {_secs(b)} | {f'{speed:.2f}×' if speed else '-'} | {target} | "
-                     f"{_verdict(speed, c.target, a)} |")  # fmt: skip
-    lines += ["", "| Step | Command | Seconds | Load (1 min) before | Surge's summary | Status |",
-              "|---|---|---:|---:|---|---|"]  # fmt: skip
-    for s in report.steps.values():
-        load = " ".join(f"{x:.1f}" for x in s.load)
-        status = s.status + (f": {s.detail}" if s.detail and not s.ok else "")
-        lines.append(f"| {s.label} | `{s.command}` | {_secs(s)} | {load} | {s.summary or '-'} | "
-                     f"{status.replace('|', '/')} |")  # fmt: skip
-    lines.append("")
-    lines += [f"- {n}" for n in report.notes]
-    return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.sync_bench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.sync_bench", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--files", type=int, default=100_000, help="files in the tree (default 100000)")
-    ap.add_argument("--big", default="2G", help="size of the big file, e.g. 2G, 4M; 0 skips it (default 2G)")
-    ap.add_argument("--repeats", type=int, default=3, help="runs of each no-change re-sync (default 3)")
+    ap.add_argument(
+        "--big", default="2G", help="size of the big file, e.g. 2G, 4M; 0 skips it (default 2G)"
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="runs of each no-change re-sync (default 3)"
+    )
     ap.add_argument("--touched", type=int, default=100, help="files appended to (default 100)")
     ap.add_argument("--no-remote", action="store_true", help="skip the loopback SSH steps")
     ap.add_argument("--rate", default="10g", help="surge sync -l (default 10g)")
     ap.add_argument("--workdir", default=tempfile.gettempdir(), help="where the trees go")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per command")
     ap.add_argument("--keep", action="store_true", help="keep the trees")
-    ap.add_argument("--out", action="append", default=[], help="a .md file whose section is replaced")
+    ap.add_argument(
+        "--out", action="append", default=[], help="a .md file whose section is replaced"
+    )
     a = ap.parse_args(argv)
     try:
         big = parse_size(a.big, "--big", minimum=0)

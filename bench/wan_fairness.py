@@ -36,7 +36,9 @@ if REPO_ROOT not in sys.path:  # run as a script: make `bench` importable
     sys.path.insert(0, REPO_ROOT)
 
 from bench.wan import LinkSpec, WanLink  # noqa: E402
-from bench.wan_bench import MBIT, SurgeFlow, _wait_listening, ensure_iperf3  # noqa: E402
+from bench.wan_flow import SurgeFlow  # noqa: E402
+from bench.wan_report import MBIT  # noqa: E402
+from bench.wan_tcp import ensure_iperf3, wait_listening  # noqa: E402
 
 __all__ = ["SCENARIOS", "FairnessConfig", "FlowResult", "Scenario", "TcpFlow", "main", "render", "run_scenario",
            "verdicts"]  # fmt: skip
@@ -194,7 +196,7 @@ def run_scenario(
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            _wait_listening(link, "b", 5201)
+            wait_listening(link, "b", 5201)
         t_start = time.time()
         first = _start(first_kind, link, cfg, 33001)
         time.sleep(cfg.join)

@@ -12,8 +12,9 @@ and an add each, and nothing reads them.
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from prometheus_client import (
@@ -32,12 +33,20 @@ __all__ = [
     "FILE_STATES",
     "QUEUES",
     "REGISTRY",
+    "STAT_KEYS",
     "TASK_OUTCOMES",
     "TASK_STATES",
+    "MetricsPortError",
+    "SessionMeter",
     "exposition",
+    "file_handled",
+    "files_planned",
+    "parse_metrics_port",
     "record_receiver",
     "record_sender",
     "serve_metrics",
+    "set_relay",
+    "sync_finished",
 ]
 
 disable_created_metrics()  # the *_created series double the exposition and no panel uses them
@@ -76,7 +85,8 @@ RTT: Final = Gauge(
 LOSS: Final = Gauge(
     "surge_loss_ratio", "Estimated datagram loss (0-1) of the latest session", registry=REGISTRY
 )
-QUEUE_DELAY: Final = Gauge("surge_queue_delay_seconds", "Queueing delay the latest receiving session measured",
+QUEUE_DELAY: Final = Gauge("surge_queue_delay_seconds",
+                           "Queueing delay of the latest session, as its receiver measured it (senders learn it from feedback)",
                            registry=REGISTRY)  # fmt: skip
 
 # -- sync (coordinator, embedded sync, workers) -------------------------------------------------
@@ -122,46 +132,185 @@ for _queue in QUEUES:
     QUEUE_MESSAGES.labels(queue=_queue)
 
 _lock = threading.Lock()
+_ids = itertools.count(1)
+
+# What each direction's cumulative statistics feed: counters advance by the growth of a field,
+# gauges take its latest value ("positive": 0 means "not measured yet" and is not shown).
+_COUNTED: Final = {"send": (("bytes_sent", SENT_BYTES), ("bytes_retransmitted", RETRANSMITTED_BYTES)),
+                   "recv": (("bytes_received", RECEIVED_BYTES),)}  # fmt: skip
+_GAUGED: Final = {"send": (("srtt", RTT, True), ("loss", LOSS, False), ("rate_rate", TRANSFER_RATE, True),
+                           ("rate_queue_delay", QUEUE_DELAY, False)),
+                  "recv": (("srtt", RTT, True), ("sender_rate", TRANSFER_RATE, True),
+                           ("queue_delay", QUEUE_DELAY, False))}  # fmt: skip
+STAT_KEYS: Final = frozenset({"drops"} | {k for d in _COUNTED.values() for k, _ in d}
+                             | {k for d in _GAUGED.values() for k, _, _ in d})  # fmt: skip
+
+Relay = Callable[[dict[str, object]], None]
+_relay: Relay | None = None
 
 
-def _drops(drops: object) -> None:
-    if isinstance(drops, Mapping):
-        for reason, n in drops.items():
-            if reason in DROP_REASONS and isinstance(n, int) and n > 0:
-                DATAGRAMS_DROPPED.labels(reason=reason).inc(n)
+def set_relay(relay: Relay | None) -> None:
+    """Also hand every session event to `relay` (an agent forwards them to its server)."""
+    global _relay
+    _relay = relay
 
 
-def record_sender(stats: Mapping[str, object], *, ok: bool) -> None:
-    """Account a finished sending session from `SenderSession.statistics()`."""
+class SessionMeter:
+    """Live accounting of one UDP session from its cumulative `statistics()`.
+
+    Counters advance by what each field gained since the previous update, so a scrape during a
+    long transfer shows its progress and nothing is counted twice; the `baseline` (statistics
+    at the start: data a resumed session already had) is not counted. Creating an active meter
+    counts the session in `surge_sessions_active` until `finish` (which acts once)."""
+
+    def __init__(self, direction: str, baseline: Mapping[str, object] | None = None, *,
+                 active: bool = True) -> None:  # fmt: skip
+        if direction not in _COUNTED:
+            raise ValueError(f"direction must be 'send' or 'recv', not {direction!r}")
+        self.direction = direction
+        self.id = next(_ids)
+        self._seen: dict[str, float] = {}
+        self._active = active
+        self._finished = False
+        with _lock:
+            self._absorb(baseline or {}, count=False)
+            if active:
+                SESSIONS_ACTIVE.inc()
+        self._forward("start", baseline or {}, active=active)
+
+    def update(self, stats: Mapping[str, object]) -> None:
+        with _lock:
+            self._absorb(stats, count=True)
+        self._forward("update", stats)
+
+    def finish(self, stats: Mapping[str, object], *, ok: bool) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        with _lock:
+            self._absorb(stats, count=True)
+            SESSIONS.labels(outcome="succeeded" if ok else "failed").inc()
+            if self._active:
+                SESSIONS_ACTIVE.dec()
+        self._forward("finish", stats, ok=ok)
+
+    def _absorb(self, stats: Mapping[str, object], *, count: bool) -> None:
+        for key, counter in _COUNTED[self.direction]:
+            self._advance(key, counter, stats.get(key), count)
+        drops = stats.get("drops")
+        if isinstance(drops, Mapping):
+            for reason in DROP_REASONS:
+                dropped = DATAGRAMS_DROPPED.labels(reason=reason)
+                self._advance("drops." + reason, dropped, drops.get(reason), count)
+        if count:
+            for key, gauge, positive in _GAUGED[self.direction]:
+                value = stats.get(key)
+                if isinstance(value, int | float) and (value > 0 or (value == 0 and not positive)):
+                    gauge.set(min(value, 1.0) if gauge is LOSS else value)
+
+    def _advance(self, key: str, counter: Counter, value: object, count: bool) -> None:
+        if not isinstance(value, int | float) or value < 0:
+            return  # absent (a report without this field) or nonsense: no change
+        seen = self._seen.get(key, 0.0)
+        if value > seen:
+            if count:
+                counter.inc(value - seen)
+            self._seen[key] = float(value)
+
+    def _forward(self, event: str, stats: Mapping[str, object], **extra: object) -> None:
+        relay = _relay
+        if relay is not None:
+            relay({"id": self.id, "dir": self.direction, "ev": event,
+                   "stats": {k: v for k, v in stats.items() if k in STAT_KEYS}, **extra})  # fmt: skip
+
+
+def record_sender(
+    stats: Mapping[str, object], *, ok: bool, meter: SessionMeter | None = None
+) -> None:
+    """Account the end of a sending session from `SenderSession.statistics()`: what `meter`
+    has not counted yet (everything without one) and the outcome. The UDP driver
+    (common/transport/udp.py) does this for every session it runs: its callers must not."""
+    (meter or SessionMeter("send", active=False)).finish(stats, ok=ok)
+
+
+def record_receiver(
+    stats: Mapping[str, object], *, ok: bool, meter: SessionMeter | None = None
+) -> None:
+    """Account the end of a receiving session from `ReceiverSession.statistics()` (as
+    `record_sender`)."""
+    (meter or SessionMeter("recv", active=False)).finish(stats, ok=ok)
+
+
+# -- sync bookkeeping ------------------------------------------------------------------------------
+_pending = 0
+
+
+def files_planned(count: int) -> None:
+    """A sync planned `count` actions; each `file_handled` takes one off `surge_files_pending`."""
+    global _pending
     with _lock:
-        SENT_BYTES.inc(_num(stats.get("bytes_sent")))
-        RETRANSMITTED_BYTES.inc(_num(stats.get("bytes_retransmitted")))
-        RTT.set(_num(stats.get("srtt")))
-        LOSS.set(min(max(_num(stats.get("loss")), 0.0), 1.0))
-        rate = stats.get("rate_rate")
-        if isinstance(rate, int | float):
-            TRANSFER_RATE.set(rate)
-        _drops(stats.get("drops"))
-        SESSIONS.labels(outcome="succeeded" if ok else "failed").inc()
+        _pending = max(count, 0)
+        FILES_PENDING.set(_pending)
 
 
-def record_receiver(stats: Mapping[str, object], *, ok: bool) -> None:
-    """Account a finished receiving session from `ReceiverSession.statistics()`."""
+def file_handled(status: str) -> None:
+    """Count one file by its async status line word: SYNCHRONIZED (and (mov), (ddp)) is synced,
+    (skp) and (exs) skipped, (del) deleted, anything starting with ERROR failed."""
+    global _pending
+    if status.startswith("ERROR"):
+        state = "failed"
+    elif status.endswith(("(skp)", "(exs)")):
+        state = "skipped"
+    elif status.endswith("(del)"):
+        state = "deleted"
+    else:
+        state = "synced"
     with _lock:
-        RECEIVED_BYTES.inc(_num(stats.get("bytes_received")))
-        QUEUE_DELAY.set(_num(stats.get("queue_delay")))
-        _drops(stats.get("drops"))
-        SESSIONS.labels(outcome="succeeded" if ok else "failed").inc()
+        FILES.labels(state=state).inc()
+        _pending = max(_pending - 1, 0)
+        FILES_PENDING.set(_pending)
 
 
-def _num(value: object) -> float:
-    return float(value) if isinstance(value, int | float) and value >= 0 else 0.0
+def sync_finished(snapshot: object) -> None:
+    """After a sync (finished or not): nothing pending; the snapshot's size and record count."""
+    from common.snapshot import SnapshotError
+
+    files_planned(0)
+    try:
+        size = snapshot.size_bytes()  # type: ignore[attr-defined]
+        entries = snapshot.count("local") + snapshot.count("remote")  # type: ignore[attr-defined]
+    except (SnapshotError, OSError):
+        return  # a broken snapshot is the sync's error to report, not the metrics'
+    SNAPSHOT_SIZE.set(size)
+    SNAPSHOT_ENTRIES.set(entries)
+
+
+# -- the endpoint --------------------------------------------------------------------------------
+class MetricsPortError(OSError):
+    """The metrics endpoint cannot listen (the message names --metrics-port)."""
+
+
+def parse_metrics_port(text: str) -> int:
+    """The value of --metrics-port: a TCP port 1-65535 (ValueError naming the option)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise ValueError(f"--metrics-port: not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--metrics-port: {port} is out of range (1-65535)")
+    return port
 
 
 def serve_metrics(port: int, addr: str = "0.0.0.0") -> object:
     """Expose REGISTRY on http://addr:port/metrics (a daemon thread); returns the server so that
-    tests can shut it down. Port 0 is refused by the callers' option checks, not here."""
-    server, _thread = start_http_server(port, addr=addr, registry=REGISTRY)
+    tests can shut it down. Port 0 is refused by the callers' option checks (parse_metrics_port),
+    not here. A port in use (or an address not ours) raises MetricsPortError."""
+    try:
+        server, _thread = start_http_server(port, addr=addr, registry=REGISTRY)
+    except OSError as exc:
+        raise MetricsPortError(
+            f"--metrics-port {port}: cannot listen on {addr}: {exc.strerror or exc}"
+        ) from None
     return server
 
 

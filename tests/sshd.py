@@ -224,10 +224,10 @@ def system_sshd(directory: Path, *, docroot: Path | None = None, config: Path | 
 
 @contextmanager
 def surge_server(directory: Path, *, docroot: Path | None = None, config: Path | None = None,
-                 udp_ports: int = 64) -> Iterator[FarEnd]:  # fmt: skip
+                 udp_ports: int = 64, args: Sequence[str] = ()) -> Iterator[FarEnd]:  # fmt: skip
     """`surge server` on a free SSH port and `udp_ports` consecutive free UDP ports, one client
-    key in its authorized_keys (valid for every user without keys of their own); stopped with
-    SIGTERM."""
+    key in its authorized_keys (valid for every user without keys of their own), more options
+    in `args`; stopped with SIGTERM."""
     directory.mkdir(parents=True, exist_ok=True)
     host_key = keygen(directory / "host_key", "surge-test-host")
     client = keygen(directory / "client_key", "surge-test-client")
@@ -241,6 +241,7 @@ def surge_server(directory: Path, *, docroot: Path | None = None, config: Path |
         argv += ["--docroot", str(docroot)]
     if config is not None:
         argv += ["--config", str(config)]
+    argv += args
     log = directory / "server.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=fh)

@@ -12,7 +12,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # bench/ is not an installed package
     sys.path.insert(0, REPO_ROOT)
 
-from bench.loopback import write_section  # noqa: E402
+from bench.shared import write_section  # noqa: E402
 from bench.sync_bench import (  # noqa: E402
     SECTION,
     SyncBenchConfig,

@@ -121,7 +121,7 @@ def test_push_create_modify_delete_rename(
     for i in range(1000):
         (big / f"f{i:04}").write_bytes(b"%d" % i * 50)
     port = free_tcp_port()
-    sync = Sync(tmp_path, src, dst, "--cooloff", "1", env={"SURGE_METRICS_PORT": str(port)})
+    sync = Sync(tmp_path, src, dst, "--cooloff", "1", "--metrics-port", str(port))
     started.append(sync)
     wait_for(lambda: sync.running() and sync.count("big/f0999") == 1, "the first sync")
     assert listing(dst) == listing(src)
@@ -325,3 +325,12 @@ def test_bidi_with_a_remote_far_end(tmp_path: Path, started: list[Sync]) -> None
         assert sync.count("l1-renamed", "SYNCHRONIZED(mov)") == 1
         assert sync.count("rdir2", "SYNCHRONIZED(mov)") == 1
         assert sync.stop() == 0, sync.stderr()
+
+
+def test_metrics_port_is_only_for_continuous_mode(trees: tuple[Path, Path]) -> None:
+    src, dst = trees
+    base = [sys.executable, "-m", "coordinator.cli", "sync", "-N", "m", "-d", str(src), "-r", str(dst)]
+    for extra, message in ((["--metrics-port", "9100"], "--metrics-port: only with -C"),
+                           (["-C", "--metrics-port", "0"], "--metrics-port: 0 is out of range")):  # fmt: skip
+        res = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2 and message in res.stderr, res.stderr

@@ -1,18 +1,25 @@
-"""The snapshot store (common/snapshot): the SqliteSnapshot against the SnapshotStore contract —
-round trips, atomicity, tree operations among similarly named siblings, ordering, meta, reset,
-the pair lock, damaged and foreign files — and a state machine against a dict model."""
+"""The snapshot store (common/snapshot): SqliteSnapshot and RedisSnapshot against the
+SnapshotStore contract — round trips, atomicity, tree operations among similarly named siblings,
+ordering, meta, reset — and a state machine against a dict model, for both stores (the Redis
+ones against a private redis-server); the pair lock, damaged and foreign files for SQLite (Redis:
+tests/test_snapshot_redis.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sqlite3
+import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from unittest import mock
 
 import pytest
+import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -25,14 +32,20 @@ from hypothesis.stateful import (
 from common.snapshot import (
     SIDES,
     Entry,
+    RedisSnapshot,
     SnapshotError,
     SnapshotStore,
     SqliteSnapshot,
     default_snapshot_path,
     is_within,
     path_sort_key,
+    redis_plan,
 )
+from common.snapshot import redis as snapshot_redis
 from common.snapshot import sqlite as snapshot_sqlite
+
+sys.path.insert(0, os.path.dirname(__file__))
+from redis_server import redis_server
 
 U64 = (1 << 64) - 1
 I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
@@ -49,9 +62,52 @@ def db_path(tmp_path: Path) -> str:
     return str(tmp_path / "pair.db")
 
 
+_REDIS: dict[str, redis.Redis] = {}
+"""The module's redis-server client while the ``redis_client`` fixture is up (the state machine
+cannot take fixtures)."""
+
+
+@pytest.fixture(scope="module")
+def redis_client() -> Iterator[redis.Redis]:
+    with redis_server() as srv:
+        _REDIS["client"] = client = redis.Redis.from_url(srv.url)
+        yield client
+        client.close()
+        del _REDIS["client"]
+
+
+@contextlib.contextmanager
+def small_buckets() -> Iterator[None]:
+    """Redis buckets of 4 entries, so that a few dozen entries split and merge them."""
+    with (
+        mock.patch.object(redis_plan, "BUCKET_MAX", 4),
+        mock.patch.object(redis_plan, "BUCKET_FILL", 3),
+    ):
+        yield
+
+
+def new_pair() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"  # one redis-server per module: a pair per test
+
+
+class StoreKind:
+    """Opens the same pair of one store kind again and again (``rebuild=`` passed through)."""
+
+    def __init__(self, open_: Callable[..., SnapshotStore], module: ModuleType) -> None:
+        self.open, self.module = open_, module
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def kind(request: pytest.FixtureRequest, db_path: str) -> StoreKind:
+    if request.param == "sqlite":
+        return StoreKind(lambda **kw: SqliteSnapshot(db_path, "pair", **kw), snapshot_sqlite)
+    client, pair = request.getfixturevalue("redis_client"), new_pair()
+    return StoreKind(lambda **kw: RedisSnapshot(client, pair, **kw), snapshot_redis)
+
+
 @pytest.fixture
-def store(db_path: str) -> Iterator[SqliteSnapshot]:
-    s = SqliteSnapshot(db_path, "pair")
+def store(kind: StoreKind) -> Iterator[SnapshotStore]:
+    s = kind.open()
     yield s
     s.close()
 
@@ -152,9 +208,8 @@ def test_entry_refuses_values_the_store_cannot_keep(changes: dict[str, object]) 
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(entries=st.lists(full_entries, min_size=1, max_size=20, unique_by=lambda e: e.path))
-def test_every_field_round_trips(tmp_path: Path, entries: list[Entry]) -> None:
-    path = str(tmp_path / "rt.db")
-    with SqliteSnapshot(path, rebuild=True) as store:
+def test_every_field_round_trips(kind: StoreKind, entries: list[Entry]) -> None:
+    with kind.open(rebuild=True) as store:
         store.apply("remote", entries)
         expected = {e.path: e for e in entries}
         assert store.load("remote") == expected
@@ -163,11 +218,11 @@ def test_every_field_round_trips(tmp_path: Path, entries: list[Entry]) -> None:
             entries, key=lambda e: path_sort_key(e.path)
         )
         assert store.load("local") == {}
-    with SqliteSnapshot(path) as store:
+    with kind.open() as store:
         assert store.load("remote") == expected
 
 
-def test_extreme_values_round_trip(store: SqliteSnapshot) -> None:
+def test_extreme_values_round_trip(store: SnapshotStore) -> None:
     e = Entry(
         "d/\udcfe\x01é", "link", I64_MAX, I64_MIN, 0o120777, U64, 1 << 63, 0,
         "F" * 128, "../t\udcff/é", I64_MAX, -1, (1 << 32) - 1, '{"xattr": {"user.k": "dg=="}}',
@@ -177,19 +232,19 @@ def test_extreme_values_round_trip(store: SqliteSnapshot) -> None:
     assert store.load("local") == {e.path: e}
 
 
-def test_persistence_across_close_and_reopen(db_path: str) -> None:
-    with SqliteSnapshot(db_path, "pair") as s:
+def test_persistence_across_close_and_reopen(kind: StoreKind) -> None:
+    with kind.open() as s:
         seed_siblings(s)
         s.apply("remote", [entry("r", inode=U64)])
         s.set_meta("checksum", "sha256")
         before = (s.load("local"), s.load("remote"))
-    with SqliteSnapshot(db_path, "pair") as s:
+    with kind.open() as s:
         assert (s.load("local"), s.load("remote")) == before
         assert s.get_meta("checksum") == "sha256"
         assert s.count("local") == len(SIBLINGS) and s.count("remote") == 1
 
 
-def test_sides_are_separate(store: SqliteSnapshot) -> None:
+def test_sides_are_separate(store: SnapshotStore) -> None:
     store.apply("local", [entry("x", size=1)])
     store.apply("remote", [entry("x", size=2), entry("y")])
     store.apply("remote", delete_trees=["x"])
@@ -199,7 +254,7 @@ def test_sides_are_separate(store: SqliteSnapshot) -> None:
         store.load("middle")
 
 
-def test_sqlite_snapshot_is_a_snapshot_store(store: SqliteSnapshot) -> None:
+def test_the_store_is_a_snapshot_store(store: SnapshotStore) -> None:
     assert isinstance(store, SnapshotStore)
     assert SIDES == ("local", "remote")
 
@@ -207,7 +262,7 @@ def test_sqlite_snapshot_is_a_snapshot_store(store: SqliteSnapshot) -> None:
 # -- apply ---------------------------------------------------------------------------------------
 
 
-def test_apply_is_atomic_when_an_iterable_fails_midway(store: SqliteSnapshot) -> None:
+def test_apply_is_atomic_when_an_iterable_fails_midway(store: SnapshotStore) -> None:
     seed_siblings(store)
     store.set_meta("k", "v")
     before = store.load("local")
@@ -238,7 +293,7 @@ def test_apply_is_atomic_when_an_iterable_fails_midway(store: SqliteSnapshot) ->
     assert store.count("local") == len(before) + 1
 
 
-def test_apply_order_trees_then_deletes_then_upserts(store: SqliteSnapshot) -> None:
+def test_apply_order_trees_then_deletes_then_upserts(store: SnapshotStore) -> None:
     seed_siblings(store)
     # A directory replaced by a file of the same name in one transaction; last upsert wins.
     store.apply(
@@ -255,7 +310,7 @@ def test_apply_order_trees_then_deletes_then_upserts(store: SqliteSnapshot) -> N
     )
 
 
-def test_apply_refuses_a_single_str_as_a_list_of_paths(store: SqliteSnapshot) -> None:
+def test_apply_refuses_a_single_str_as_a_list_of_paths(store: SnapshotStore) -> None:
     store.apply("local", [entry("a"), entry("b")])
     with pytest.raises(TypeError, match="single str"):
         store.apply("local", deletes="ab")
@@ -274,7 +329,7 @@ def test_apply_refuses_a_single_str_as_a_list_of_paths(store: SqliteSnapshot) ->
     ],
 )
 def test_delete_trees_removes_exactly_the_tree(
-    store: SqliteSnapshot, top: str, gone: set[str]
+    store: SnapshotStore, top: str, gone: set[str]
 ) -> None:
     seed_siblings(store)
     seed_siblings(store, "remote")
@@ -286,7 +341,7 @@ def test_delete_trees_removes_exactly_the_tree(
 # -- rename_tree ---------------------------------------------------------------------------------
 
 
-def test_rename_tree_moves_exactly_the_tree(store: SqliteSnapshot) -> None:
+def test_rename_tree_moves_exactly_the_tree(store: SnapshotStore) -> None:
     seed_siblings(store)
     before = store.load("local")
     store.rename_tree("local", "a/b", "x/y")
@@ -300,7 +355,7 @@ def test_rename_tree_moves_exactly_the_tree(store: SqliteSnapshot) -> None:
     assert paths_of(store, prefix="x/y") == ["x/y", "x/y/c", "x/y/c/d"]
 
 
-def test_rename_tree_to_a_similar_name_and_back(store: SqliteSnapshot) -> None:
+def test_rename_tree_to_a_similar_name_and_back(store: SnapshotStore) -> None:
     seed_siblings(store)
     before = store.load("local")
     store.rename_tree("local", "a/b2", "a/b3")  # only b2 and below; b, b!, b.c, b0 stay
@@ -309,7 +364,7 @@ def test_rename_tree_to_a_similar_name_and_back(store: SqliteSnapshot) -> None:
     assert store.load("local") == before
 
 
-def test_rename_tree_replaces_the_target_tree(store: SqliteSnapshot) -> None:
+def test_rename_tree_replaces_the_target_tree(store: SnapshotStore) -> None:
     seed_siblings(store)
     store.rename_tree("local", "a/b", "a/b2")
     got = store.load("local")
@@ -318,7 +373,7 @@ def test_rename_tree_replaces_the_target_tree(store: SqliteSnapshot) -> None:
     assert got["a/b2"].size == SIBLINGS.index("a/b")
 
 
-def test_rename_tree_of_a_file_and_of_nothing(store: SqliteSnapshot) -> None:
+def test_rename_tree_of_a_file_and_of_nothing(store: SnapshotStore) -> None:
     seed_siblings(store)
     store.rename_tree("local", "a/b!", "z")
     assert store.get("local", "z") == entry("z", size=SIBLINGS.index("a/b!"))
@@ -328,7 +383,7 @@ def test_rename_tree_of_a_file_and_of_nothing(store: SqliteSnapshot) -> None:
 
 
 @pytest.mark.parametrize(("old", "new"), [("a/b", "a/b/c"), ("a/b/c", "a/b"), ("a", "a")])
-def test_rename_tree_refuses_nested_names(store: SqliteSnapshot, old: str, new: str) -> None:
+def test_rename_tree_refuses_nested_names(store: SnapshotStore, old: str, new: str) -> None:
     seed_siblings(store)
     before = store.load("local")
     with pytest.raises(ValueError, match="inside"):
@@ -336,7 +391,7 @@ def test_rename_tree_refuses_nested_names(store: SqliteSnapshot, old: str, new: 
     assert store.load("local") == before
 
 
-def test_rename_tree_keeps_undecodable_names(store: SqliteSnapshot) -> None:
+def test_rename_tree_keeps_undecodable_names(store: SnapshotStore) -> None:
     store.apply("local", [entry("d\udcfe"), entry("d\udcfe/\udc80x"), entry("d\udcfe/é/\x01")])
     store.rename_tree("local", "d\udcfe", "é\udcff")
     # Levels compare as bytes: the undecodable 0x80 sorts before 'é' (0xC3 0xA9).
@@ -347,7 +402,7 @@ def test_rename_tree_keeps_undecodable_names(store: SqliteSnapshot) -> None:
 # -- listing order -------------------------------------------------------------------------------
 
 
-def test_iter_side_is_in_walk_order_and_prefix_selects_a_tree(store: SqliteSnapshot) -> None:
+def test_iter_side_is_in_walk_order_and_prefix_selects_a_tree(store: SnapshotStore) -> None:
     seed_siblings(store)
     assert paths_of(store) == [
         "a", "a/b", "a/b/c", "a/b/c/d", "a/b!", "a/b.c", "a/b0", "a/b2", "a/b2/x", "a/c", "a!", "ab",
@@ -361,10 +416,12 @@ def test_iter_side_is_in_walk_order_and_prefix_selects_a_tree(store: SqliteSnaps
         paths_of(store, prefix="a/b/")
 
 
-def test_iter_side_pages_and_tolerates_writes_between_pages(store: SqliteSnapshot) -> None:
+def test_iter_side_pages_and_tolerates_writes_between_pages(
+    kind: StoreKind, store: SnapshotStore
+) -> None:
     names = [f"d/{i:03d}" for i in range(50)]
     store.apply("local", [entry("d"), *(entry(n) for n in names), entry("e")])
-    with mock.patch.object(snapshot_sqlite, "ITER_PAGE_ROWS", 7):
+    with mock.patch.object(kind.module, "ITER_PAGE_ROWS", 7), small_buckets():
         assert paths_of(store, prefix="d") == ["d", *names]
         seen = []
         for e in store.iter_side("local"):
@@ -383,7 +440,7 @@ def test_path_sort_key_orders_levels_first() -> None:
 # -- meta and reset ------------------------------------------------------------------------------
 
 
-def test_meta_set_get_replace_remove(store: SqliteSnapshot) -> None:
+def test_meta_set_get_replace_remove(store: SnapshotStore) -> None:
     assert store.get_meta("checksum") is None
     store.set_meta("checksum", "sha256")
     store.set_meta("remote_host", "h1")
@@ -395,8 +452,8 @@ def test_meta_set_get_replace_remove(store: SqliteSnapshot) -> None:
         store.set_meta("", "x")
 
 
-def test_reset_forgets_records_and_meta_but_stays_usable(db_path: str) -> None:
-    with SqliteSnapshot(db_path, "pair") as store:
+def test_reset_forgets_records_and_meta_but_stays_usable(kind: StoreKind) -> None:
+    with kind.open() as store:
         seed_siblings(store)
         seed_siblings(store, "remote")
         store.set_meta("checksum", "sha256")
@@ -406,16 +463,16 @@ def test_reset_forgets_records_and_meta_but_stays_usable(db_path: str) -> None:
         assert store.count("local") == 0 and store.get_meta("checksum") is None
         assert 0 < store.size_bytes() <= full
         store.apply("local", [entry("fresh")])
-    with SqliteSnapshot(db_path, "pair") as store:  # the pair identity survives -x
+    with kind.open() as store:  # the pair identity survives -x
         assert store.load("local") == {"fresh": entry("fresh")}
 
 
-def test_count_and_size_bytes_grow(store: SqliteSnapshot) -> None:
+def test_count_and_size_bytes_grow(store: SnapshotStore) -> None:
     empty = store.size_bytes()
     assert empty > 0 and store.count("local") == 0
     store.apply("local", [entry(f"f{i}", checksum="ab" * 32) for i in range(2000)])
     assert store.count("local") == 2000
-    assert store.size_bytes() > empty + 2000 * 64
+    assert store.size_bytes() > empty + 2000 * 32  # at least the binary digests
 
 
 # -- locking, damage, foreign files --------------------------------------------------------------
@@ -491,8 +548,8 @@ def test_a_database_of_another_pair_is_refused(db_path: str) -> None:
     SqliteSnapshot(db_path, "music").close()
 
 
-def test_a_closed_store_says_so(db_path: str) -> None:
-    store = SqliteSnapshot(db_path)
+def test_a_closed_store_says_so(kind: StoreKind) -> None:
+    store = kind.open()
     store.close()
     store.close()  # idempotent
     with pytest.raises(SnapshotError, match="closed"):
@@ -516,7 +573,14 @@ def test_default_snapshot_path(tmp_path: Path) -> None:
 # -- scale ---------------------------------------------------------------------------------------
 
 
-def test_100k_entries_apply_and_load(store: SqliteSnapshot) -> None:
+def test_100k_entries_apply_and_load(db_path: str) -> None:
+    """SQLite only: bench/redis_memory.py loads 100k into Redis, tests/test_snapshot_redis.py
+    20k with the real bucket sizes."""
+    with SqliteSnapshot(db_path, "pair") as store:
+        _load_100k(store)
+
+
+def _load_100k(store: SnapshotStore) -> None:
     entries = [
         Entry(f"d{i // 1000}/s{i // 100 % 10}/f{i}.dat", "file", i, i * 1000, 0o644, i + 1, 2049,
               checksum=f"{i:064x}")
@@ -566,10 +630,15 @@ class _Interrupted(Exception):
 class SnapshotMachine(RuleBasedStateMachine):
     """apply / rename_tree / reset / reopen against {side: {path: Entry}}."""
 
+    module: ModuleType = snapshot_sqlite
+
     def __init__(self) -> None:
         super().__init__()
         self.model: dict[str, dict[str, Entry]] = {side: {} for side in SIDES}
-        self.store: SqliteSnapshot | None = None
+        self.store: SnapshotStore | None = None
+
+    def open_store(self) -> SnapshotStore:
+        return SqliteSnapshot(self.path, "model")
 
     @initialize(seed=st.sets(st.sampled_from(SEED_PATHS), min_size=len(SEED_PATHS) // 2))
     def open(self, seed: set[str]) -> None:
@@ -577,7 +646,7 @@ class SnapshotMachine(RuleBasedStateMachine):
 
         self.dir = tempfile.mkdtemp(prefix="snapshot-model-")
         self.path = os.path.join(self.dir, "m.db")
-        self.store = SqliteSnapshot(self.path, "model")
+        self.store = self.open_store()
         for side in SIDES:  # start from a populated tree: every operation has neighbours
             self.model[side] = {p: entry(p, size=len(p)) for p in seed}
             self.store.apply(side, self.model[side].values())
@@ -650,7 +719,7 @@ class SnapshotMachine(RuleBasedStateMachine):
     def reopen(self) -> None:
         assert self.store is not None
         self.store.close()
-        self.store = SqliteSnapshot(self.path, "model")
+        self.store = self.open_store()
 
     @rule(dice=st.integers(0, 5))
     def reset(self, dice: int) -> None:
@@ -665,7 +734,7 @@ class SnapshotMachine(RuleBasedStateMachine):
         assert self.store is not None
         prefix = self.some_path(data, side)
         expected = sorted((p for p in self.model[side] if is_within(p, prefix)), key=path_sort_key)
-        with mock.patch.object(snapshot_sqlite, "ITER_PAGE_ROWS", 2):
+        with mock.patch.object(self.module, "ITER_PAGE_ROWS", 2):
             assert paths_of(self.store, side, prefix) == expected
 
     @invariant()
@@ -687,3 +756,26 @@ class SnapshotMachine(RuleBasedStateMachine):
 
 TestSnapshotModel = SnapshotMachine.TestCase
 TestSnapshotModel.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+
+
+class RedisSnapshotMachine(SnapshotMachine):
+    """The same against RedisSnapshot, with 4-entry buckets so that they split and merge."""
+
+    module = snapshot_redis
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pair = new_pair()
+        self.buckets = small_buckets()
+        self.buckets.__enter__()
+
+    def open_store(self) -> SnapshotStore:
+        return RedisSnapshot(_REDIS["client"], self.pair)
+
+    def teardown(self) -> None:
+        super().teardown()
+        self.buckets.__exit__(None, None, None)
+
+
+TestRedisSnapshotModel = pytest.mark.usefixtures("redis_client")(RedisSnapshotMachine.TestCase)
+TestRedisSnapshotModel.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)

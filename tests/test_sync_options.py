@@ -256,6 +256,9 @@ ONE_OPTION: list[tuple[list[str], str, Any]] = [
     (["--token", "tok"], "token", "tok"),
     (["--user", "u", "-r", "hx:/x"], "user", "u"),
     (["--host", "h"], "host", "h"),
+    (["--cluster", "redis://r:6379/0"], "cluster", "redis://r:6379/0"),
+    (["--cluster", "--detach"], "detach", True),
+    (["--cluster=redis://r/0", "--multi-session-threshold=1G"], "multi_session_threshold", 1 << 30),
 ]
 
 # Options with dedicated tests below rather than rows of ONE_OPTION.

@@ -19,7 +19,7 @@ if REPO_ROOT not in sys.path:  # bench/ is not an installed package
     sys.path.insert(0, REPO_ROOT)
 
 from bench.wan import LinkSpec, WanError, WanLink  # noqa: E402
-from bench.wan_bench import SurgeFlow  # noqa: E402
+from bench.wan_flow import SurgeFlow  # noqa: E402
 
 SIZE = 20 * 10**6
 RATE_BPS = 100e6

@@ -21,6 +21,7 @@ from common import __version__
 from common.control.framing import ProtocolError
 from common.control.messages import PROTOCOL_VERSION
 from common.logs import configure_logging
+from common.metrics_relay import relay_to
 from common.paths import PathError
 from common.serverconfig import ConfigError, load_config
 
@@ -98,7 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bind", help="address for the UDP port (default 0.0.0.0; local: 127.0.0.1)")
     parser.add_argument("--docroot", help="confine the user to this directory (overrides the config)")
     parser.add_argument("-R", dest="log_dir", help="log directory")
+    parser.add_argument("--metrics-fd", type=int, help=argparse.SUPPRESS)  # from surge server
     args = parser.parse_args(argv)
+    if args.metrics_fd is not None:
+        try:
+            relay_to(args.metrics_fd)
+        except OSError as exc:
+            print(f"surge agent: --metrics-fd {args.metrics_fd}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     try:
         config = load_config(args.config or os.environ.get("SURGE_CONFIG"))
     except ConfigError as exc:
@@ -111,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.docroot:
         policy = dataclasses.replace(policy, docroot=os.path.realpath(args.docroot), restrictions=())
     ctx = AgentContext(user=user, policy=policy, token_secret=config.token_secret,
-                       udp_ports=ports, bind_host=bind)  # fmt: skip
+                       udp_ports=ports, bind_host=bind,
+                       port_fallback=os.environ.get("SURGE_AGENT_PORT_FALLBACK") == "1")  # fmt: skip
     return serve(sys.stdin.buffer, sys.stdout.buffer, ctx)
 
 

@@ -58,6 +58,7 @@ class AgentContext:
     udp_ports: tuple[int, int] | None = None  # a server's range; None: the port the client asks
     bind_host: str = "127.0.0.1"
     token: str | None = None  # presented by the client in its hello
+    port_fallback: bool = False  # a local agent: any free port when the client's -O is taken
 
     def resolve(self, path: str) -> str:
         """A client path as a local path inside the user's docroot (PathError otherwise)."""
@@ -101,6 +102,11 @@ class AgentContext:
         for port in ports:
             try:
                 return open_udp_socket(self.bind_host, port, gro=True)
+            except OSError as exc:
+                last = exc
+        if self.port_fallback and not self.udp_ports:
+            try:  # loopback only: two local copies at once must not collide on 33001
+                return open_udp_socket(self.bind_host, 0, gro=True)
             except OSError as exc:
                 last = exc
         what = f"any UDP port in {self.udp_ports[0]}-{self.udp_ports[1]}" if self.udp_ports else f"UDP port {requested}"

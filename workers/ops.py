@@ -1,5 +1,6 @@
 """File operations the control protocol offers besides transfers (what sync needs of a far end):
-stat, list, mkdir, delete, rename, setattr, checksum, read and write of small files. Every path
+stat, list, mkdir, delete, rename, setattr, link, copy, chown, extended attributes, checksum,
+read and write of small files. Every path
 is resolved inside the user's docroot; reading needs the pull direction, changing needs push."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import base64
 import os
 import shutil
 import stat as stat_mod
+from collections.abc import Iterator
 from typing import Any
 
 from common.checksums import REPORT_ALGORITHMS, file_digest, ranges_digest
@@ -19,6 +21,7 @@ __all__ = ["MAX_LIST_ENTRIES", "MAX_SMALL_FILE", "handle_op"]
 
 MAX_SMALL_FILE = 1 << 20  # read/write of whole files over the control channel
 MAX_LIST_ENTRIES = 1_000_000
+MAX_PAGE = 10_000  # entries per streamed listing message (~2 MB of JSON, far below the frame limit)
 
 
 def _attrs(st: os.stat_result, path: str | None = None) -> dict[str, Any]:
@@ -33,8 +36,7 @@ def _attrs(st: os.stat_result, path: str | None = None) -> dict[str, Any]:
     return out
 
 
-def _list(root: str, limit: int) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def _walk(root: str) -> Iterator[dict[str, Any]]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(dirnames) + sorted(filenames):
@@ -43,16 +45,57 @@ def _list(root: str, limit: int) -> list[dict[str, Any]]:
                 st = os.lstat(full)
             except OSError:
                 continue
-            out.append({"path": os.path.relpath(full, root).replace(os.sep, "/"), **_attrs(st, full)})
-            if len(out) > limit:
-                raise Refused("limit", f"listing exceeds {limit} entries")
+            yield {"path": os.path.relpath(full, root).replace(os.sep, "/"), **_attrs(st, full)}
+
+
+def _list(root: str, limit: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for entry in _walk(root):
+        out.append(entry)
+        if len(out) > limit:
+            raise Refused("limit", f"listing exceeds {limit} entries")
     return out
+
+
+def _stream_list(chan: Channel, ctx: AgentContext, msg: dict[str, Any]) -> None:
+    """`list` with `page`: the tree in messages of `page` entries, each with `more` but the last
+    (a tree of any size, where one message is bounded by the frame limit)."""
+    path_arg = str(msg.get("path", ""))
+    ctx.authorize("pull", [path_arg])
+    root = ctx.resolve(path_arg)
+    if not os.path.isdir(root):
+        os.stat(root)  # a missing root is an error, not an empty listing
+        raise Refused("request", f"{path_arg}: not a directory")
+    size = max(1, min(int(msg["page"]), MAX_PAGE))
+    page: list[dict[str, Any]] = []
+    for entry in _walk(root):
+        page.append(entry)
+        if len(page) >= size:
+            chan.send({"type": "result", "op": "list", "entries": page, "more": True})
+            page = []
+    chan.send({"type": "result", "op": "list", "entries": page, "more": False})
+
+
+def _owner_id(value: object, what: str) -> int:
+    """-1 (unchanged) for None; a number as is; a name through the password/group database."""
+    if value is None:
+        return -1
+    text = str(value)
+    if text.isdigit():
+        return int(text)
+    import grp
+    import pwd
+
+    try:
+        return pwd.getpwnam(text).pw_uid if what == "user" else grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise Refused("request", f"no such {what} {text!r} on this host") from None
 
 
 def _op(ctx: AgentContext, msg: dict[str, Any]) -> dict[str, Any]:
     op = str(msg.get("op"))
     path_arg = str(msg.get("path", ""))
-    reading = op in ("stat", "list", "checksum", "read")
+    reading = op in ("stat", "list", "checksum", "read", "getxattrs")
     ctx.authorize("pull" if reading else "push", [path_arg])
     path = ctx.resolve(path_arg)
     if op == "stat":
@@ -79,6 +122,16 @@ def _op(ctx: AgentContext, msg: dict[str, Any]) -> dict[str, Any]:
         tmp = path + ".surge-tmp"
         shutil.copy2(ctx.resolve(source_arg), tmp)
         os.replace(tmp, path)
+        return {}
+    if op == "chown":  # -u/-j/--write-uid/--write-gid: names are looked up here, on the writing host
+        os.chown(path, _owner_id(msg.get("user"), "user"), _owner_id(msg.get("group"), "group"), follow_symlinks=False)
+        return {}
+    if op == "getxattrs":
+        names = os.listxattr(path, follow_symlinks=False)
+        return {"xattrs": {n: base64.b64encode(os.getxattr(path, n, follow_symlinks=False)).decode() for n in names}}
+    if op == "setxattrs":
+        for name, value in dict(msg.get("xattrs", {})).items():
+            os.setxattr(path, str(name), base64.b64decode(str(value), validate=True), follow_symlinks=False)
         return {}
     if op == "delete":
         if os.path.isdir(path) and not os.path.islink(path):
@@ -129,6 +182,9 @@ def _op(ctx: AgentContext, msg: dict[str, Any]) -> dict[str, Any]:
 def handle_op(chan: Channel, msg: dict[str, Any], ctx: AgentContext) -> None:
     """Answer one `op` message with `result` or `error` (the session goes on either way)."""
     try:
+        if msg.get("op") == "list" and msg.get("page"):
+            _stream_list(chan, ctx, msg)
+            return
         chan.send({"type": "result", "op": msg.get("op"), **_op(ctx, msg)})
     except Refused as exc:
         chan.send({"type": "error", "code": exc.code, "message": str(exc)})

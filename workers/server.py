@@ -16,6 +16,8 @@ from typing import Any
 
 import asyncssh
 
+from common.metrics import MetricsPortError, parse_metrics_port, serve_metrics
+from common.metrics_relay import open_relay, relay_from
 from common.serverconfig import ConfigError, ServerConfig, check_password, load_config
 
 __all__ = ["SurgeServer", "main"]
@@ -114,15 +116,24 @@ class SurgeServer:
         self._sessions.add(task)
         username = process.get_extra_info("username")
         try:
-            agent = await asyncio.create_subprocess_exec(
-                *self._agent_argv(username), stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
-            await process.redirect(stdin=agent.stdin, stdout=agent.stdout)
-            status = await agent.wait()
+            # The agent reports its UDP sessions' statistics over this pipe, so that this
+            # process's metrics endpoint counts them (see common/metrics_relay.py).
+            async with asyncio.TaskGroup() as group:
+                pipe, wfd = open_relay()
+                group.create_task(relay_from(pipe))
+                try:
+                    agent = await asyncio.create_subprocess_exec(
+                        *self._agent_argv(username), "--metrics-fd", str(wfd), pass_fds=(wfd,),
+                        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                        stderr=asyncio.subprocess.DEVNULL,
+                    )  # fmt: skip
+                finally:
+                    os.close(wfd)  # the agent holds the only write end: its exit ends the relay
+                await process.redirect(stdin=agent.stdin, stdout=agent.stdout)
+                status = await agent.wait()
             process.exit(status)
-        except (OSError, asyncssh.Error) as exc:
-            process.stderr.write(f"surge server: {exc}\n".encode())
+        except* (OSError, asyncssh.Error) as group_exc:
+            process.stderr.write(f"surge server: {group_exc.exceptions[0]}\n".encode())
             process.exit(1)
         finally:
             self._sessions.discard(task)
@@ -159,6 +170,13 @@ def _ports(text: str) -> tuple[int, int]:
     return ports
 
 
+def _metrics_port(text: str) -> int:
+    try:
+        return parse_metrics_port(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def build_config(args: argparse.Namespace) -> ServerConfig:
     config = load_config(args.config)
     changes: dict[str, Any] = {}
@@ -184,16 +202,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--authorized-keys", help="authorized_keys for users without keys of their own")
     parser.add_argument("--docroot", help="confine every user to this directory (overrides the config)")
     parser.add_argument("--config", help="server configuration (TOML; see docs/SERVER.md)")
+    parser.add_argument("--metrics-port", metavar="N",
+                        help="serve Prometheus metrics on http://LISTEN:N/metrics (docs/METRICS.md)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         config = build_config(args)
         if args.docroot and not os.path.isdir(args.docroot):
             raise ConfigError(f"--docroot: {args.docroot!r} is not a directory")
         server = SurgeServer(config, args.config, docroot=args.docroot)
+        if args.metrics_port is not None:
+            serve_metrics(_metrics_port(args.metrics_port), config.listen)
         asyncio.run(_serve(server))
     except ConfigError as exc:
         print(f"surge server: error: {exc}", file=sys.stderr)
         return 2
+    except MetricsPortError as exc:
+        print(f"surge server: error: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"surge server: error: cannot listen on {args.listen or '0.0.0.0'}:{args.ssh_port}: {exc.strerror}",
               file=sys.stderr)  # fmt: skip

@@ -151,11 +151,12 @@ class FileSink:
             try:
                 with open(state_path, encoding="utf-8") as f:
                     state = json.load(f)
-                if state.get("count") != entry.part.count or state.get("size") != entry.whole:
+                if (state.get("count"), state.get("size")) != (entry.part.count, entry.whole) or \
+                        abs(float(state.get("mtime", -1)) - entry.mtime) > 1e-3:
                     state = None  # left by another transfer of this name: start the set again
-            except (OSError, ValueError):
+            except (OSError, ValueError, TypeError):
                 state = None
-            state = state or {"count": entry.part.count, "size": entry.whole, "done": []}
+            state = state or {"count": entry.part.count, "size": entry.whole, "mtime": entry.mtime, "done": []}
             state["done"] = sorted(set(state["done"]) | {entry.part.index})
             if len(state["done"]) < entry.part.count:
                 tmp = state_path + ".tmp"

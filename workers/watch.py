@@ -23,6 +23,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from coordinator.sync.scan import SKIP_SUFFIXES
+
 __all__ = [
     "DEFAULT_FALLBACK_SCAN",
     "INTENSITY_PAUSE",
@@ -34,7 +36,6 @@ __all__ = [
 
 WatchEvent = tuple[str, str, "str | None", bool]  # (op, path, new path of a move, tree)
 
-SKIP_SUFFIXES = (".partial", ".aspx", ".surge-tmp", ".partial.parts", ".partial.lock")
 DB_DIRS = (".surge", ".private-asp")
 DEFAULT_FALLBACK_SCAN = 60.0  # seconds between scans when notifications are unavailable
 # -H: pause after each directory of a periodic scan (vhigh: "continuously scanning without rest")

@@ -10,12 +10,14 @@ from common.snapshot.base import (
     is_within,
     path_sort_key,
 )
+from common.snapshot.redis import RedisSnapshot
 from common.snapshot.sqlite import SqliteSnapshot, default_snapshot_path
 
 __all__ = [
     "KINDS",
     "SIDES",
     "Entry",
+    "RedisSnapshot",
     "SnapshotError",
     "SnapshotStore",
     "SqliteSnapshot",

@@ -65,6 +65,7 @@ class ReceiverSession:
         self.sender_sent_up_to = 0
         self.sender_all_sent = False
         self.srtt = 0.0
+        self.sender_rate = 0  # bytes/s, as the sender's last status said
         # Delay measurement: one-way delay relative to the first sample (clocks need not agree).
         self._delay_ref: int | None = None
         self._delay_sum = 0
@@ -123,6 +124,7 @@ class ReceiverSession:
                 self.sender_sent_up_to = min(max(self.sender_sent_up_to, status.sent_up_to), self.layout.total)
                 self.sender_all_sent = bool(flags & FLAG_ALL_SENT)
                 self.srtt = status.srtt_us / _US
+                self.sender_rate = status.rate
                 if self.complete:
                     self._last_feedback = -1.0  # answer at once: our final ack may have been lost
             elif kind == PacketType.CLOSE:
@@ -260,6 +262,8 @@ class ReceiverSession:
             "bytes_duplicate": self.bytes_duplicate,
             "retransmission_requests": self.requests_sent,
             "queue_delay": self.queue_delay_us / _US,
+            "srtt": self.srtt,
+            "sender_rate": self.sender_rate,
             "elapsed": max(end - self.start_time, 1e-9),
             "drops": dict(self.drops),
         }

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from common import metrics
+
 from .packets import DATA_HEADER_SIZE
 from .receiver import ReceiverSession
 from .sender import Block, SenderSession, SessionClosed
@@ -58,11 +60,33 @@ def _wait(sock: socket.socket, timeout: float, want_write: bool = False) -> bool
     return bool(poller.poll(max(timeout, 0.0) * 1000.0))
 
 
+def _metered(meter: metrics.SessionMeter, progress: Progress | None) -> Progress:
+    """The progress callback that also advances the session's Prometheus counters (every
+    _PROGRESS_EVERY seconds, so a scrape during a long transfer shows how far it got)."""
+
+    def tick(stats: dict[str, object]) -> None:
+        meter.update(stats)
+        if progress is not None:
+            progress(stats)
+
+    return tick
+
+
 def run_sender(sock: socket.socket, features: SocketFeatures, session: SenderSession,
                source: BlockSource, *, progress: Progress | None = None,
                stop: threading.Event | None = None) -> dict[str, object]:  # fmt: skip
     """Send until the receiver has acknowledged every byte. An unconnected `sock` (a server's
-    port) first waits for the receiver's first authenticated datagram and connects to it."""
+    port) first waits for the receiver's first authenticated datagram and connects to it.
+    Every session is accounted in common.metrics, whatever its end."""
+    meter = metrics.SessionMeter("send", session.statistics())
+    try:
+        return _send_loop(sock, features, session, source, _metered(meter, progress), stop)
+    finally:
+        metrics.record_sender(session.statistics(), ok=session.complete, meter=meter)
+
+
+def _send_loop(sock: socket.socket, features: SocketFeatures, session: SenderSession,
+               source: BlockSource, progress: Progress, stop: threading.Event | None) -> dict[str, object]:  # fmt: skip
     clock = time.monotonic
     try:
         sock.getpeername()
@@ -124,7 +148,7 @@ def run_sender(sock: socket.socket, features: SocketFeatures, session: SenderSes
             _send(sock, view[:used], dgram if len(batch_blocks) > 1 else 0)
         for d in session.poll_datagrams(now):
             _send(sock, memoryview(d), 0)
-        if progress is not None and now - last_progress >= _PROGRESS_EVERY:
+        if now - last_progress >= _PROGRESS_EVERY:
             last_progress = now
             progress(session.statistics())
         if session.done:
@@ -134,8 +158,7 @@ def run_sender(sock: socket.socket, features: SocketFeatures, session: SenderSes
             poller.poll(min(timeout, 0.05) * 1000.0)
     closed = session.closed
     assert closed is not None
-    if progress is not None:
-        progress(session.statistics())
+    progress(session.statistics())
     if not session.complete:
         raise TransferAborted(closed.reason)
     return session.statistics()
@@ -184,7 +207,17 @@ def run_receiver(sock: socket.socket, session: ReceiverSession, sink: BlockSink,
                  linger: float = 2.0, peer: Any = None) -> dict[str, object]:  # fmt: skip
     """Receive until every byte has arrived (then linger briefly to re-acknowledge, in case the
     final acknowledgement was lost) or the session fails. Without `peer`, feedback goes to the
-    address of the first authenticated datagram."""
+    address of the first authenticated datagram. Every session is accounted in common.metrics
+    (data a resumed session already had is not counted as received)."""
+    meter = metrics.SessionMeter("recv", session.statistics())
+    try:
+        return _receive_loop(sock, session, sink, _metered(meter, progress), stop, linger, peer)
+    finally:
+        metrics.record_receiver(session.statistics(), ok=session.complete, meter=meter)
+
+
+def _receive_loop(sock: socket.socket, session: ReceiverSession, sink: BlockSink, progress: Progress,
+                  stop: threading.Event | None, linger: float, peer: Any) -> dict[str, object]:  # fmt: skip
     clock = time.monotonic
     # A ring of receive buffers: payloads are decrypted in place and written in runs, so the
     # blocks of several datagrams reach the file in one gather write.
@@ -233,14 +266,13 @@ def run_receiver(sock: socket.socket, session: ReceiverSession, sink: BlockSink,
             complete_at = complete_at or now
             if now - complete_at > linger:
                 break
-        if progress is not None and now - last_progress >= _PROGRESS_EVERY:
+        if now - last_progress >= _PROGRESS_EVERY:
             last_progress = now
             progress(session.statistics())
         timeout = session.next_deadline(clock()) - clock()
         if timeout > 0:
             poller.poll(min(timeout, 0.05) * 1000.0)
-    if progress is not None:
-        progress(session.statistics())
+    progress(session.statistics())
     if not session.complete:
         raise TransferAborted(session.closed.reason if session.closed else "incomplete")
     return session.statistics()

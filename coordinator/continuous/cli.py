@@ -1,10 +1,9 @@
 """`surge sync -C`: the continuous loop behind the sync command line, with signal handling
 (the first SIGINT/SIGTERM stops cleanly, a second one interrupts the transfer in progress, which
-stays resumable) and the Prometheus endpoint (SURGE_METRICS_PORT)."""
+stays resumable) and the Prometheus endpoint (--metrics-port)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -17,7 +16,7 @@ __all__ = ["run_continuous"]
 def run_continuous(opts: Any, emit: Callable[[str, str], None]) -> int:
     """Exit status: 0 after a clean stop, 1 when the sync could not go on, 130 when a second
     signal interrupted a transfer."""
-    from common.metrics import serve_metrics
+    from common.metrics import MetricsPortError, serve_metrics
 
     from ..sync.engine import SyncError, SyncReport
     from .loop import ContinuousSync
@@ -25,14 +24,12 @@ def run_continuous(opts: Any, emit: Callable[[str, str], None]) -> int:
     def warn(text: str) -> None:
         print(f"surge sync: warning: {text}", file=sys.stderr, flush=True)
 
-    port = os.environ.get("SURGE_METRICS_PORT")
-    if port:
+    if opts.metrics_port is not None:
         try:
-            serve_metrics(int(port), os.environ.get("SURGE_METRICS_ADDR", "127.0.0.1"))
-        except (ValueError, OSError) as exc:
-            print(f"surge sync: error: SURGE_METRICS_PORT={port}: {exc}", file=sys.stderr)
-            return 2
-
+            serve_metrics(opts.metrics_port, "127.0.0.1")
+        except MetricsPortError as exc:
+            print(f"surge sync: error: {exc}", file=sys.stderr)
+            return 1
     def ready(report: SyncReport) -> None:
         if not opts.quiet:
             counts = ", ".join(f"{n} {s}" for s, n in sorted(report.counts.items()))

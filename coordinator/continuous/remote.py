@@ -9,12 +9,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..cp.client import default_endpoint
-from ..cp.common import CopyError, hello
+from ..cp.common import CopyError
 from ..cp.endpoint import Endpoint, EndpointError
-from ..cp.remote import Route
 from ..sync.engine import SyncError
-from ..sync.transfer import copy_options
+from ..sync.transfer import connect_far_end
 
 __all__ = ["RemoteWatch"]
 
@@ -38,11 +36,8 @@ class RemoteWatch:
     def start(self) -> str | None:
         """Open the channel and start the watch; returns the far end's warning, if any."""
         o = self.opts
-        copts = copy_options(o, o.local_dir, o.remote_dir)
         try:
-            self.endpoint = (self.factory(o) if self.factory is not None else
-                             default_endpoint(copts, Route("pull", o.host, o.user, (o.remote_dir,), o.local_dir)))  # fmt: skip
-            hello(self.endpoint, copts)
+            self.endpoint = connect_far_end(o, self.factory)
             self.endpoint.send({"type": "watch", "path": o.remote_dir, "scan_interval": o.remote_scan_interval,
                                 "intensity": o.scan_intensity})  # fmt: skip
             answer = self.endpoint.recv(WATCH_ANSWER_SECONDS)

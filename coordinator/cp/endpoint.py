@@ -93,5 +93,5 @@ class CommandEndpoint:
 def LocalAgent(*, debug: bool = False, ipv6: bool = False) -> CommandEndpoint:
     """`surge agent` as a child process of this one, its UDP port on loopback."""
     host = "::1" if ipv6 else "127.0.0.1"
-    env = dict(os.environ, SURGE_AGENT_BIND=host)
+    env = dict(os.environ, SURGE_AGENT_BIND=host, SURGE_AGENT_PORT_FALLBACK="1")
     return CommandEndpoint([sys.executable, "-m", "workers.agent"], host, env=env, debug=debug)

@@ -32,43 +32,58 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
 
-from common import __version__
 from common.units import Rate, UnitError, format_bytes, parse_mtime_bound, parse_rate, parse_size
-from coordinator.optcommon import (
-    MAX_TAGS_BYTES,
-    InfoRequest,
-    OptionError,
-    ShowHelp,
-    ShowVersion,
-    parse_sshfp,
-    parse_tags,
-)
+from coordinator.optcommon import MAX_TAGS_BYTES, InfoRequest, OptionError, ShowHelp, ShowVersion
+
+from . import _values as conv
+from ._parser import Parser, build_parser
+from ._values import DEFAULT_LOG_SIZE, MAX_TOKEN_FILE_BYTES
 
 __all__ = [
-    "CHECKSUMS", "CIPHERS", "DEFAULT_MIN_RATE", "DEFAULT_TARGET_RATE", "MANIFESTS",
-    "MAX_BLOCK_SIZE", "MAX_TAGS_BYTES", "MAX_TOKEN_FILE_BYTES", "MODES", "OVERWRITE_POLICIES",
-    "POLICIES", "CopyOptions", "InfoRequest", "OptionError", "ShowHelp", "ShowVersion",
-    "build_parser", "parse_cp_args",
+    "CHECKSUMS",
+    "CIPHERS",
+    "DEFAULT_MIN_RATE",
+    "DEFAULT_TARGET_RATE",
+    "MANIFESTS",
+    "MAX_BLOCK_SIZE",
+    "MAX_TAGS_BYTES",
+    "MAX_TOKEN_FILE_BYTES",
+    "MODES",
+    "OVERWRITE_POLICIES",
+    "POLICIES",
+    "CopyOptions",
+    "InfoRequest",
+    "OptionError",
+    "ShowHelp",
+    "ShowVersion",
+    "build_parser",
+    "parse_cp_args",
 ]
 
 DEFAULT_TARGET_RATE = Rate(bits_per_second=10_000_000.0)  # -l default: 10000 Kbps
 DEFAULT_MIN_RATE = Rate(bits_per_second=0.0)  # -m default: 0
 OVERWRITE_POLICIES = ("never", "always", "diff", "diff+older", "older")
 POLICIES = ("fixed", "high", "fair", "low")
-CIPHERS = ("aes128", "aes192", "aes256", "aes128cfb", "aes192cfb", "aes256cfb",
-           "aes128gcm", "aes192gcm", "aes256gcm", "none")
+CIPHERS = (
+    "aes128",
+    "aes192",
+    "aes256",
+    "aes128cfb",
+    "aes192cfb",
+    "aes256cfb",
+    "aes128gcm",
+    "aes192gcm",
+    "aes256gcm",
+    "none",
+)
 CHECKSUMS = ("none", "md5", "sha1", "sha-256", "sha-384", "sha-512")
 MANIFESTS = ("none", "text")
 MODES = ("send", "recv")
 MAX_BLOCK_SIZE = 500 << 20  # -g/-G: "Range: up to 500 MB"
-MAX_TOKEN_FILE_BYTES = 64 << 10  # -W @file: a token is a few KB at most
-DEFAULT_LOG_SIZE = 10 << 20  # -L dir[:size] default
 MAX_MULTI_SESSION = 128  # -C: nodeid and nodecount 1-128
 DATAGRAM_RANGE = (296, 65535)  # -Z
 MAX_REXMSG_SIZE = 1440  # -X maximum and default
@@ -82,8 +97,9 @@ def _check_range(option: str, what: str, value: int, low: int, high: int) -> Non
 
 def _check_choice(option: str, what: str, value: str | None, choices: Sequence[str]) -> None:
     if value is not None and value not in choices:
-        raise OptionError(f"{option}: unknown {what} {value!r}: expected one of "
-                          + ", ".join(choices))
+        raise OptionError(
+            f"{option}: unknown {what} {value!r}: expected one of " + ", ".join(choices)
+        )
 
 
 @dataclass(frozen=True)
@@ -166,7 +182,9 @@ class CopyOptions:
         _check_choice("--file-manifest", "manifest type", self.file_manifest, MANIFESTS)
         if self.datagram_size is not None:
             _check_range("-Z", "datagram size", self.datagram_size, *DATAGRAM_RANGE)
-        _check_range("-X", "retransmission request size", self.rexmsg_size, MIN_REXMSG_SIZE, MAX_REXMSG_SIZE)
+        _check_range(
+            "-X", "retransmission request size", self.rexmsg_size, MIN_REXMSG_SIZE, MAX_REXMSG_SIZE
+        )
         _check_range("-O", "UDP port", self.udp_port, 1, 65535)
         _check_range("-P", "SSH port", self.ssh_port, 1, 65535)
         if self.multi_session is not None:
@@ -181,26 +199,30 @@ class CopyOptions:
             raise OptionError("-D: debug level must not be negative")
         for option, size in (("-g", self.read_block_size), ("-G", self.write_block_size)):
             if size is not None and not 1 <= size <= MAX_BLOCK_SIZE:
-                raise OptionError(f"{option}: block size {size} out of range 1 B.."
-                                  f"{format_bytes(MAX_BLOCK_SIZE)}")
+                raise OptionError(
+                    f"{option}: block size {size} out of range 1 B..{format_bytes(MAX_BLOCK_SIZE)}"
+                )
         if not (self.target_rate.bits_per_second or self.target_rate.percent):
             raise OptionError("-l: target rate must be greater than zero")
 
     def _check_combinations(self) -> None:
         listed = self.file_list is not None or self.file_pair_list is not None
         if not self.sources and not listed:
-            raise OptionError("missing source: expected SOURCE... DESTINATION "
-                              "(or --file-list/--file-pair-list)")
+            raise OptionError(
+                "missing source: expected SOURCE... DESTINATION (or --file-list/--file-pair-list)"
+            )
         if self.file_list is not None and self.file_pair_list is not None:
             raise OptionError("--file-list: cannot be combined with --file-pair-list")
         if self.byte_range is not None:
             self._check_byte_range(listed)
         if self.remove_after_transfer and self.move_after_transfer is not None:
-            raise OptionError("--move-after-transfer: cannot be combined with "
-                              "--remove-after-transfer")
+            raise OptionError(
+                "--move-after-transfer: cannot be combined with --remove-after-transfer"
+            )
         if self.remove_empty_source_directory and not self.remove_empty_directories:
-            raise OptionError("--remove-empty-source-directory: requires "
-                              "--remove-empty-directories")
+            raise OptionError(
+                "--remove-empty-source-directory: requires --remove-empty-directories"
+            )
         if self.file_manifest == "text" and not self.file_manifest_path:
             raise OptionError("--file-manifest: 'text' requires --file-manifest-path")
         if self.mode is not None and not self.host:
@@ -208,10 +230,12 @@ class CopyOptions:
         if self.host is not None and self.mode is None:
             raise OptionError("--host: requires --mode (send or recv)")
         target, minimum = self.target_rate, self.min_rate
-        if (target.bits_per_second is not None and minimum.bits_per_second is not None
-                and minimum.bits_per_second > target.bits_per_second):
-            raise OptionError(f"-m: minimum rate {minimum} is above the target rate {target} "
-                              "(-l)")
+        if (
+            target.bits_per_second is not None
+            and minimum.bits_per_second is not None
+            and minimum.bits_per_second > target.bits_per_second
+        ):
+            raise OptionError(f"-m: minimum rate {minimum} is above the target rate {target} (-l)")
 
     def _check_byte_range(self, listed: bool) -> None:
         assert self.byte_range is not None
@@ -221,299 +245,23 @@ class CopyOptions:
         if start is not None and end is not None and start > end:
             raise OptionError(f"-@: range start {start} is after range end {end}")
         if len(self.sources) > 1 or listed:
-            raise OptionError("-@: transfers part of a single file; not with several sources "
-                              "or a file list")
+            raise OptionError(
+                "-@: transfers part of a single file; not with several sources or a file list"
+            )
         if self.resume > 0:
             raise OptionError(f"-@: does not support resume; drop -k {self.resume}")
 
 
-# ----------------------------------------------------------------------------------- parser
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser that raises :class:`OptionError` instead of printing and exiting."""
-
-    def error(self, message: str) -> NoReturn:
-        raise OptionError(re.sub(r"^argument (\S+): ", r"\1: ", message))
-
-    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-        raise OptionError(message.strip() if message else f"exit {status}")
-
-    def split_argv(self, argv: Sequence[str]) -> tuple[list[str], list[str]]:
-        """Split at ``--`` into (options and paths, paths only), with getopt's semantics: an
-        option that takes a value takes the next word even if it starts with '-'."""
-        takes_value = {name for action in self._actions if action.nargs is None
-                       for name in action.option_strings}
-        joined: list[str] = []
-        words = iter(argv)
-        for word in words:
-            if word == "--":
-                return joined, list(words)
-            if word in takes_value:
-                value = next(words, None)
-                if value == "--":  # the separator, not a value: argparse reports the gap
-                    return [*joined, word], list(words)
-                if value is not None and value.startswith("-"):
-                    word = f"{word}={value}"
-                elif value is not None:
-                    joined.append(word)
-                    word = value
-            joined.append(word)
-        return joined, []
-
-
-class _Append(argparse.Action):
-    """Append ``(self.const, value)`` to a list shared by several options, keeping order."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
-        previous = getattr(namespace, self.dest, None) or []
-        setattr(namespace, self.dest, [*previous, (self.const, values)])
-
-
-class _Info(argparse.Action):
-    """``-h`` and ``-A``: raise the InfoRequest that carries the text to print."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
-        if self.const == "help":
-            raise ShowHelp(parser.format_help())
-        raise ShowVersion(f"surge cp {__version__} (ascp-compatible FASP client)")
-
-
-_ENVIRONMENT = """environment:
-  SURGE_PASS, ASPERA_SCP_PASS      password of the transfer user
-  SURGE_TOKEN, ASPERA_SCP_TOKEN    authorization token (overridden by -W)
-  SURGE_COOKIE, ASPERA_SCP_COOKIE  cookie string (overridden by --cookie)"""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``surge cp`` parser. Values stay text; :func:`parse_cp_args` converts them."""
-    parser = _Parser(
-        prog="surge cp", add_help=False, allow_abbrev=False, epilog=_ENVIRONMENT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="%(prog)s [options] [[user@]host:]SOURCE... [[user@]host:]DESTINATION",
-        description="Copy files over FASP, with ascp's options. Sources may be faux:// URLs.")
-    add = parser.add_argument
-    flag = "store_true"
-    add("paths", nargs="*", metavar="PATH", help="sources, then the destination")
-    add("-h", "--help", action=_Info, nargs=0, const="help", help="show this help and exit")
-    add("-A", "--version", action=_Info, nargs=0, const="version",
-        help="show the version and exit")
-    g = parser.add_argument_group("files").add_argument
-    g("--file-list", action=_Append, dest="source_list", const="file_list", metavar="FILE",
-      help="transfer the sources listed in FILE, one a line ('-': stdin)")
-    g("--file-pair-list", action=_Append, dest="source_list", const="file_pair_list",
-      metavar="FILE", help="transfer sources to destinations listed in FILE on alternate lines")
-    g("--src-base", metavar="PREFIX", help="strip PREFIX from source paths at the destination")
-    g("-d", dest="create_dir", action=flag, help="create the destination directory if missing")
-    g("-E", "--exclude", action=_Append, dest="filters", const="exclude", metavar="PATTERN",
-      help="exclude paths matching PATTERN (rules apply left to right)")
-    g("-N", "--include", action=_Append, dest="filters", const="include", metavar="PATTERN",
-      help="include paths matching PATTERN, protecting them from later -E rules")
-    g("--exclude-newer-than", metavar="MTIME",
-      help="skip files modified after MTIME (epoch seconds; negative: seconds before now)")
-    g("--exclude-older-than", metavar="MTIME",
-      help="skip files modified before MTIME (epoch seconds; negative: seconds before now)")
-    g("--skip-special-files", action=flag, help="skip devices, pipes and sockets silently")
-    g("-@", dest="byte_range", metavar="START:END",
-      help="send only bytes START..END of a single file (either side may be empty)")
-    g("-k", dest="resume", metavar="{0,1,2,3}",
-      help="resume: 0 re-send all (default), 1 attributes, 2 sparse checksum, 3 full checksum")
-    g("--overwrite", metavar="POLICY",
-      help="never, always, diff (default), diff+older or older")
-    g("--save-before-overwrite", action=flag, help="keep a copy of a file before overwriting it")
-    g("--partial-file-suffix", metavar="SUFFIX", default="",
-      help="write files in transit as NAME+SUFFIX (default: no partial files)")
-    g("--precalculate-job-size", action=flag, help="compute the total size before transferring")
-    g("-p", dest="preserve_times", action=flag, help="preserve modification and access times")
-    g("--preserve-modification-time", dest="preserve_mtime", action=flag,
-      help="preserve modification times")
-    g("--preserve-access-time", dest="preserve_atime", action=flag, help="preserve access times")
-    g("--preserve-source-access-time", dest="preserve_source_atime", action=flag,
-      help="restore source access times after reading")
-    g("--remove-after-transfer", action=flag, help="remove source files once transferred")
-    g("--move-after-transfer", metavar="ARCHIVEDIR",
-      help="move source files to ARCHIVEDIR once transferred")
-    g("--remove-empty-directories", action=flag,
-      help="remove source directories left empty (not the source arguments)")
-    g("--remove-empty-source-directory", action=flag,
-      help="with --remove-empty-directories, also remove the source arguments")
-    g("--file-checksum", metavar="HASH",
-      help="report checksums: md5, sha1, sha-256, sha-384, sha-512 or none (default)")
-    g("--file-manifest", metavar="TYPE", help="none (default) or text: list transferred files")
-    g("--file-manifest-path", metavar="PATH", help="where to write the text manifest")
-    g("--file-manifest-inprogress-suffix", metavar="SUFFIX", default=".aspera-inprogress",
-      help="suffix of the manifest while written (default .aspera-inprogress)")
-    g = parser.add_argument_group("transfer").add_argument
-    g("-l", dest="target_rate", metavar="RATE",
-      help="target rate; bare number Kbps, G/M/K suffixes, P or %% of link (default 10000)")
-    g("-m", dest="min_rate", metavar="RATE", help="minimum rate, same units as -l (default 0)")
-    g("-a", "--policy", dest="policy", metavar="POLICY",
-      help="fixed, high, fair or low (default: the server's)")
-    g("-c", dest="cipher", metavar="CIPHER",
-      help="aes128 (default), aes192, aes256, with cfb/gcm suffix, or none")
-    g("-T", dest="no_encryption", action=flag, help="disable in-transit encryption (-c none)")
-    g("-Z", dest="datagram_size", metavar="BYTES",
-      help="datagram size, 296-65535 (default: path MTU)")
-    g("-X", dest="rexmsg_size", metavar="BYTES",
-      help="largest retransmission request, at most 1440 (default)")
-    g("-O", dest="udp_port", metavar="PORT", help="UDP port for FASP (default 33001)")
-    g("-C", dest="multi_session", metavar="NODEID:NODECOUNT",
-      help="this session is NODEID of NODECOUNT (1-128) parallel sessions")
-    g("--multi-session-threshold", metavar="BYTES",
-      help="split files of at least BYTES across -C sessions (default 0: never)")
-    g("-g", dest="read_block_size", metavar="SIZE", help="read block size, up to 500M")
-    g("-G", dest="write_block_size", metavar="SIZE", help="write block size, up to 500M")
-    g = parser.add_argument_group("connection").add_argument
-    g("--host", metavar="HOST", help="remote host (requires --mode)")
-    g("--mode", metavar="MODE", help="send or recv (requires --host)")
-    g("--user", metavar="USER", help="transfer user name")
-    g("-P", dest="ssh_port", metavar="PORT", help="TCP port of the SSH session (default 22)")
-    g("-i", dest="keys", action="append", metavar="KEYFILE",
-      help="SSH private key; repeat to try several in order")
-    g("-W", dest="token", metavar="TOKEN", help="authorization token, or @FILE to read it")
-    g("-6", dest="ipv6", action=flag, help="enable IPv6 addresses")
-    g("--check-sshfp", metavar="FINGERPRINT", help="expected server host key hash (hex)")
-    g("--cookie", metavar="COOKIE", help="cookie string reported with the transfer")
-    g("--tags", action=_Append, dest="tags", const="json", metavar="JSON",
-      help="metadata tags as a JSON object (at most 4 KB)")
-    g("--tags64", action=_Append, dest="tags", const="base64", metavar="BASE64",
-      help="metadata tags as base64-encoded JSON")
-    g = parser.add_argument_group("output").add_argument
-    g("-q", dest="quiet", action=flag, help="no progress display")
-    g("-L", dest="log", metavar="DIR[:SIZE]", help="local log directory and file size (10M)")
-    g("-R", dest="remote_log_dir", metavar="DIR", help="log directory on the server")
-    g("-S", dest="remote_command", metavar="COMMAND", default="surge agent",
-      help="the remote program to run over SSH (default: surge agent)")
-    g("-D", dest="debug", action="count", default=0, help="debug logging; -DD, -DDD for more")
-    return parser
-
-
-# ------------------------------------------------------------------------------- conversion
-
-
-def _int(text: str | None, option: str, default: int) -> int:
-    if text is None:
-        return default
-    if not re.fullmatch(r"[0-9]{1,12}", text.strip()):
-        raise OptionError(f"{option}: invalid number {text!r}: expected a whole number")
-    return int(text)
-
-
-def _pair(text: str, option: str, what: str, empty_ok: bool) -> tuple[str, str]:
-    number = r"[0-9]{1,20}" + ("|" if empty_ok else "")
-    match = re.fullmatch(rf"\s*({number})\s*:\s*({number})\s*", text)
-    if match is None:
-        raise OptionError(f"{option}: invalid value {text!r}: expected {what}")
-    return match[1], match[2]
-
-
-def _byte_range(text: str | None) -> tuple[int | None, int | None] | None:
-    if text is None:
-        return None
-    start, end = _pair(text, "-@", "START:END byte positions (either may be empty)", True)
-    return (int(start) if start else None, int(end) if end else None)
-
-
-def _multi_session(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    node_id, node_count = _pair(text, "-C", "NODEID:NODECOUNT", False)
-    return int(node_id), int(node_count)
-
-
-def _cipher(text: str | None, disabled: bool) -> str:
-    cipher = "aes128" if text is None else re.sub(r"[-_]", "", text.strip().lower())
-    if disabled:
-        if text is not None and cipher != "none":
-            raise OptionError(f"-T: conflicts with -c {text} (-T turns encryption off)")
-        return "none"
-    return cipher
-
-
-def _checksum(text: str | None) -> str:
-    value = "none" if text is None else text.strip().lower()
-    match = re.fullmatch(r"sha-?(1|256|384|512)", value)
-    if match:
-        return "sha1" if match[1] == "1" else f"sha-{match[1]}"
-    return value
-
-
-def _log(text: str | None) -> tuple[str | None, int]:
-    if text is None:
-        return None, DEFAULT_LOG_SIZE
-    head, colon, tail = text.rpartition(":")
-    if colon and head and not (len(head) == 1 and head.isalpha()):
-        return head, parse_size(tail, "-L", minimum=1)
-    if not text:
-        raise OptionError("-L: empty log directory")
-    return text, DEFAULT_LOG_SIZE
-
-
-def _token(text: str | None, env: Mapping[str, str]) -> str | None:
-    if text is None:
-        return env.get("SURGE_TOKEN") or env.get("ASPERA_SCP_TOKEN") or None
-    if not text.startswith("@"):
-        if not text.strip():
-            raise OptionError("-W: empty token")
-        return text
-    path = text[1:]
-    if not path:
-        raise OptionError("-W: missing token file name after '@'")
-    try:
-        with open(path, "rb") as stream:
-            data = stream.read(MAX_TOKEN_FILE_BYTES + 1)
-    except OSError as error:
-        raise OptionError(f"-W: cannot read token file {path!r}: {error.strerror}") from None
-    if len(data) > MAX_TOKEN_FILE_BYTES:
-        raise OptionError(f"-W: token file {path!r} is larger than "
-                          f"{format_bytes(MAX_TOKEN_FILE_BYTES)}")
-    try:
-        token = data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise OptionError(f"-W: token file {path!r} is not UTF-8 text") from None
-    if not token:
-        raise OptionError(f"-W: token file {path!r} is empty")
-    return token
-
-
-def _tags(given: list[tuple[str, str]] | None) -> str | None:
-    if not given:
-        return None
-    kind, text = given[-1]
-    return parse_tags(kind, text, "--tags" if kind == "json" else "--tags64")
-
-
-def _sshfp(text: str | None) -> str | None:
-    return None if text is None else parse_sshfp(text, repr(text))
-
-
-def _cookie(text: str | None, env: Mapping[str, str]) -> str | None:
-    cookie = text if text is not None else (
-        env.get("SURGE_COOKIE") or env.get("ASPERA_SCP_COOKIE") or None)
-    if cookie is not None and re.search(r"[\r\n\0]", cookie):
-        raise OptionError("--cookie: must not contain CR, LF or NUL")
-    return cookie
-
-
-def _lower(text: str | None) -> str | None:
-    return None if text is None else text.strip().lower()
-
-
-def _lower_or(text: str | None, default: str) -> str:
-    return default if text is None else text.strip().lower()
-
-
-def parse_cp_args(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-                  now: float | None = None) -> CopyOptions:
+def parse_cp_args(
+    argv: Sequence[str], *, env: Mapping[str, str] | None = None, now: float | None = None
+) -> CopyOptions:
     """Parse ``surge cp`` arguments (without the ``surge cp`` words themselves).
 
     ``env`` defaults to :data:`os.environ`, ``now`` (for negative mtime bounds) to the clock.
     Raises :class:`OptionError` for a bad command line and :class:`InfoRequest` for -h/-A.
     """
     parser = build_parser()
-    assert isinstance(parser, _Parser)
+    assert isinstance(parser, Parser)
     words, after_dashes = parser.split_argv(argv)
     ns, extras = parser.parse_known_intermixed_args(words)
     if extras:
@@ -526,23 +274,33 @@ def parse_cp_args(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
         raise OptionError(str(error)) from None
 
 
-def _build(ns: argparse.Namespace, paths: list[str], env: Mapping[str, str],
-           now: float | None) -> CopyOptions:
-    kind, listed = (ns.source_list or [(None, None)])[-1]
+def _sources(listed: str | None, paths: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(sources, ignored sources) of the command line's paths, the last being the destination;
+    with a file list the command-line sources are ignored."""
     if not paths:
         raise OptionError("missing destination: expected SOURCE... DESTINATION")
-    sources, ignored = tuple(paths[:-1]), ()
+    sources = tuple(paths[:-1])
     if listed is not None:
-        sources, ignored = (), sources
-    elif not sources:
+        return (), sources
+    if not sources:
         raise OptionError(f"missing source or destination: only {paths[0]!r} given")
+    return sources, ()
+
+
+def _build(
+    ns: argparse.Namespace, paths: list[str], env: Mapping[str, str], now: float | None
+) -> CopyOptions:
+    kind, listed = (ns.source_list or [(None, None)])[-1]
+    sources, ignored = _sources(listed, paths)
 
     def mtime(text: str | None, option: str) -> float | None:
         if text is None:
             return None
         return parse_mtime_bound(text, option, time.time() if now is None else now)
 
-    log_dir, log_size = _log(ns.log)
+    log_dir, log_size = conv.log_location(ns.log)
+    # One keyword a field, several to a line: a table, not reflowed by ruff format.
+    # fmt: off
     return CopyOptions(
         sources=sources, destination=paths[-1],
         file_list=listed if kind == "file_list" else None,
@@ -559,28 +317,28 @@ def _build(ns: argparse.Namespace, paths: list[str], env: Mapping[str, str],
         exclude_newer_than=mtime(ns.exclude_newer_than, "--exclude-newer-than"),
         exclude_older_than=mtime(ns.exclude_older_than, "--exclude-older-than"),
         precalculate_job_size=ns.precalculate_job_size,
-        resume=_int(ns.resume, "-k", 0), byte_range=_byte_range(ns.byte_range),
-        overwrite=_lower_or(ns.overwrite, "diff"),
+        resume=conv.integer(ns.resume, "-k", 0), byte_range=conv.byte_range(ns.byte_range),
+        overwrite=conv.lower_or(ns.overwrite, "diff"),
         target_rate=DEFAULT_TARGET_RATE if ns.target_rate is None else parse_rate(
             ns.target_rate, "-l"),
         min_rate=DEFAULT_MIN_RATE if ns.min_rate is None else parse_rate(
             ns.min_rate, "-m", allow_zero=True),
-        policy=_lower(ns.policy), cipher=_cipher(ns.cipher, ns.no_encryption),
-        datagram_size=None if ns.datagram_size is None else _int(ns.datagram_size, "-Z", 0),
-        rexmsg_size=_int(ns.rexmsg_size, "-X", MAX_REXMSG_SIZE),
-        udp_port=_int(ns.udp_port, "-O", 33001), ssh_port=_int(ns.ssh_port, "-P", 22),
-        user=ns.user, host=ns.host, mode=_lower(ns.mode), keys=tuple(ns.keys or ()),
+        policy=conv.lower(ns.policy), cipher=conv.cipher(ns.cipher, ns.no_encryption),
+        datagram_size=None if ns.datagram_size is None else conv.integer(ns.datagram_size, "-Z", 0),
+        rexmsg_size=conv.integer(ns.rexmsg_size, "-X", MAX_REXMSG_SIZE),
+        udp_port=conv.integer(ns.udp_port, "-O", 33001), ssh_port=conv.integer(ns.ssh_port, "-P", 22),
+        user=ns.user, host=ns.host, mode=conv.lower(ns.mode), keys=tuple(ns.keys or ()),
         password=env.get("SURGE_PASS") or env.get("ASPERA_SCP_PASS") or None,
-        token=_token(ns.token, env), ipv6=ns.ipv6, multi_session=_multi_session(ns.multi_session),
+        token=conv.token(ns.token, env), ipv6=ns.ipv6, multi_session=conv.multi_session(ns.multi_session),
         multi_session_threshold=0 if ns.multi_session_threshold is None else parse_size(
             ns.multi_session_threshold, "--multi-session-threshold"),
-        file_checksum=_checksum(ns.file_checksum),
-        file_manifest=_lower_or(ns.file_manifest, "none"),
+        file_checksum=conv.checksum(ns.file_checksum),
+        file_manifest=conv.lower_or(ns.file_manifest, "none"),
         file_manifest_path=ns.file_manifest_path,
         file_manifest_inprogress_suffix=ns.file_manifest_inprogress_suffix,
         partial_file_suffix=ns.partial_file_suffix, quiet=ns.quiet,
-        log_dir=log_dir, log_size=log_size, debug=ns.debug, check_sshfp=_sshfp(ns.check_sshfp),
-        cookie=_cookie(ns.cookie, env), tags=_tags(ns.tags), remote_log_dir=ns.remote_log_dir,
+        log_dir=log_dir, log_size=log_size, debug=ns.debug, check_sshfp=conv.sshfp(ns.check_sshfp),
+        cookie=conv.cookie(ns.cookie, env), tags=conv.tags(ns.tags), remote_log_dir=ns.remote_log_dir,
         remote_command=ns.remote_command,
         read_block_size=None if ns.read_block_size is None else parse_size(
             ns.read_block_size, "-g", minimum=1, maximum=MAX_BLOCK_SIZE),
@@ -589,3 +347,4 @@ def _build(ns: argparse.Namespace, paths: list[str], env: Mapping[str, str],
         destination_must_be_directory=len(sources) > 1 or listed is not None,
         ignored_sources=ignored,
     )
+    # fmt: on

@@ -135,7 +135,8 @@ _ENVIRONMENT = """environment:
   SURGE_PASS, ASPERA_SCP_PASS      password of the transfer user (overridden by -w)
   SURGE_TOKEN, ASPERA_SCP_TOKEN    authorization token (overridden by -W)
   SURGE_COOKIE, ASPERA_SCP_COOKIE  cookie string (overridden by --cookie)
-  USER                             the remote user when neither --user nor USER@ is given"""
+  USER                             the remote user when neither --user nor USER@ is given
+  SURGE_BROKER_URL                 the cluster's Redis URL for a bare --cluster"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,6 +265,7 @@ def _add_transfer(parser: argparse.ArgumentParser) -> None:
     g("--remote-force-stat", action=Flag, help="always stat remote files")
     g("-H", "--scan-intensity", action=Store, metavar="LEVEL",
       help="vlow, low, medium (default), high or vhigh")
+    g("--metrics-port", action=Store, metavar="N", help="-C: serve Prometheus metrics on 127.0.0.1:N")
     g("--transfer-threads", dest="transfer_threads", action=Append, metavar="N[:SIZE]",
       help="N threads for files up to SIZE bytes (repeatable)")
     g("-l", "--target-rate", action=Store, metavar="RATE",
@@ -289,6 +291,16 @@ def _add_transfer(parser: argparse.ArgumentParser) -> None:
     g("-G", "--write-block-size", action=Store, metavar="SIZE", help="default 64K, max 16M")
     g("--raw-options", dest="raw_options", action=Append, metavar="ARG",
       help="pass ARG to the transfer engine (repeatable, in order)")
+    _add_cluster(parser)
+
+
+def _add_cluster(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("cluster (docs/CLUSTER.md)").add_argument
+    g("--cluster", action=Store, nargs="?", const="", metavar="URL",
+      help="run on a Surge cluster: Redis URL (bare: $SURGE_BROKER_URL); -K push only")
+    g("--detach", action=Flag, help="with --cluster: submit to `surge coordinator`, print the job id")
+    g("--multi-session-threshold", action=Store, metavar="SIZE",
+      help="with --cluster: split files of at least SIZE into byte ranges (default 0: never)")
 
 
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 __all__ = ["main"]
 
 
 def main(argv: Sequence[str]) -> int:
+    from common.cluster.connect import ClusterError
     from common.filters import FilterError
     from common.logs import configure_logging
+    from common.snapshot import SnapshotError
 
-    from .engine import SyncError, run_sync
+    from .engine import SyncError
     from .options import InfoRequest, OptionError, parse_sync_args
 
     try:
@@ -23,6 +26,8 @@ def main(argv: Sequence[str]) -> int:
     except (OptionError, FilterError) as exc:
         print(f"surge sync: error: {exc}", file=sys.stderr)
         return 2
+    if opts.cluster is not None and opts.detach:
+        return _submit(opts, argv)
     log = configure_logging("surge-sync", opts.log_dir, opts.log_size, opts.debug)
     width = 40
 
@@ -36,8 +41,8 @@ def main(argv: Sequence[str]) -> int:
 
         return run_continuous(opts, emit)
     try:
-        report = run_sync(opts, emit=emit)
-    except SyncError as exc:
+        report = _run(opts, emit)
+    except (ClusterError, SyncError, SnapshotError) as exc:  # Redis unusable: 1, as `surge worker`
         print(f"surge sync: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -51,3 +56,32 @@ def main(argv: Sequence[str]) -> int:
     for path, message in report.errors:
         print(f"surge sync: error: {path}: {message}", file=sys.stderr)
     return 0 if report.ok else 1
+
+
+def _run(opts: Any, emit: Callable[[str, str], None]) -> Any:
+    if opts.cluster is None:
+        from .engine import run_sync
+
+        return run_sync(opts, emit=emit)
+    from coordinator.cluster.syncrun import lock_ttl_from_env, run_cluster_sync
+
+    return run_cluster_sync(opts, emit=emit, lock_ttl_s=lock_ttl_from_env())
+
+
+def _submit(opts: Any, argv: Sequence[str]) -> int:
+    """--detach: queue the sync for `surge coordinator` and print the job id."""
+    from common.cluster.connect import ClusterError
+    from coordinator.cluster.syncrun import submit
+
+    from .options import OptionError
+
+    try:
+        job = submit(opts, argv)
+    except OptionError as exc:
+        print(f"surge sync: error: {exc}", file=sys.stderr)
+        return 2
+    except ClusterError as exc:  # Redis unusable: exit 1, as `surge worker` and the engine
+        print(f"surge sync: error: {exc}", file=sys.stderr)
+        return 1
+    print(job)
+    return 0

@@ -17,16 +17,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from common import metrics
 from common.filters import compile_filters
-from common.snapshot import Entry, SnapshotError, SqliteSnapshot, default_snapshot_path
+from common.snapshot import (
+    Entry,
+    SnapshotError,
+    SnapshotStore,
+    SqliteSnapshot,
+    default_snapshot_path,
+)
 
-from ..cp.common import CopyError, hello
+from ..cp.common import CopyError
 from ..cp.endpoint import Endpoint, EndpointError
 from .decide import Action, Plan, plan_bidi, plan_one_way
+from .dedup import plan_dedup
+from .metadata import MetadataPolicy
 from .record import Recorder
-from .scan import ScanResult, fill_checksums, scan_tree
+from .scan import SKIP_SUFFIXES, ScanResult, fill_checksums, scan_tree
 from .sides import LocalSide, RemoteSide, SideError
-from .transfer import copy_options
+from .transfer import Dispatcher, InProcessDispatcher, connect_far_end
 
 __all__ = ["SyncError", "SyncReport", "run_sync"]
 
@@ -65,8 +74,10 @@ def _signature_ok(root: str, signature: str | None) -> bool:
 
 
 class _Run:
-    def __init__(self, opts: Any, endpoint: Endpoint | None, emit: Callable[[str, str], None] | None) -> None:
+    def __init__(self, opts: Any, endpoint: Endpoint | None, emit: Callable[[str, str], None] | None,
+                 dispatcher: Dispatcher) -> None:  # fmt: skip
         self.opts = opts
+        self.dispatcher = dispatcher
         self.endpoint = endpoint
         self.emit = emit
         self.report = SyncReport()
@@ -74,17 +85,21 @@ class _Run:
         self.remote: LocalSide | RemoteSide = (LocalSide(opts.remote_dir) if endpoint is None or opts.host is None
                                                else RemoteSide(endpoint, opts.remote_dir))  # fmt: skip
         self.filters = compile_filters(opts.filters)
-        self.snap: SqliteSnapshot | None = None
+        self.metadata = MetadataPolicy(opts, self.local, self.remote)
+        self.old_dirs: list[str] = []  # not scanned: older than --exclude-dirs-older-than
+        self.snap: SnapshotStore | None = None
         self.recorder: Recorder
 
     # -- reporting and bookkeeping -----------------------------------------------------------
     def status(self, path: str, status: str) -> None:
         self.report.add(path, status)
+        metrics.file_handled(status)
         if self.emit is not None:
             self.emit(path, status)
 
     def error(self, path: str, message: str) -> None:
         self.report.errors.append((path, message))
+        metrics.file_handled("ERROR")
         if self.emit is not None:
             self.emit(path, f"ERROR: {message}")
 
@@ -100,7 +115,10 @@ class _Run:
                 if before is None or before.kind != "dir":
                     return False
                 if limit is not None:
-                    return max(st.st_mtime_ns, before.rmtime_ns) / 1e9 < limit
+                    old = max(st.st_mtime_ns, before.rmtime_ns) / 1e9 < limit
+                    if old:
+                        self.old_dirs.append(path)
+                    return old
                 return st.st_mtime_ns == before.mtime_ns
 
         return scan_tree(o.local_dir, filters=self.filters, symlinks=o.symbolic_links, skip_dir=skip_dir,
@@ -114,7 +132,7 @@ class _Run:
             return result.entries
         entries = {}
         for e in self.remote.list():
-            if e.path.split("/")[0] in (".surge", ".private-asp") or e.path.endswith((".partial", ".aspx")):
+            if e.path.split("/")[0] in (".surge", ".private-asp") or e.path.endswith(SKIP_SUFFIXES):
                 continue
             if self.filters and self.filters.excluded(e.path, e.kind == "dir"):
                 continue
@@ -124,18 +142,22 @@ class _Run:
 
 def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = None,
              emit: Callable[[str, str], None] | None = None,
-             progress: Callable[[dict[str, Any]], None] | None = None) -> SyncReport:  # fmt: skip
+             progress: Callable[[dict[str, Any]], None] | None = None,
+             open_snapshot: Callable[[Any], SnapshotStore] | None = None,
+             dispatcher: Dispatcher | None = None) -> SyncReport:  # fmt: skip
     """Run one synchronization of the pair `opts.name`. Raises SyncError for a problem that
-    stops it; per-file problems are in the report."""
+    stops it; per-file problems are in the report. The snapshot store and the dispatcher
+    default to the embedded ones (SQLite beside the local tree, transfers in this process);
+    the cluster passes Redis and Celery ones."""
     from .execute import execute
 
     started = time.monotonic()
     _check_dirs(opts)
     endpoint = _connect(opts, endpoint_factory)
-    run = _Run(opts, endpoint, emit)
+    run = _Run(opts, endpoint, emit, dispatcher or InProcessDispatcher())
     try:
         try:
-            run.snap = SqliteSnapshot(default_snapshot_path(opts.local_dir, opts.name, opts.local_db_dir))
+            run.snap = (open_snapshot or _sqlite_snapshot)(opts)
         except SnapshotError as exc:
             raise SyncError(str(exc)) from None
         _check_snapshot_meta(run)
@@ -146,13 +168,17 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
         except SideError as exc:
             raise SyncError(f"-r: {exc}") from None
         run.report.conflicts = plan.conflicts
+        metrics.files_planned(len(plan.actions))
         try:
             execute(run, plan, progress)
         finally:
             run.recorder.flush()
+        if opts.clean_excluded:
+            _clean_excluded(run)
         _finish_meta(run)
     finally:
         if run.snap is not None:
+            metrics.sync_finished(run.snap)
             run.snap.close()
         if endpoint is not None:
             try:
@@ -162,6 +188,10 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
             endpoint.close()
     run.report.elapsed = time.monotonic() - started
     return run.report
+
+
+def _sqlite_snapshot(opts: Any) -> SnapshotStore:
+    return SqliteSnapshot(default_snapshot_path(opts.local_dir, opts.name, opts.local_db_dir))
 
 
 def _check_dirs(opts: Any) -> None:
@@ -184,19 +214,10 @@ def _check_dirs(opts: Any) -> None:
 
 
 def _connect(opts: Any, factory: Callable[[Any], Endpoint] | None) -> Endpoint:
-    from ..cp.client import default_endpoint
-    from ..cp.remote import Route
-
-    copts = copy_options(opts, opts.local_dir, opts.remote_dir)
     try:
-        if factory is not None:
-            endpoint = factory(opts)
-        else:
-            endpoint = default_endpoint(copts, Route("push", opts.host, opts.user, (opts.local_dir,), opts.remote_dir))
-        hello(endpoint, copts)
-    except (EndpointError, CopyError) as exc:
+        return connect_far_end(opts, factory)
+    except CopyError as exc:
         raise SyncError(str(exc)) from None
-    return endpoint
 
 
 def _check_remote_root(run: _Run) -> None:
@@ -267,12 +288,14 @@ def _plan(run: _Run) -> Plan:
                             delete_before=o.delete_before, use_checksum=use_checksum,
                             file_rename=o.scan_file_rename, dir_rename=o.scan_dir_rename,
                             deletes_allowed=local_ok, excluded=excluded)  # fmt: skip
+        plan = plan_dedup(plan, o.dedup, local.entries, snap_local)
     elif o.direction == "pull":
         assert remote is not None
         plan = plan_one_way(remote, local.entries, {p: e for p, e in snap_remote.items() if not excluded(p, e.kind == "dir")},
                             overwrite=o.overwrite, mirror=o.mirror, ignore_delete=o.ignore_delete,
                             delete_before=o.delete_before, use_checksum=use_checksum,
                             deletes_allowed=remote_ok, excluded=excluded)  # fmt: skip
+        plan = plan_dedup(plan, o.dedup, remote, snap_remote)
         plan.actions = [Action(a.kind, a.path, False, a.source, a.old_path, a.reason) for a in plan.actions]
     else:
         assert remote is not None
@@ -305,16 +328,33 @@ def _checksums(run: _Run, local: dict[str, Entry], snap_local: dict[str, Entry],
 __all__ += ["SyncError"]
 
 
+def _clean_excluded(run: _Run) -> None:
+    """--clean-excluded: forget directories excluded by path, and what lies below directories
+    excluded by age (their own record stays, so that later runs still skip them)."""
+    snap = run.snap
+    assert snap is not None
+    for side in ("local", "remote"):
+        gone = [e.path for e in snap.iter_side(side) if e.kind == "dir" and run.filters
+                and run.filters.excluded(e.path, True)]  # fmt: skip
+        for old in run.old_dirs:
+            keep = snap.get(side, old)
+            snap.apply(side, delete_trees=[old], upserts=[keep] if keep is not None else [])
+        if gone:
+            snap.apply(side, delete_trees=gone)
+
+
 # -- one session, several plans (the continuous loop) ----------------------------------------------
 def open_session(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = None,
-                 emit: Callable[[str, str], None] | None = None) -> _Run:  # fmt: skip
+                 emit: Callable[[str, str], None] | None = None,
+                 open_snapshot: Callable[[Any], SnapshotStore] | None = None,
+                 dispatcher: Dispatcher | None = None) -> _Run:  # fmt: skip
     """The pair opened as `run_sync` opens it (directories checked, far end connected, snapshot
     open and checked), for a caller that runs several plans over it; `close_session` ends it."""
     _check_dirs(opts)
     endpoint = _connect(opts, endpoint_factory)
-    run = _Run(opts, endpoint, emit)
+    run = _Run(opts, endpoint, emit, dispatcher or InProcessDispatcher())
     try:
-        run.snap = SqliteSnapshot(default_snapshot_path(opts.local_dir, opts.name, opts.local_db_dir))
+        run.snap = (open_snapshot or _sqlite_snapshot)(opts)
         _check_snapshot_meta(run)
         run.recorder = Recorder(run.snap)
         _check_remote_root(run)
@@ -339,10 +379,13 @@ def sync_all(run: _Run, progress: Callable[[dict[str, Any]], None] | None = None
     except SideError as exc:
         raise SyncError(f"-r: {exc}") from None
     run.report.conflicts += plan.conflicts
+    metrics.files_planned(len(plan.actions))
     try:
         execute(run, plan, progress)
     finally:
         run.recorder.flush()
+    if run.opts.clean_excluded:
+        _clean_excluded(run)
     _finish_meta(run)
 
 
@@ -352,6 +395,7 @@ def close_session(run: _Run) -> None:
             run.recorder.flush()
         except AttributeError:  # closed before the recorder existed
             pass
+        metrics.sync_finished(run.snap)
         run.snap.close()
         run.snap = None
     if run.endpoint is not None:

@@ -8,17 +8,19 @@ transfers). `--remove-after-transfer` removes each source file once its copy is 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from common import metrics
 from common.snapshot import Entry
 
 from ..cp.common import CopyError
 from .decide import Action, Plan
 from .sides import SideError
-from .transfer import send_files
+from .transfer import TransferRequest
 
 if TYPE_CHECKING:
     from .engine import _Run
@@ -43,7 +45,8 @@ def execute(run: _Run, plan: Plan, progress: Callable[[dict[str, Any]], None] | 
     remote_now = remote_now or {}
     deletes = [a for a in plan.actions if a.kind == "delete"]
     sends = [a for a in plan.actions if a.kind in ("send", "conflict")]
-    others = [a for a in plan.actions if a.kind not in ("delete", "send", "conflict")]
+    dedups = [a for a in plan.actions if a.kind == "dedup"]
+    others = [a for a in plan.actions if a.kind not in ("delete", "send", "conflict", "dedup")]
 
     def both(a: Action) -> tuple[Entry | None, Entry | None]:
         return local_now.get(a.path), remote_now.get(a.path)
@@ -83,6 +86,8 @@ def execute(run: _Run, plan: Plan, progress: Callable[[dict[str, Any]], None] | 
     for direction, batch in ((True, up), (False, down)):
         if batch:
             _transfer(run, batch, direction, local_now, remote_now, progress)
+    for a in dedups:  # after the transfers: the originals are in place
+        _dedup(run, a, target_of(a))
     if not o.delete_before:
         for a in deletes:
             do_delete(a)
@@ -135,7 +140,6 @@ def _simple(run: _Run, a: Action, now: tuple[Entry | None, Entry | None], side: 
 def _transfer(run: _Run, batch: list[Action], upload: bool, local_now: dict[str, Entry],
               remote_now: dict[str, Entry], progress: Callable[[dict[str, Any]], None] | None) -> None:  # fmt: skip
     o = run.opts
-    assert run.endpoint is not None
     rec = run.recorder
     entries = [a.source for a in batch if a.source is not None]
 
@@ -148,11 +152,13 @@ def _transfer(run: _Run, batch: list[Action], upload: bool, local_now: dict[str,
             run.status(path, "SYNCHRONIZED(skp)")
             return
         committed = _attrs_entry(path, event.get("attrs", {}))
+        source = _with_metadata(run, path, (local_now if upload else remote_now).get(path), upload)
         if upload:
-            rec.pair(path, local_now.get(path), committed)
+            rec.pair(path, source, committed)
         else:
-            rec.pair(path, committed, remote_now.get(path))
+            rec.pair(path, committed, source)
         run.report.bytes_sent += committed.size
+        metrics.SYNCED_BYTES.inc(committed.size)
         run.status(path, "SYNCHRONIZED")
         if o.remove_after_transfer:
             source_side = run.local if upload else run.remote
@@ -162,12 +168,48 @@ def _transfer(run: _Run, batch: list[Action], upload: bool, local_now: dict[str,
             except SideError as exc:
                 run.error(path, f"--remove-after-transfer: {exc}")
 
+    request = TransferRequest(o, run.endpoint, entries, upload, run.remote if upload else run.local, rec.flush)
     try:
-        result = send_files(o, run.endpoint, entries, upload=upload, local_root=o.local_dir,
-                            remote_root=o.remote_dir, on_file=on_file, progress=progress)  # fmt: skip
+        outcome = run.dispatcher.transfer(request, on_file, progress)
     except CopyError as exc:
         run.error("/", f"transfer failed: {exc}")
         return
-    run.report.wire_bytes += int(result.stats.get("sender", {}).get("bytes_sent", 0))
-    for path, message in result.errors:
+    run.report.wire_bytes += outcome.wire_bytes
+    for path, message in outcome.errors:
         run.error(path, message)
+
+
+def _with_metadata(run: _Run, path: str, source: Entry | None, upload: bool) -> Entry | None:
+    """Owner and attributes to the destination (metadata.py); the source record, with its
+    attributes in `meta` under --store-metadata-records."""
+    policy = run.metadata
+    if source is None or not policy.active:
+        return source
+    src, dest = (run.local, run.remote) if upload else (run.remote, run.local)
+    try:
+        meta = policy.apply(src, dest, path, source)
+    except SideError as exc:
+        run.error(path, str(exc))
+        return source
+    return dataclasses.replace(source, meta=meta) if meta is not None else source
+
+
+def _dedup(run: _Run, a: Action, side: Any) -> None:
+    """--dedup: link or copy the already synchronized original at the target."""
+    assert a.old_path is not None and a.source is not None
+    if any(p == a.old_path for p, _ in run.report.errors):
+        run.error(a.path, f"--dedup: its original {a.old_path} did not synchronize; it is sent next time")
+        return
+    try:
+        if run.opts.dedup == "copy":
+            side.copy(a.old_path, a.path)
+        else:
+            side.link(a.old_path, a.path)
+        made = side.stat(a.path)
+    except SideError as exc:
+        run.error(a.path, f"--dedup: {exc}")
+        return
+    upload = side is run.remote
+    source = _with_metadata(run, a.path, a.source, upload)
+    run.recorder.pair(a.path, *((source, made) if upload else (made, source)))
+    run.status(a.path, "SYNCHRONIZED(ddp)")

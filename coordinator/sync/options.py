@@ -40,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from common.filters import FilterError, FilterRule, Kind, compile_filters, read_rule_file
+from common.metrics import parse_metrics_port
 from common.units import Rate, UnitError, format_bytes, parse_duration, parse_size
 from coordinator.cp.options import CIPHERS, POLICIES
 
@@ -164,6 +165,7 @@ class SyncOptions:
     local_force_stat: bool = False
     remote_force_stat: bool = False
     scan_intensity: str = "medium"
+    metrics_port: int | None = None  # -C: Prometheus endpoint on 127.0.0.1
     transfer_threads: tuple[tuple[int, int | None], ...] = ()  # (threads, size bound or None)
     file_manifest_path: str | None = None
     cookie: str | None = None
@@ -200,6 +202,9 @@ class SyncOptions:
     write_block_size: int = DEFAULT_WRITE_BLOCK
     raw_options: tuple[str, ...] = ()
     proxy: str | None = field(default=None, repr=False)  # holds the proxy password
+    cluster: str | None = field(default=None, repr=False)  # Redis URL ("": $SURGE_BROKER_URL)
+    detach: bool = False
+    multi_session_threshold: int = 0  # bytes; 0: no file is split
 
     def __post_init__(self) -> None:
         _choice("-K", "direction", self.direction, DIRECTIONS)
@@ -307,6 +312,8 @@ class SyncOptions:
                                  (self.ignore_delete, "--ignore-delete")):
                 if given:
                     raise OptionError(f"--delete-before: cannot be used with {other}")
+        if self.metrics_port is not None and not self.continuous:
+            raise OptionError("--metrics-port: only with -C (a one-time sync ends before a scrape)")
         if self.no_scan and not self.continuous:
             raise OptionError("--no-scan: cannot be used with one-time sessions (without -C)")
         if self.no_scan and self.scan_interval is not None:
@@ -329,6 +336,7 @@ class SyncOptions:
         if self.user is not None and self.host is None:
             raise OptionError("--user: needs a remote host (--host, or HOST:DIR in -r)")
         self._check_native()
+        _check_cluster(self)
 
     def _check_native(self) -> None:
         sides = [("", self.preserve_acls, self.preserve_xattrs)]
@@ -341,6 +349,25 @@ class SyncOptions:
             if xattrs == "native" and not NATIVE_XATTRS:
                 raise OptionError(f"--{prefix}preserve-xattrs=native is not supported on this "
                                   "platform")
+
+
+def _check_cluster(o: SyncOptions) -> None:
+    """--cluster: workers send from the shared local directory with no secret of the user."""
+    if o.cluster is None:
+        for given, option in ((o.detach, "--detach"), (o.multi_session_threshold, "--multi-session-threshold")):
+            if given:
+                raise OptionError(f"{option}: needs --cluster URL")
+        return
+    _range("--multi-session-threshold", o.multi_session_threshold, 0)
+    for bad, why in ((o.direction != "push", f"-K {o.direction} is not run on a cluster (workers send "
+                                                  "from the shared local directory): use -K push"),
+                     (o.continuous, "-C: continuous mode does not run on a cluster yet"),
+                     (o.password is not None, "a password (-w, SURGE_PASS) is never given to workers: "
+                                              "use an SSH key (-i) or a token (-W)"),
+                     (o.proxy is not None, "--proxy is not supported on a cluster"),
+                     (o.remove_after_transfer, "--remove-after-transfer is not supported on a cluster")):
+        if bad:
+            raise OptionError(f"--cluster: {why}")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------- conversion
@@ -405,6 +432,12 @@ def _build(ns: argparse.Namespace, env: Mapping[str, str], now: float) -> SyncOp
     def number(text: str | None, option: str, default: int) -> int:
         return default if text is None else conv.integer(text, option, 0)
 
+    def metrics_port(text: str) -> int:
+        try:
+            return parse_metrics_port(text)
+        except ValueError as exc:
+            raise OptionError(str(exc)) from None
+
     def lower(text: str | None, default: str) -> str:
         return default if text is None else text.strip().lower()
 
@@ -459,6 +492,7 @@ def _build(ns: argparse.Namespace, env: Mapping[str, str], now: float) -> SyncOp
         no_scan=ns.no_scan, local_force_stat=ns.local_force_stat,
         remote_force_stat=ns.remote_force_stat,
         scan_intensity=lower(ns.scan_intensity, "medium"),
+        metrics_port=None if ns.metrics_port is None else metrics_port(ns.metrics_port),
         transfer_threads=conv.transfer_threads(ns.transfer_threads or (), MAX_TRANSFER_THREADS),
         file_manifest_path=ns.file_manifest_path,
         cookie=ns.cookie if ns.cookie is not None else conv.env_value(
@@ -488,4 +522,6 @@ def _build(ns: argparse.Namespace, env: Mapping[str, str], now: float) -> SyncOp
         write_block_size=size(ns.write_block_size, "-G", DEFAULT_WRITE_BLOCK),
         raw_options=tuple(ns.raw_options or ()),
         proxy=None if ns.proxy is None else conv.proxy(ns.proxy),
+        cluster=ns.cluster, detach=ns.detach,
+        multi_session_threshold=size(ns.multi_session_threshold, "--multi-session-threshold", 0),
     )

@@ -19,7 +19,9 @@ from common.snapshot import Entry
 
 __all__ = ["SKIP_SUFFIXES", "ScanResult", "entry_from_attrs", "fill_checksums", "scan_tree"]
 
-SKIP_SUFFIXES = (".partial", ".aspx", ".surge-tmp", ".partial.parts", ".partial.lock")
+# Transfer state, temporary names, and metadata files (--preserve-xattrs=metafile) are never
+# synchronized as files of their own.
+SKIP_SUFFIXES = (".partial", ".aspx", ".surge-tmp", ".partial.parts", ".partial.lock", ".aspera-meta")
 _DB_DIRS = (".surge", ".private-asp")
 
 
@@ -150,4 +152,5 @@ def entry_from_attrs(path: str, a: Mapping[str, object]) -> Entry:
     kind = str(a.get("type", "file"))
     return Entry(path, kind if kind in ("file", "dir", "link") else "file", int(a.get("size", 0)) if kind == "file" else 0,  # type: ignore[call-overload]
                  int(a.get("mtime_ns", 0)), int(a.get("mode", 0)), int(a.get("ino", 0)), int(a.get("dev", 0)),  # type: ignore[call-overload]
-                 int(a.get("nlink", 1)), None, a.get("target") if isinstance(a.get("target"), str) else None)  # type: ignore[call-overload,arg-type]
+                 int(a.get("nlink", 1)), None, a.get("target") if isinstance(a.get("target"), str) else None,  # type: ignore[call-overload,arg-type]
+                 0, int(a.get("uid", -1)), int(a.get("gid", -1)))  # type: ignore[call-overload]

@@ -5,6 +5,7 @@ machine's file system; `RemoteSide` sends the same operations over the control c
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 from typing import Any, Protocol
@@ -107,6 +108,77 @@ class LocalSide:
             raise SideError(f"{path}: cannot set attributes: {exc.strerror}") from None
 
 
+    # -- what --dedup and the metadata options need ---------------------------------------------
+    def link(self, source: str, path: str) -> None:
+        self._replace_with(path, lambda tmp: os.link(self._full(source), tmp), "link")
+
+    def copy(self, source: str, path: str) -> None:
+        self._replace_with(path, lambda tmp: shutil.copy2(self._full(source), tmp), "copy")
+
+    def _replace_with(self, path: str, make: Any, what: str) -> None:
+        full = self._full(path)
+        tmp = full + ".surge-tmp"
+        try:
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            make(tmp)
+            os.replace(tmp, full)
+        except OSError as exc:
+            raise SideError(f"{path}: cannot {what}: {exc.strerror or exc}") from None
+
+    def chown(self, path: str, user: int | str | None, group: int | str | None) -> None:
+        try:
+            os.chown(self._full(path), _uid(user), _gid(group), follow_symlinks=False)
+        except (OSError, KeyError) as exc:
+            raise SideError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+    def get_xattrs(self, path: str) -> dict[str, bytes]:
+        full = self._full(path)
+        try:
+            return {n: os.getxattr(full, n, follow_symlinks=False) for n in os.listxattr(full, follow_symlinks=False)}
+        except OSError as exc:
+            raise SideError(f"{path}: {exc.strerror or exc}") from None
+
+    def set_xattrs(self, path: str, attrs: dict[str, bytes]) -> None:
+        full = self._full(path)
+        for name, value in attrs.items():
+            try:
+                os.setxattr(full, name, value, follow_symlinks=False)
+            except OSError as exc:
+                raise SideError(f"{path}: cannot set {name}: {exc.strerror or exc}") from None
+
+    def read_small(self, path: str) -> bytes:
+        try:
+            with open(self._full(path), "rb") as f:
+                return f.read(1 << 20)
+        except OSError as exc:
+            raise SideError(f"{path}: {exc.strerror or exc}") from None
+
+    def write_small(self, path: str, data: bytes) -> None:
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                f.write(data)
+
+        self._replace_with(path, write, "write")
+
+
+def _uid(user: int | str | None) -> int:
+    if user is None:
+        return -1
+    import pwd
+
+    return int(user) if str(user).isdigit() else pwd.getpwnam(str(user)).pw_uid
+
+
+def _gid(group: int | str | None) -> int:
+    if group is None:
+        return -1
+    import grp
+
+    return int(group) if str(group).isdigit() else grp.getgrnam(str(group)).gr_gid
+
+
 class RemoteSide:
     """Operations through the far end's agent; paths are joined to the remote root."""
 
@@ -124,8 +196,18 @@ class RemoteSide:
             raise SideError(f"{path or '.'}: {msg.get('message')}")
         return msg
 
+    PAGE = 5000  # entries per listing message
+
     def list(self) -> list[Entry]:
-        return [entry_from_attrs(e["path"], e) for e in self.op("list", "")["entries"]]
+        """The remote tree, streamed in pages (a tree of any size; one message holds a page)."""
+        msg = self.op("list", "", page=self.PAGE)
+        out = [entry_from_attrs(e["path"], e) for e in msg["entries"]]
+        while msg.get("more"):
+            msg = self.endpoint.recv(120.0)
+            if msg["type"] == "error":
+                raise SideError(f".: {msg.get('message')}")
+            out.extend(entry_from_attrs(e["path"], e) for e in msg["entries"])
+        return out
 
     def stat(self, path: str) -> Entry | None:
         try:
@@ -159,3 +241,25 @@ class RemoteSide:
         if mtime_ns is not None:
             fields["mtime"] = mtime_ns / 1e9
         self.op("setattr", path, **fields)
+
+    def link(self, source: str, path: str) -> None:
+        self.op("link", path, source=self._path(source))
+
+    def copy(self, source: str, path: str) -> None:
+        self.op("copy", path, source=self._path(source))
+
+    def chown(self, path: str, user: int | str | None, group: int | str | None) -> None:
+        self.op("chown", path, user=user, group=group)
+
+    def get_xattrs(self, path: str) -> dict[str, bytes]:
+        found = self.op("getxattrs", path)["xattrs"]
+        return {k: base64.b64decode(v) for k, v in found.items()}
+
+    def set_xattrs(self, path: str, attrs: dict[str, bytes]) -> None:
+        self.op("setxattrs", path, xattrs={k: base64.b64encode(v).decode() for k, v in attrs.items()})
+
+    def read_small(self, path: str) -> bytes:
+        return base64.b64decode(self.op("read", path)["data"])
+
+    def write_small(self, path: str, data: bytes) -> None:
+        self.op("write", path, data=base64.b64encode(data).decode())

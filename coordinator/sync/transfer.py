@@ -1,23 +1,81 @@
 """Moving the files a sync plan sends, over the same UDP transport and far end as `surge cp`:
 an upload for local -> remote, a download for remote -> local. Each committed file is reported
-back with the attributes it has at its destination, so the snapshot records both sides."""
+back with the attributes it has at its destination, so the snapshot records both sides.
+
+The engine reaches the transfer through a :class:`Dispatcher` (DESIGN decision 6): the embedded
+default, :class:`InProcessDispatcher`, runs one session here over the engine's own far-end
+connection; the cluster's (coordinator/cluster/dispatch.py) hands the files to Celery workers.
+Both report each committed file through the same `on_file` callback, so status lines and the
+snapshot are the same at both scales."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from common.snapshot import Entry
 
-from ..cp.common import CopyError, CopyResult
-from ..cp.endpoint import Endpoint
+from ..cp.common import CopyError, CopyResult, hello
+from ..cp.endpoint import Endpoint, EndpointError
 from ..cp.options import CopyOptions
 from ..cp.sources import SourceFile, SourceTree
 
-__all__ = ["copy_options", "send_files"]
+__all__ = [
+    "Dispatcher",
+    "InProcessDispatcher",
+    "TransferOutcome",
+    "TransferRequest",
+    "connect_far_end",
+    "copy_options",
+    "send_files",
+    "upload_sources",
+]
 
 FileDone = Callable[[str, dict[str, Any]], None]
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    """The files of one direction of a sync plan and what a dispatcher needs to move them."""
+
+    opts: Any  # SyncOptions
+    endpoint: Endpoint | None  # the engine's far-end connection
+    entries: list[Entry]  # files, paths relative to the roots
+    upload: bool  # local -> remote (else remote -> local)
+    destination: Any  # the Side the files land on (stat it to verify a commit)
+    flush: Callable[[], None] | None = None  # make the records of the files reported so far durable
+
+
+@dataclass
+class TransferOutcome:
+    wire_bytes: int = 0  # file data sent, retransmissions included
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
+
+
+class Dispatcher(Protocol):
+    def transfer(
+        self, request: TransferRequest, on_file: FileDone, progress: Progress | None
+    ) -> TransferOutcome:
+        """Move the files; `on_file(path, event)` once per file as it is committed ("done", with
+        the destination's "attrs"), skipped or failed. Raises CopyError when nothing can move."""
+        ...
+
+
+class InProcessDispatcher:
+    """The embedded default: one session in this process (an upload or a download)."""
+
+    def transfer(
+        self, request: TransferRequest, on_file: FileDone, progress: Progress | None
+    ) -> TransferOutcome:
+        o = request.opts
+        assert request.endpoint is not None
+        result = send_files(o, request.endpoint, request.entries, upload=request.upload, local_root=o.local_dir,
+                            remote_root=o.remote_dir, on_file=on_file, progress=progress)  # fmt: skip
+        wire = int(result.stats.get("sender", {}).get("bytes_sent", 0))
+        return TransferOutcome(wire, list(result.errors))
 
 
 def copy_options(opts: Any, source: str, destination: str) -> CopyOptions:
@@ -31,29 +89,65 @@ def copy_options(opts: Any, source: str, destination: str) -> CopyOptions:
     )  # fmt: skip
 
 
+def connect_far_end(opts: Any, factory: Callable[[Any], Endpoint] | None = None) -> Endpoint:
+    """The greeted far end of a sync pair: `surge agent` over SSH for a remote host, a local
+    agent otherwise (`factory` replaces both). Raises CopyError naming the cause."""
+    from ..cp.client import default_endpoint
+    from ..cp.remote import Route
+
+    copts = copy_options(opts, opts.local_dir, opts.remote_dir)
+    try:
+        if factory is not None:
+            endpoint = factory(opts)
+        else:
+            where = Route("push", opts.host, opts.user, (opts.local_dir,), opts.remote_dir)
+            endpoint = default_endpoint(copts, where)
+    except EndpointError as exc:
+        raise CopyError(str(exc)) from None
+    try:
+        hello(endpoint, copts)
+    except CopyError:
+        endpoint.close()
+        raise
+    return endpoint
+
+
+def upload_sources(opts: Any, endpoint: Endpoint, files: list[SourceFile], *, local_root: str, remote_root: str,
+                   on_file: Callable[[SourceFile, dict[str, Any]], None],
+                   progress: Callable[[dict[str, Any]], None] | None = None, **overrides: Any) -> CopyResult:  # fmt: skip
+    """One upload session of `files` (whole files or multi-session parts, `rel` relative to the
+    roots) with the pair's transfer settings; `overrides` replace copy options (overwrite, resume)."""
+    from ..cp.upload import upload as do_upload
+
+    tree = SourceTree(single_source=False)
+    tree.files.extend(files)
+    copts = dataclasses.replace(copy_options(opts, local_root, remote_root), **overrides)
+    result = CopyResult(tree.files)
+    do_upload(copts, tree, remote_root.rstrip("/") + "/", endpoint, result, progress, on_file)
+    return result
+
+
 def send_files(opts: Any, endpoint: Endpoint, entries: list[Entry], *, upload: bool, local_root: str,
                remote_root: str, on_file: FileDone,
                progress: Callable[[dict[str, Any]], None] | None = None) -> CopyResult:  # fmt: skip
     """Send `entries` (files, paths relative to the roots) local -> remote (`upload`) or
     remote -> local; `on_file(path, event)` for each file the destination committed."""
     from ..cp.download import download
-    from ..cp.upload import upload as do_upload
 
     def event(f: SourceFile, msg: dict[str, Any]) -> None:
         on_file(f.rel, msg)
 
     if upload:
-        tree = SourceTree(single_source=False)
-        for e in entries:
-            full = f"{local_root.rstrip('/')}/{e.path}"
-            tree.files.append(SourceFile(full, e.path, e.size, e.mtime_ns / 1e9, e.mtime_ns / 1e9))
-        copts = copy_options(opts, local_root, remote_root)
-        result = CopyResult(tree.files)
-        do_upload(copts, tree, remote_root.rstrip("/") + "/", endpoint, result, progress, event)
-        return result
+        files = [SourceFile(f"{local_root.rstrip('/')}/{e.path}", e.path, e.size, e.mtime_ns / 1e9, e.mtime_ns / 1e9)
+                 for e in entries]  # fmt: skip
+        return upload_sources(opts, endpoint, files, local_root=local_root, remote_root=remote_root,
+                              on_file=event, progress=progress)  # fmt: skip
     root = remote_root.rstrip("/") or "/"
-    copts = dataclasses.replace(copy_options(opts, root, local_root),
-                                sources=tuple(f"{root}/{e.path}" for e in entries), src_base=root)
+    copts = dataclasses.replace(
+        copy_options(opts, root, local_root),
+        sources=tuple(f"{root}/{e.path}" for e in entries),
+        src_base=root,
+    )
     result = CopyResult([])
     download(copts, copts.sources, local_root.rstrip("/") + "/", endpoint, result, progress, event)
     return result

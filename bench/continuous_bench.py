@@ -37,8 +37,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.loopback import machine_info, write_section
-from bench.remote import _free_udp_port
+from bench.shared import machine_info, write_section
+from bench.sshtools import free_udp_port
 
 __all__ = ["SECTION", "ContinuousBenchConfig", "Report", "main", "render", "run_bench"]
 
@@ -121,7 +121,7 @@ class Surge:
     def __init__(self, work: str, src: str, dst: str, *args: str) -> None:
         self.out, self.err = os.path.join(work, "surge.out"), os.path.join(work, "surge.err")
         argv = [sys.executable, "-m", "coordinator.cli", "sync", "-N", "bench", "-d", src, "-r", dst, "-C",
-                "-O", str(_free_udp_port()), "-l", "1g", *args]  # fmt: skip
+                "-O", str(free_udp_port()), "-l", "1g", *args]  # fmt: skip
         with open(self.out, "w") as out, open(self.err, "w") as err:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=err)
         deadline = time.monotonic() + READY_SECONDS

@@ -12,7 +12,7 @@ if REPO_ROOT not in sys.path:  # bench/ is not an installed package
     sys.path.insert(0, REPO_ROOT)
 
 from bench.continuous_bench import SECTION, ContinuousBenchConfig, render, run_bench  # noqa: E402
-from bench.loopback import write_section  # noqa: E402
+from bench.shared import write_section  # noqa: E402
 
 
 def test_continuous_bench_small(tmp_path) -> None:  # type: ignore[no-untyped-def]

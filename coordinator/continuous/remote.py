@@ -56,10 +56,11 @@ class RemoteWatch:
         return f"far end: {warning}" if warning else None
 
     def _read(self) -> None:
-        assert self.endpoint is not None
+        endpoint = self.endpoint  # stop() drops the attribute while this thread still reads
+        assert endpoint is not None
         try:
             while True:
-                msg = self.endpoint.recv(None)
+                msg = endpoint.recv(None)
                 if msg.get("type") != "changes":
                     continue
                 if msg.get("overflow"):

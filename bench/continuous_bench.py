@@ -427,9 +427,8 @@ def main(argv: list[str] | None = None) -> int:
                                 rename_files=args.rename_files, workdir=args.workdir,
                                 parts=tuple(args.parts.split(",")))  # fmt: skip
     report = run_bench(cfg)
-    report.command = "python -m bench.continuous_bench " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
+    args_given = argv if argv is not None else sys.argv[1:]
+    report.command = " ".join(["python -m bench.continuous_bench", *args_given])
     text = render(report)
     print(text)
     if args.out:

@@ -246,7 +246,7 @@ def test_out_of_inotify_watches_says_so_and_scans(trees: tuple[Path, Path], tmp_
     for i in range(5):
         (src / f"d{i}").mkdir()
     script = 'echo 2 > /proc/sys/user/max_inotify_watches && exec "$@"'
-    sync = Sync(tmp_path, src, dst, "--cooloff", "0", "--scan-interval", "1",
+    sync = Sync(tmp_path, src, dst, "--cooloff", "0", "--scan-interval", "0:00:01", "-H", "vhigh",
                 prefix=(unshare, "-Ur", "sh", "-c", script, "sh"))  # fmt: skip
     started.append(sync)
     wait_for(lambda: sync.running() and "max_user_watches" in sync.stderr(), "the warning")
@@ -264,7 +264,16 @@ def test_pull_from_a_remote_far_end(tmp_path: Path, started: list[Sync]) -> None
     local.mkdir()
     with surge_server(tmp_path / "server", docroot=docroot) as far:
         sync = Sync(
-            tmp_path, local, far.remote("/mirror"), *far.auth(), "-K", "pull", "--cooloff", "1"
+            tmp_path,
+            local,
+            far.remote("/mirror"),
+            *far.auth(),
+            "-K",
+            "pull",
+            "--cooloff",
+            "1",
+            "--remote-scan-interval",
+            "1s",
         )
         started.append(sync)
         remote = docroot / "mirror"
@@ -329,7 +338,18 @@ def test_bidi_with_a_remote_far_end(tmp_path: Path, started: list[Sync]) -> None
 
 def test_metrics_port_is_only_for_continuous_mode(trees: tuple[Path, Path]) -> None:
     src, dst = trees
-    base = [sys.executable, "-m", "coordinator.cli", "sync", "-N", "m", "-d", str(src), "-r", str(dst)]
+    base = [
+        sys.executable,
+        "-m",
+        "coordinator.cli",
+        "sync",
+        "-N",
+        "m",
+        "-d",
+        str(src),
+        "-r",
+        str(dst),
+    ]
     for extra, message in ((["--metrics-port", "9100"], "--metrics-port: only with -C"),
                            (["-C", "--metrics-port", "0"], "--metrics-port: 0 is out of range")):  # fmt: skip
         res = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=60)

@@ -30,6 +30,7 @@ def run_continuous(opts: Any, emit: Callable[[str, str], None]) -> int:
         except MetricsPortError as exc:
             print(f"surge sync: error: {exc}", file=sys.stderr)
             return 1
+
     def ready(report: SyncReport) -> None:
         if not opts.quiet:
             counts = ", ".join(f"{n} {s}" for s, n in sorted(report.counts.items()))

@@ -127,6 +127,7 @@ ONE_OPTION: list[tuple[list[str], str, Any]] = [
     (["--direction=BIDI"], "direction", "bidi"),
     (["-C"], "continuous", True),
     (["--continuous"], "continuous", True),
+    (["-C", "--metrics-port", "9123"], "metrics_port", 9123),
     (["--create-dir"], "create_dir", True),
     (["-x"], "reset", True),
     (["--reset"], "reset", True),

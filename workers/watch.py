@@ -165,7 +165,6 @@ class TreeWatcher:
         self._stop = threading.Event()
         self._observer: Any = None
         self._scanner: threading.Thread | None = None
-        self.scans = 0
 
     def start(self) -> str | None:
         warning = None
@@ -177,8 +176,13 @@ class TreeWatcher:
                 warning = self._limit_message(exc)
                 if self.scan_interval is None:
                     self.scan_interval = DEFAULT_FALLBACK_SCAN
-        if self.scan_interval is not None:
-            self._scanner = threading.Thread(target=self._scan_loop, name="surge-scan", daemon=True)
+        if (
+            self.scan_interval is not None
+        ):  # the first scan before returning: no gap before the caller's sync
+            first = scan_signatures(self.root, self.pause, self._stop)
+            self._scanner = threading.Thread(
+                target=self._scan_loop, args=(first,), name="surge-scan", daemon=True
+            )
             self._scanner.start()
         return warning
 
@@ -242,16 +246,14 @@ class TreeWatcher:
                 )
             )
 
-    def _scan_loop(self) -> None:
+    def _scan_loop(self, before: dict[str, Sig]) -> None:
         assert self.scan_interval is not None
-        before = scan_signatures(self.root, self.pause, self._stop)
         while not self._stop.is_set():
             if self._stop.wait(self.scan_interval):
                 return
             after = scan_signatures(self.root, self.pause, self._stop)
             if self._stop.is_set():
                 return
-            self.scans += 1
             for event in diff_signatures(before, after):
                 self.on_event(event)
             before = after

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from common.snapshot import Entry
 from coordinator.continuous.core import ChangeQueue, QueueConfig
 from coordinator.continuous.scope import find_renames
+from coordinator.sync import scan
+from workers import watch
 from workers.watch import diff_signatures
 
 
@@ -230,3 +232,9 @@ def test_a_ready_path_takes_along_the_other_side_and_its_rename_partner() -> Non
         ("remote", "sub2"),
     ]
     assert [c.path for c in q.pending()] == ["unrelated"]
+
+
+def test_the_watcher_skips_what_the_scanner_skips() -> None:
+    assert watch.SKIP_SUFFIXES == scan.SKIP_SUFFIXES
+    assert all(watch.skipped(f"d/x{suffix}") for suffix in scan.SKIP_SUFFIXES)
+    assert watch.skipped(".surge/pair.db") and not watch.skipped("d/.surge")

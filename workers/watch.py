@@ -23,8 +23,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from coordinator.sync.scan import SKIP_SUFFIXES
-
 __all__ = [
     "DEFAULT_FALLBACK_SCAN",
     "INTENSITY_PAUSE",
@@ -36,6 +34,16 @@ __all__ = [
 
 WatchEvent = tuple[str, str, "str | None", bool]  # (op, path, new path of a move, tree)
 
+# What the scanner skips (coordinator.sync.scan; a test keeps the two equal): importing it would
+# bring the snapshot stores, Redis client included, into every agent.
+SKIP_SUFFIXES = (
+    ".partial",
+    ".aspx",
+    ".surge-tmp",
+    ".partial.parts",
+    ".partial.lock",
+    ".aspera-meta",
+)
 DB_DIRS = (".surge", ".private-asp")
 DEFAULT_FALLBACK_SCAN = 60.0  # seconds between scans when notifications are unavailable
 # -H: pause after each directory of a periodic scan (vhigh: "continuously scanning without rest")

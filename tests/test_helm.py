@@ -486,3 +486,21 @@ def test_values_yaml_documents_every_value() -> None:
 
     assert [p for p in documented if not exists(p)] == []
     assert "## @section" in text
+
+
+def test_chart_commands_are_accepted_by_the_real_cli(full_docs: list[dict[str, Any]]) -> None:
+    """The coordinator and worker arguments the chart writes parse in the real `surge` command:
+    with an unreachable broker it stops at the connection (exit 1), not at the options (exit 2)."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+    for name in ("demo-surge-worker", "demo-surge-coordinator"):
+        (container,) = one(full_docs, "Deployment", name)["spec"]["template"]["spec"]["containers"]
+        args = list(container["args"])
+        res = subprocess.run([sys.executable, "-m", "coordinator.cli", *args], capture_output=True, text=True,
+                             timeout=60, env={**__import__("os").environ, "SURGE_BROKER_URL": dead})  # fmt: skip
+        assert res.returncode == 1 and "cannot reach Redis" in res.stderr, (name, args, res.stderr)

@@ -59,3 +59,21 @@ def test_remote_udp_port_in_use_is_named(far: FarEnd, tmp_path: Path) -> None:
     assert res.returncode == 1
     assert "-O" in res.stderr and str(port) in res.stderr
     assert far.docroot is not None and not (far.docroot / "f").exists()
+
+
+def test_pull_with_remove_after_transfer_deletes_remote_sources(far: FarEnd, tmp_path: Path) -> None:
+    """Far-end operations that follow a transfer (removing sources, attributes) wait for its end:
+    they share its control channel."""
+    assert far.docroot is not None
+    remote = far.docroot / "out"
+    remote.mkdir()
+    for i in range(5):
+        (remote / f"f{i}").write_bytes(os.urandom(3000))
+    want = {p.name: p.read_bytes() for p in remote.iterdir()}
+    local = tmp_path / "in"
+    opts = parse_sync_args(["-N", "rat", "-d", str(local), "-r", far.remote("/out"), *far.auth(), "--create-dir",
+                            "-K", "pull", "--remove-after-transfer", "-O", str(free_udp_port()), "-l", "1g"])  # fmt: skip
+    report = run_sync(opts)
+    assert report.ok, report.errors
+    assert {p.name: p.read_bytes() for p in local.iterdir() if p.is_file()} == want
+    assert list(remote.iterdir()) == []

@@ -143,6 +143,8 @@ def _transfer(run: _Run, batch: list[Action], upload: bool, local_now: dict[str,
     rec = run.recorder
     entries = [a.source for a in batch if a.source is not None]
 
+    committed: list[tuple[str, Entry]] = []
+
     def on_file(path: str, event: dict[str, Any]) -> None:
         status = event.get("status")
         if status == "failed":
@@ -151,22 +153,12 @@ def _transfer(run: _Run, batch: list[Action], upload: bool, local_now: dict[str,
         if status != "done":
             run.status(path, "SYNCHRONIZED(skp)")
             return
-        committed = _attrs_entry(path, event.get("attrs", {}))
-        source = _with_metadata(run, path, (local_now if upload else remote_now).get(path), upload)
-        if upload:
-            rec.pair(path, source, committed)
-        else:
-            rec.pair(path, committed, source)
-        run.report.bytes_sent += committed.size
-        metrics.SYNCED_BYTES.inc(committed.size)
+        made = _attrs_entry(path, event.get("attrs", {}))
+        rec.pair(path, *((local_now.get(path), made) if upload else (made, remote_now.get(path))))
+        committed.append((path, made))
+        run.report.bytes_sent += made.size
+        metrics.SYNCED_BYTES.inc(made.size)
         run.status(path, "SYNCHRONIZED")
-        if o.remove_after_transfer:
-            source_side = run.local if upload else run.remote
-            try:
-                source_side.delete(path)
-                rec.put("local" if upload else "remote", None, path)
-            except SideError as exc:
-                run.error(path, f"--remove-after-transfer: {exc}")
 
     request = TransferRequest(o, run.endpoint, entries, upload, run.remote if upload else run.local, rec.flush)
     try:
@@ -174,9 +166,29 @@ def _transfer(run: _Run, batch: list[Action], upload: bool, local_now: dict[str,
     except CopyError as exc:
         run.error("/", f"transfer failed: {exc}")
         return
+    finally:  # far-end operations wait for the transfer: its control channel is busy until then
+        _after_commit(run, committed, upload, local_now, remote_now)
     run.report.wire_bytes += outcome.wire_bytes
     for path, message in outcome.errors:
         run.error(path, message)
+
+
+def _after_commit(run: _Run, committed: list[tuple[str, Entry]], upload: bool, local_now: dict[str, Entry],
+                  remote_now: dict[str, Entry]) -> None:  # fmt: skip
+    """Owner and attributes of the files a transfer committed, then --remove-after-transfer."""
+    rec = run.recorder
+    for path, made in committed:
+        before = (local_now if upload else remote_now).get(path)
+        source = _with_metadata(run, path, before, upload)
+        if source is not before:
+            rec.pair(path, *((source, made) if upload else (made, source)))
+        if run.opts.remove_after_transfer:
+            source_side = run.local if upload else run.remote
+            try:
+                source_side.delete(path)
+                rec.put("local" if upload else "remote", None, path)
+            except SideError as exc:
+                run.error(path, f"--remove-after-transfer: {exc}")
 
 
 def _with_metadata(run: _Run, path: str, source: Entry | None, upload: bool) -> Entry | None:

@@ -69,6 +69,12 @@ class Sync:
     def count(self, path: str, status: str | None = None) -> int:
         return sum(1 for p, s in self.lines() if p == path and (status is None or s == status))
 
+    def reported(self, path: str, status: str) -> None:
+        """Wait for the status line of a change already seen at the far end (printed just
+        after it), then check it came once."""
+        wait_for(lambda: self.count(path, status) > 0, f"{path} {status}")
+        assert self.count(path, status) == 1, self.lines()
+
     def stderr(self) -> str:
         return self.err.read_text()
 
@@ -130,17 +136,30 @@ def test_push_create_modify_delete_rename(
     wait_for(same(src, dst), "a created and a modified file")
     (src / "keep").unlink()
     wait_for(lambda: not (dst / "keep").exists(), "a deletion")
-    assert sync.count("keep", "SYNCHRONIZED(del)") == 1
+    sync.reported("keep", "SYNCHRONIZED(del)")
     inodes = {p.name: p.stat().st_ino for p in (dst / "big").iterdir()}
     (src / "new.txt").rename(src / "renamed.txt")
     big.rename(src / "moved")
     wait_for(same(src, dst), "a renamed file and a renamed directory of 1,000 files")
-    assert sync.count("renamed.txt", "SYNCHRONIZED(mov)") == 1
-    assert sync.count("moved", "SYNCHRONIZED(mov)") == 1
+    sync.reported("renamed.txt", "SYNCHRONIZED(mov)")
+    sync.reported("moved", "SYNCHRONIZED(mov)")
+    (src / "marker").write_text("after the renames")  # batches run one after another: once this
+    sync.reported("marker", "SYNCHRONIZED")  # is reported, whatever the rename caused is too
     assert not [p for p, _ in sync.lines() if p.startswith("moved/")]  # renamed, not resent
     assert {p.name: p.stat().st_ino for p in (dst / "moved").iterdir()} == inodes
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    assert "surge_changes_pending 0.0" in metrics and "surge_sync_lag_seconds" in metrics
+    (src / "pending").write_text("x")  # seen, cooling off for a second: pending, with a lag
+
+    def scrape() -> str:
+        return (
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        )
+
+    wait_for(lambda: "surge_changes_pending 1.0" in scrape(), "a pending change in the metrics")
+    wait_for(
+        lambda: "surge_changes_pending 0.0" in scrape() and (dst / "pending").exists(),
+        "no change pending",
+    )
+    assert "surge_sync_lag_seconds 0.0" in scrape()
     assert sync.stop() == 0
     assert "stopped" in sync.stderr()
 
@@ -182,7 +201,7 @@ def test_bidi_changes_on_both_sides_and_a_conflict(trees: tuple[Path, Path], tmp
         lambda: (src / "sub2" / "from-remote").exists() and not (src / "sub").exists(),
         "a remote rename",
     )
-    assert sync.count("sub2", "SYNCHRONIZED(mov)") == 1
+    sync.reported("sub2", "SYNCHRONIZED(mov)")
     (src / "from-local").unlink()
     wait_for(lambda: not (dst / "from-local").exists(), "a local deletion")
     (src / "shared").write_text("local version")  # both sides change it within one cooloff
@@ -216,7 +235,7 @@ def test_sigterm_then_restart_picks_up_what_changed_while_down(trees: tuple[Path
     wait_for(lambda: again.running() and same(src, dst)(), "the changes made while down")
     statuses = {p for p, _ in again.lines()}
     assert statuses <= {"f0", "f1", "d", "d/x", "late"}  # nothing unchanged is sent again
-    assert again.count("f1", "SYNCHRONIZED(del)") == 1
+    again.reported("f1", "SYNCHRONIZED(del)")
     assert again.stop(signal.SIGINT) == 0
 
 
@@ -283,7 +302,7 @@ def test_pull_from_a_remote_far_end(tmp_path: Path, started: list[Sync]) -> None
         wait_for(same(remote, local), "remote changes")
         (remote / "dir").rename(remote / "dir2")
         wait_for(same(remote, local), "a remote rename")
-        assert sync.count("dir2", "SYNCHRONIZED(mov)") == 1
+        sync.reported("dir2", "SYNCHRONIZED(mov)")
         (remote / "dir2" / "a").unlink()
         wait_for(same(remote, local), "a remote deletion")
         assert sync.stop() == 0, sync.stderr()
@@ -331,8 +350,8 @@ def test_bidi_with_a_remote_far_end(tmp_path: Path, started: list[Sync]) -> None
         (local / "l1").rename(local / "l1-renamed")
         (remote / "rdir").rename(remote / "rdir2")
         wait_for(same(remote, local), "renames on both sides")
-        assert sync.count("l1-renamed", "SYNCHRONIZED(mov)") == 1
-        assert sync.count("rdir2", "SYNCHRONIZED(mov)") == 1
+        sync.reported("l1-renamed", "SYNCHRONIZED(mov)")
+        sync.reported("rdir2", "SYNCHRONIZED(mov)")
         assert sync.stop() == 0, sync.stderr()
 
 

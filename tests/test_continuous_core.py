@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from common.snapshot import Entry
 from coordinator.continuous.core import ChangeQueue, QueueConfig
-from coordinator.continuous.scope import find_renames
+from coordinator.continuous.scope import find_renames, unannounced
 from coordinator.sync import scan
 from workers import watch
 from workers.watch import diff_signatures
@@ -238,3 +238,18 @@ def test_the_watcher_skips_what_the_scanner_skips() -> None:
     assert watch.SKIP_SUFFIXES == scan.SKIP_SUFFIXES
     assert all(watch.skipped(f"d/x{suffix}") for suffix in scan.SKIP_SUFFIXES)
     assert watch.skipped(".surge/pair.db") and not watch.skipped("d/.surge")
+
+
+def test_a_disappearance_no_event_announced_yet_counts_as_unchanged() -> None:
+    """The far end's echo of our copy of `f` is synchronized while `f` is being renamed here:
+    the rename's events are not in this batch, so `f` must not be deleted at the far end."""
+    snap = {"f": entry("f", inode=9), "d": entry("d", "dir", 3), "d/x": entry("d/x", inode=4)}
+    now: dict[str, Entry] = {}
+    unannounced(now, snap, [])
+    assert now == snap
+    now = {}
+    unannounced(now, snap, [("f", False), ("d", True)])  # announced: really gone
+    assert now == {}
+    now = {}
+    unannounced(now, snap, [("d", False)])  # the directory itself, not what is below it
+    assert set(now) == {"f", "d/x"}

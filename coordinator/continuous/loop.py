@@ -215,7 +215,7 @@ class ContinuousSync:
             self.emit(path, status) if self.emit else None)  # fmt: skip
         started = self.clock()
         try:
-            sync_scope(run, scope)
+            sync_scope(run, scope, self._reported(ready))
         except (SideError, SyncError) as exc:
             failures.append(("/", f"ERROR: {exc}"))
         finally:
@@ -225,6 +225,18 @@ class ContinuousSync:
         log.info("batch %d: %d change(s), %d path(s), oldest %.2f s old, %.2f s", self.batches, len(ready), len(scope),
                  lag, self.clock() - started)  # fmt: skip
         self._retry_failures(ready, failures)
+
+    def _reported(self, ready: list[Change]) -> dict[str, list[tuple[str, bool]]]:
+        """The watched sides (push: local; pull: remote; bidi: both) and their changes."""
+        direction = self.opts.direction
+        sides = (
+            ("local", "remote")
+            if direction == "bidi"
+            else ("local",)
+            if direction == "push"
+            else ("remote",)
+        )
+        return {side: [(c.path, c.tree) for c in ready if c.side == side] for side in sides}
 
     def _retry_failures(self, ready: list[Change], failures: list[tuple[str, str]]) -> None:
         """A failed path is tried again after a cooloff (a file in use, or changed while it was

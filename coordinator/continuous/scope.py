@@ -23,9 +23,10 @@ from ..sync.execute import execute
 from ..sync.scan import scan_tree
 from ..sync.sides import LocalSide
 
-__all__ = ["find_renames", "sync_scope"]
+__all__ = ["find_renames", "sync_scope", "unannounced"]
 
 Scope = Mapping[str, bool]  # path -> the whole subtree is concerned
+Reported = Mapping[str, list[tuple[str, bool]]]  # watched side -> its (path, tree) changes
 
 
 def _under(path: str, tops: Iterable[str]) -> bool:
@@ -139,10 +140,12 @@ def find_renames(source: Mapping[str, Entry], snap_source: Mapping[str, Entry], 
     return actions
 
 
-def sync_scope(run: Any, scope: Scope) -> None:
+def sync_scope(run: Any, scope: Scope, reported: Reported | None = None) -> None:
     """Synchronize the scope's paths over the open session `run` (status lines and errors go
-    to `run.report`)."""
-    snaps, local, remote = _gather(run, scope)
+    to `run.report`). `reported`: per watched side, the (path, tree) changes behind the scope;
+    see `unannounced`."""
+    reported = reported if reported is not None else {}
+    snaps, local, remote = _gather(run, scope, reported)
     renames = []
     if run.opts.direction != "pull":
         renames += find_renames(local, snaps["local"], remote, snaps["remote"], True)
@@ -154,7 +157,7 @@ def sync_scope(run: Any, scope: Scope) -> None:
             execute(run, Plan(renames), None)
         finally:
             run.recorder.flush()
-        snaps, local, remote = _gather(run, scope)
+        snaps, local, remote = _gather(run, scope, reported)
     plan = _plan(run, local, remote, snaps["local"], snaps["remote"])
     run.report.conflicts += plan.conflicts
     try:
@@ -163,8 +166,21 @@ def sync_scope(run: Any, scope: Scope) -> None:
         run.recorder.flush()
 
 
+def unannounced(
+    now: dict[str, Entry], snap: Mapping[str, Entry], changes: list[tuple[str, bool]]
+) -> None:
+    """A watched side that no longer has a recorded path, while none of its own changes in the
+    batch says so, is in the middle of a change whose event is still on its way (a rename
+    while our copy of the file echoes back): until that event comes, the path counts as
+    unchanged there, so that it is not deleted at the other end. Pure; fills `now` in place."""
+    for path, before in snap.items():
+        announced = any(path == p or (tree and path.startswith(p + "/")) for p, tree in changes)
+        if path not in now and not announced:
+            now[path] = before
+
+
 def _gather(
-    run: Any, scope: Scope
+    run: Any, scope: Scope, reported: Reported
 ) -> tuple[dict[str, dict[str, Entry]], dict[str, Entry], dict[str, Entry] | None]:
     """The snapshot records and the current listings of the scope (the remote side is not
     listed for a push: the snapshot stands for it, as in a one-time push re-sync)."""
@@ -175,6 +191,9 @@ def _gather(
         if run.opts.direction != "push"
         else None
     )
+    for side, now in (("local", local), ("remote", remote)):
+        if now is not None and side in reported:
+            unannounced(now, snaps[side], reported[side])
     run.scanned = (local, remote or {})
     return snaps, local, remote
 

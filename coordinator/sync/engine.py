@@ -33,7 +33,7 @@ from .decide import Action, Plan, plan_bidi, plan_one_way
 from .dedup import plan_dedup
 from .metadata import MetadataPolicy
 from .record import Recorder
-from .scan import SKIP_SUFFIXES, ScanResult, fill_checksums, scan_tree
+from .scan import SKIP_SUFFIXES, BackgroundChecksums, ScanResult, fill_checksums, scan_tree
 from .sides import LocalSide, RemoteSide, SideError
 from .transfer import Dispatcher, InProcessDispatcher, connect_far_end
 
@@ -89,6 +89,7 @@ class _Run:
         self.old_dirs: list[str] = []  # not scanned: older than --exclude-dirs-older-than
         self.snap: SnapshotStore | None = None
         self.recorder: Recorder
+        self.late_checksums: BackgroundChecksums | None = None  # computed while the files move
 
     # -- reporting and bookkeeping -----------------------------------------------------------
     def status(self, path: str, status: str) -> None:
@@ -172,6 +173,8 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
         try:
             execute(run, plan, progress)
         finally:
+            if run.late_checksums is not None:
+                run.late_checksums.finish(wait=False)
             run.recorder.flush()
         if opts.clean_excluded:
             _clean_excluded(run)
@@ -312,17 +315,33 @@ def _checksums(run: _Run, local: dict[str, Entry], snap_local: dict[str, Entry],
     o = run.opts
     todo = [p for p, e in local.items() if e.kind == "file" and (p not in snap_local or
             snap_local[p].size != e.size or snap_local[p].mtime_ns != e.mtime_ns)]  # fmt: skip
+    changed = set(todo)
     for p, e in snap_local.items():  # unchanged files keep their recorded checksum
-        if p in local and p not in todo and e.checksum:
+        if p in local and p not in changed and e.checksum:
             cur = local[p]
             local[p] = Entry(cur.path, cur.kind, cur.size, cur.mtime_ns, cur.mode, cur.inode, cur.dev, cur.nlink,
                              e.checksum, cur.target, cur.rmtime_ns, cur.uid, cur.gid, cur.meta)  # fmt: skip
+    later = [] if o.dedup else [p for p in todo if not _decides(p, local, snap_local, remote)]
+    if later:
+        todo = [p for p in todo if _decides(p, local, snap_local, remote)]
+        if o.direction != "pull":  # pulled files are recorded from their copies: no local checksum
+            run.late_checksums = BackgroundChecksums(o.local_dir, local, later, o.checksum)
     for p, m in fill_checksums(o.local_dir, local, todo, o.checksum, o.local_checksum_threads):
         run.error(p, m)
     if remote is not None and isinstance(run.remote, LocalSide):
         same = [p for p in todo if p in remote and remote[p].kind == "file" and remote[p].size == local[p].size]
         for p, m in fill_checksums(o.remote_dir, remote, same, o.checksum, o.remote_checksum_threads):
             run.error(p, m)
+
+
+def _decides(path: str, local: dict[str, Entry], snap_local: dict[str, Entry], remote: dict[str, Entry] | None) -> bool:
+    """Whether the plan compares this new or changed file's checksum with another: a same-size
+    file at the target, or a same-size snapshot record (content unchanged: attributes only)."""
+    size = local[path].size
+    for other in (remote.get(path) if remote is not None else None, snap_local.get(path)):
+        if other is not None and other.kind == "file" and other.size == size:
+            return True
+    return False
 
 
 __all__ += ["SyncError"]

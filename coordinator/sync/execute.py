@@ -155,6 +155,9 @@ def _transfer(run: _Run, batch: list[Action], upload: bool, local_now: dict[str,
         source = _with_metadata(run, path, (local_now if upload else remote_now).get(path), upload)
         if upload:
             rec.pair(path, source, committed)
+            if source is not None and source.checksum is None and run.late_checksums is not None \
+                    and not o.remove_after_transfer:  # fmt: skip
+                unsummed[path] = source  # its checksum is still being computed
         else:
             rec.pair(path, committed, source)
         run.report.bytes_sent += committed.size
@@ -168,15 +171,31 @@ def _transfer(run: _Run, batch: list[Action], upload: bool, local_now: dict[str,
             except SideError as exc:
                 run.error(path, f"--remove-after-transfer: {exc}")
 
+    unsummed: dict[str, Entry] = {}
     request = TransferRequest(o, run.endpoint, entries, upload, run.remote if upload else run.local, rec.flush)
     try:
         outcome = run.dispatcher.transfer(request, on_file, progress)
     except CopyError as exc:
         run.error("/", f"transfer failed: {exc}")
+        if upload:
+            _late_checksums(run, local_now, unsummed, wait=False)
         return
+    if upload:
+        _late_checksums(run, local_now, unsummed)
     run.report.wire_bytes += outcome.wire_bytes
     for path, message in outcome.errors:
         run.error(path, message)
+
+
+def _late_checksums(run: _Run, local_now: dict[str, Entry], recorded: dict[str, Entry], wait: bool = True) -> None:
+    """Record the checksums that were not ready when their files were committed."""
+    if run.late_checksums is None:
+        return
+    run.late_checksums.finish(wait)
+    for path, entry in recorded.items():
+        now = local_now.get(path)
+        if now is not None and now.checksum is not None and now.mtime_ns == entry.mtime_ns:
+            run.recorder.put("local", dataclasses.replace(entry, checksum=now.checksum))
 
 
 def _with_metadata(run: _Run, path: str, source: Entry | None, upload: bool) -> Entry | None:

@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from common.checksums import sparse_digest
 from common.snapshot import SqliteSnapshot, default_snapshot_path
 from coordinator.sync import scan
 from coordinator.sync.engine import run_sync
@@ -82,12 +85,12 @@ def test_touch_after_first_sync_is_an_attribute_update(tmp_path: Path) -> None:
     files = _tree(src, 50)
     _sync(src, dst, "-t")
     touched = "d1/f005"
-    st = os.stat(src / touched)
-    os.utime(src / touched, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    before = os.stat(src / touched)
+    os.utime(src / touched, ns=(before.st_atime_ns, before.st_mtime_ns + 5_000_000_000))
     lines = _sync(src, dst, "-t")
     assert lines == {touched: "SYNCHRONIZED(mov)"}
     assert (dst / touched).read_bytes() == files[touched]
-    assert os.stat(dst / touched).st_mtime_ns == st.st_mtime_ns + 5_000_000_000
+    assert os.stat(dst / touched).st_mtime_ns == before.st_mtime_ns + 5_000_000_000
 
 
 def test_file_changed_after_scan_gets_no_stale_checksum(tmp_path: Path) -> None:
@@ -107,3 +110,17 @@ def test_file_changed_after_scan_gets_no_stale_checksum(tmp_path: Path) -> None:
         for p, d in files.items()
         if p != changed
     )
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(size=st.one_of(st.integers(0, 3 * 4096 + 1), st.integers(256 * 4096 - 2, 256 * 4096 + 2)))
+def test_sparse_checksum_equals_the_transfer_digest(tmp_path: Path, size: int) -> None:
+    """sha1-sparse of a file is common.checksums.sparse_digest, whichever way it is read."""
+    data = os.urandom(size)
+    (tmp_path / "f").write_bytes(data)
+    entries = scan_tree(str(tmp_path)).entries
+    assert fill_checksums(str(tmp_path), entries, ["f"], "sha1-sparse") == []
+    with open(tmp_path / "f", "rb") as fh:
+        assert entries["f"].checksum == "sha1s:" + sparse_digest(fh.fileno(), size)

@@ -147,30 +147,63 @@ def plan_receive(opts: ReceiveOptions, files: Sequence[IncomingFile], dirs: Sequ
     if opts.discard:
         return ["" for _ in files], [{"action": "send"} for _ in files]
     _, targets, made = _targets(opts, files, dirs)
+    parents = {os.path.dirname(t) for t in targets}
+    listing = _Listing(targets)
     if confine is not None:  # checked before anything is created: a link must not lead out
-        for path in {*made, *(os.path.dirname(t) for t in targets)}:
+        for path in {*made, *parents}:
             if not confine(path):
                 raise PathError(f"{path!r} leads outside the docroot through a symbolic link")
         for path in targets:
-            if os.path.islink(path) and not confine(path):
+            if listing.may_exist(path) and os.path.islink(path) and not confine(path):
                 raise PathError(f"{path!r} leads outside the docroot through a symbolic link")
     for d in made:
         try:
             os.makedirs(d, exist_ok=True)
         except OSError as exc:
             raise PlanError(f"cannot create directory {d!r}: {exc.strerror}") from None
-    for t in targets:  # parents of listed files (--file-pair-list) are created as needed
-        parent = os.path.dirname(t)
+    for parent in parents:  # parents of listed files (--file-pair-list) are created as needed
         if parent and not os.path.isdir(parent):
             try:
                 os.makedirs(parent, exist_ok=True)
             except OSError as exc:
                 raise PlanError(f"cannot create directory {parent!r}: {exc.strerror}") from None
-    plans = [_plan_one(opts, f, t) for f, t in zip(files, targets)]
+    plans = [_plan_one(opts, f, t, listing) for f, t in zip(files, targets)]
     return targets, plans
 
 
-def _plan_one(opts: ReceiveOptions, f: IncomingFile, target: str) -> dict[str, Any]:
+class _Listing:
+    """The names in each destination directory, listed once when that is cheaper than a few
+    stats per file: into a fresh tree, no target or partial file exists, and 100,000 files
+    need no per-file lookup to find that out."""
+
+    def __init__(self, targets: Sequence[str]) -> None:
+        self._wanted: dict[str, int] = {}
+        for t in targets:
+            parent = os.path.dirname(t)
+            self._wanted[parent] = self._wanted.get(parent, 0) + 1
+        self._names: dict[str, frozenset[str] | None] = {}
+
+    def _list(self, parent: str) -> frozenset[str] | None:
+        try:  # a directory's size says roughly how many names a listing would return
+            if os.stat(parent or ".").st_size // 32 > 16 * self._wanted.get(parent, 0):
+                return None
+            return frozenset(os.listdir(parent or "."))
+        except FileNotFoundError:
+            return frozenset()  # created empty by this plan
+        except OSError:
+            return None  # not listable: ask per file
+
+    def may_exist(self, path: str) -> bool:
+        parent, name = os.path.split(path)
+        if parent not in self._names:
+            self._names[parent] = self._list(parent)
+        names = self._names[parent]
+        return names is None or name in names
+
+
+def _plan_one(opts: ReceiveOptions, f: IncomingFile, target: str, listing: _Listing) -> dict[str, Any]:
+    if not listing.may_exist(target) and (opts.resume == 0 or not listing.may_exist(target + opts.partial_suffix)):
+        return {"action": "send"}  # nothing there yet, nothing to resume
     st = _file_state(target)
     if f.part is not None:  # parts are always sent: the sessions assemble one new file together
         if st is not None and opts.overwrite == "never":

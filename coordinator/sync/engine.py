@@ -90,6 +90,14 @@ class _Run:
         self.snap: SnapshotStore | None = None
         self.recorder: Recorder
         self.late_checksums: BackgroundChecksums | None = None  # computed while the files move
+        self.connect: Callable[[], Endpoint] | None = None  # reaches the far end when needed
+
+    def far_end(self) -> Endpoint:
+        """The far-end connection, made on first use (a local pair's agent starts only then)."""
+        if self.endpoint is None:
+            assert self.connect is not None
+            self.endpoint = self.connect()
+        return self.endpoint
 
     # -- reporting and bookkeeping -----------------------------------------------------------
     def status(self, path: str, status: str) -> None:
@@ -154,8 +162,10 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
 
     started = time.monotonic()
     _check_dirs(opts)
-    endpoint = _connect(opts, endpoint_factory)
+    # A local pair needs its far end only to transfer: a re-sync with nothing to send starts none.
+    endpoint = _connect(opts, endpoint_factory) if opts.host is not None else None
     run = _Run(opts, endpoint, emit, dispatcher or InProcessDispatcher())
+    run.connect = lambda: _connect(opts, endpoint_factory)
     try:
         try:
             run.snap = (open_snapshot or _sqlite_snapshot)(opts)
@@ -183,12 +193,12 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
         if run.snap is not None:
             metrics.sync_finished(run.snap)
             run.snap.close()
-        if endpoint is not None:
+        if run.endpoint is not None:
             try:
-                endpoint.send({"type": "bye"})
+                run.endpoint.send({"type": "bye"})
             except EndpointError:
                 pass
-            endpoint.close()
+            run.endpoint.close()
     run.report.elapsed = time.monotonic() - started
     return run.report
 

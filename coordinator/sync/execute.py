@@ -172,7 +172,7 @@ def _transfer(run: _Run, batch: list[Action], upload: bool, local_now: dict[str,
                 run.error(path, f"--remove-after-transfer: {exc}")
 
     unsummed: dict[str, Entry] = {}
-    request = TransferRequest(o, run.endpoint, entries, upload, run.remote if upload else run.local, rec.flush)
+    request = TransferRequest(o, run.far_end(), entries, upload, run.remote if upload else run.local, rec.flush)
     try:
         outcome = run.dispatcher.transfer(request, on_file, progress)
     except CopyError as exc:

@@ -1,6 +1,7 @@
-"""-k checksums of new files on a first sync: no decision needs them, so they are computed while
-the files move, yet every one lands in the snapshot, and a later touch-only change is still an
-attribute update, not a resend."""
+"""Per-file work a sync of many small files avoids, without changing what it records: -k
+checksums of new files on a first sync (no decision needs them, so they are computed while the
+files move, yet every one lands in the snapshot, and a later touch-only change is still an
+attribute update, not a resend), and the far end of a local pair (started only to transfer)."""
 
 from __future__ import annotations
 
@@ -124,3 +125,29 @@ def test_sparse_checksum_equals_the_transfer_digest(tmp_path: Path, size: int) -
     assert fill_checksums(str(tmp_path), entries, ["f"], "sha1-sparse") == []
     with open(tmp_path / "f", "rb") as fh:
         assert entries["f"].checksum == "sha1s:" + sparse_digest(fh.fileno(), size)
+
+
+def test_local_resync_with_nothing_to_send_starts_no_far_end(tmp_path: Path) -> None:
+    from coordinator.cp.endpoint import LocalAgent
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    files = _tree(src, 30)
+    started: list[int] = []
+
+    def factory(_opts: Any) -> Any:
+        started.append(1)
+        return LocalAgent()
+
+    def run() -> dict[str, str]:
+        opts = parse_sync_args(
+            ["-N", "pair", "-d", str(src), "-r", str(dst), "-l", "1g", "--create-dir"]
+        )
+        report = run_sync(opts, endpoint_factory=factory)
+        assert report.ok, report.errors
+        return dict(report.lines)
+
+    assert set(run()) >= set(files) and len(started) == 1
+    assert run() == {} and len(started) == 1  # nothing to do: no agent
+    (src / "d0" / "new").write_bytes(b"n")
+    assert run() == {"d0/new": "SYNCHRONIZED"} and len(started) == 2
+    assert (dst / "d0" / "new").read_bytes() == b"n"

@@ -273,7 +273,9 @@ def _finish_meta(run: _Run) -> None:
 def _plan(run: _Run) -> Plan:
     o, snap = run.opts, run.snap
     assert snap is not None
-    snap_local, snap_remote = snap.load("local"), snap.load("remote")
+    snap_local = snap.load("local")
+    # A push decides from the local records alone; the remote ones only say whether it is the first run.
+    snap_remote = snap.load("remote") if o.direction != "push" or not snap_local else {}
     local = run.scan_local(snap_local)
     for p, m in local.errors:
         run.error(p, m)
@@ -326,7 +328,8 @@ def _checksums(run: _Run, local: dict[str, Entry], snap_local: dict[str, Entry],
     todo = [p for p, e in local.items() if e.kind == "file" and (p not in snap_local or
             snap_local[p].size != e.size or snap_local[p].mtime_ns != e.mtime_ns)]  # fmt: skip
     changed = set(todo)
-    for p, e in snap_local.items():  # unchanged files keep their recorded checksum
+    carry = o.direction != "push" or o.mirror or o.dedup  # else no decision looks at unchanged files' checksums
+    for p, e in snap_local.items() if carry else ():  # unchanged files keep their recorded checksum
         if p in local and p not in changed and e.checksum:
             cur = local[p]
             local[p] = Entry(cur.path, cur.kind, cur.size, cur.mtime_ns, cur.mode, cur.inode, cur.dev, cur.nlink,

@@ -334,7 +334,8 @@ def _checksums(run: _Run, local: dict[str, Entry], snap_local: dict[str, Entry],
             cur = local[p]
             local[p] = Entry(cur.path, cur.kind, cur.size, cur.mtime_ns, cur.mode, cur.inode, cur.dev, cur.nlink,
                              e.checksum, cur.target, cur.rmtime_ns, cur.uid, cur.gid, cur.meta)  # fmt: skip
-    later = [] if o.dedup else [p for p in todo if not _decides(p, local, snap_local, remote)]
+    # renamed files are recorded before any transfer: their checksums cannot wait
+    later = [] if o.dedup or o.scan_file_rename else [p for p in todo if not _decides(p, local, snap_local, remote)]
     if later:
         todo = [p for p in todo if _decides(p, local, snap_local, remote)]
         if o.direction != "pull":  # pulled files are recorded from their copies: no local checksum

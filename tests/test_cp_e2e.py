@@ -326,3 +326,15 @@ def test_local_copy_when_its_udp_port_is_taken(tmp_path: Path) -> None:
         done = surge("cp", "-O", str(taken), str(src), str(tmp_path / "out.bin"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()
+
+
+def test_agent_peak_memory_is_its_own_not_its_parents() -> None:
+    """Linux's ru_maxrss survives execve; the receiver's reported peak must not include the memory
+    of the process that started it."""
+    blob = bytearray(200 << 20)
+    for i in range(0, len(blob), 4096):
+        blob[i] = 1
+    code = "from workers.push import peak_rss; print(peak_rss())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert int(out.stdout) < 150e6
+    del blob

@@ -22,6 +22,8 @@ from .sink import Entry, FileSink
 __all__ = ["effective_transfer", "handle_push"]
 
 _CHECKPOINT_EVERY = 2.0
+_BATCH_FILES = 256  # per-file results go out in "files" messages of up to this many...
+_BATCH_AGE = 0.02  # ...or as old as this (seconds), when the client asked for batches
 
 
 def effective_transfer(ctx: AgentContext, req: dict[str, Any]) -> dict[str, Any]:
@@ -77,9 +79,10 @@ def handle_push(chan: Channel, req: dict[str, Any], ctx: AgentContext) -> int:
         restart = {int(i) for i in start.get("restart", [])}
         sending = [i for i, p in enumerate(plans) if p["action"] in ("send", "compare") and i not in skip]
         chosen = set(sending)  # a set: 100,000 files must not cost 10^10 list scans
+        results = _Results(chan, bool(req.get("batch_results")))
         for i, p in enumerate(plans):
             if i not in chosen:
-                chan.send({"type": "file", "index": i, "status": "skipped", "reason": p.get("reason", "same as source")})
+                results.add({"index": i, "status": "skipped", "reason": p.get("reason", "same as source")})
         haves = [[] if i in restart else plans[i].get("have", []) for i in sending]
         sizes = [files[i].size for i in sending]
         config = session_config_from({**req, **effective}, cipher)
@@ -92,16 +95,46 @@ def handle_push(chan: Channel, req: dict[str, Any], ctx: AgentContext) -> int:
         session = ReceiverSession(config, sizes, time.monotonic(), have=have)
 
         def done(k: int, result: dict[str, Any]) -> None:
-            chan.send({"type": "file", "index": sending[k], **result})
+            results.add({"index": sending[k], **result})
 
         entries = [Entry(targets[i], files[i].size, files[i].mtime, files[i].atime, bool(h), files[i].part)
                    for i, h in zip(sending, haves)]  # fmt: skip
         sink = FileSink(opts, entries, done)
-        stats = receive_files(sock, session, sink)
+        stats = receive_files(sock, session, sink, progress=lambda _stats: results.flush(_BATCH_AGE))
+        results.flush()  # what was committed is reported before the end, even a failed end
         if isinstance(stats, str):
             return chan.refuse("transfer", stats)
         chan.send({"type": "done", "stats": stats_json(stats)})
     return 0
+
+
+class _Results:
+    """Per-file results to the client: one `file` message each, or (when the client asked for
+    `batch_results`) `files` messages carrying many, so 100,000 small files do not cost 100,000
+    control frames at both ends."""
+
+    def __init__(self, chan: Channel, batch: bool) -> None:
+        self.chan, self.batch = chan, batch
+        self._pending: list[dict[str, Any]] = []
+        self._since = 0.0
+
+    def add(self, result: dict[str, Any]) -> None:
+        if not self.batch:
+            self.chan.send({"type": "file", **result})
+            return
+        if not self._pending:
+            self._since = time.monotonic()
+        self._pending.append(result)
+        if len(self._pending) >= _BATCH_FILES:
+            self.flush()
+        else:
+            self.flush(_BATCH_AGE)
+
+    def flush(self, older_than: float = 0.0) -> None:
+        """Send the pending results (only if the oldest waited `older_than` seconds)."""
+        if self._pending and time.monotonic() - self._since >= older_than:
+            self.chan.send({"type": "files", "results": self._pending})
+            self._pending = []
 
 
 def receive_files(sock: Any, session: ReceiverSession, sink: FileSink, peer: Any = None,
@@ -128,5 +161,19 @@ def receive_files(sock: Any, session: ReceiverSession, sink: FileSink, peer: Any
     except TransferAborted as exc:
         sink.abort(file_ranges)
         return str(exc)
-    stats["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    stats["max_rss_bytes"] = peak_rss()
     return stats
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes. Linux's ru_maxrss survives execve (it starts
+    at the RSS of the parent that forked us: a large client would make every agent look large);
+    /proc's VmHWM belongs to this program's own address space."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -45,6 +45,7 @@ def _push_request(opts: CopyOptions, tree: SourceTree, destination: str, host: s
         },
         "files": [file_entry(f) for f in tree.files],
         "dirs": tree.dirs,
+        "batch_results": True,  # per-file results may come many to a `files` message
     }
 
 
@@ -125,6 +126,17 @@ def upload(opts: CopyOptions, tree: SourceTree, destination: str, endpoint: Endp
 
     finished: list[bool] = []  # the far end's "done" arrived (possibly during a progress tick)
 
+    def file_result(msg: dict[str, Any]) -> None:
+        idx = int(msg["index"])
+        result.status[idx] = msg
+        if verbose:
+            log.info("%s %s %s", msg.get("status"), tree.files[idx].rel,
+                     msg.get("checksum") or msg.get("reason") or msg.get("error") or "")  # fmt: skip
+        if on_file is not None:
+            on_file(tree.files[idx], msg)
+
+    verbose = log.isEnabledFor(logging.INFO)
+
     def drain(timeout: float) -> None:
         while not finished:
             try:
@@ -134,12 +146,10 @@ def upload(opts: CopyOptions, tree: SourceTree, destination: str, endpoint: Endp
             except EndpointError as exc:
                 raise CopyError(str(exc)) from None
             if msg["type"] == "file":
-                idx = int(msg["index"])
-                result.status[idx] = msg
-                log.info("%s %s %s", msg.get("status"), tree.files[idx].rel,
-                         msg.get("checksum") or msg.get("reason") or msg.get("error") or "")  # fmt: skip
-                if on_file is not None:
-                    on_file(tree.files[idx], msg)
+                file_result(msg)
+            elif msg["type"] == "files":
+                for one in msg["results"]:
+                    file_result({"type": "file", **one})
             elif msg["type"] == "done":
                 result.stats.setdefault("receiver", msg.get("stats", {}))
                 finished.append(True)

@@ -33,7 +33,7 @@ from .decide import Action, Plan, plan_bidi, plan_one_way
 from .dedup import plan_dedup
 from .metadata import MetadataPolicy
 from .record import Recorder
-from .scan import SKIP_SUFFIXES, ScanResult, fill_checksums, scan_tree
+from .scan import SKIP_SUFFIXES, BackgroundChecksums, ScanResult, fill_checksums, scan_tree
 from .sides import LocalSide, RemoteSide, SideError
 from .transfer import Dispatcher, InProcessDispatcher, connect_far_end
 
@@ -89,6 +89,15 @@ class _Run:
         self.old_dirs: list[str] = []  # not scanned: older than --exclude-dirs-older-than
         self.snap: SnapshotStore | None = None
         self.recorder: Recorder
+        self.late_checksums: BackgroundChecksums | None = None  # computed while the files move
+        self.connect: Callable[[], Endpoint] | None = None  # reaches the far end when needed
+
+    def far_end(self) -> Endpoint:
+        """The far-end connection, made on first use (a local pair's agent starts only then)."""
+        if self.endpoint is None:
+            assert self.connect is not None
+            self.endpoint = self.connect()
+        return self.endpoint
 
     # -- reporting and bookkeeping -----------------------------------------------------------
     def status(self, path: str, status: str) -> None:
@@ -153,8 +162,10 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
 
     started = time.monotonic()
     _check_dirs(opts)
-    endpoint = _connect(opts, endpoint_factory)
+    # A local pair needs its far end only to transfer: a re-sync with nothing to send starts none.
+    endpoint = _connect(opts, endpoint_factory) if opts.host is not None else None
     run = _Run(opts, endpoint, emit, dispatcher or InProcessDispatcher())
+    run.connect = lambda: _connect(opts, endpoint_factory)
     try:
         try:
             run.snap = (open_snapshot or _sqlite_snapshot)(opts)
@@ -172,6 +183,8 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
         try:
             execute(run, plan, progress)
         finally:
+            if run.late_checksums is not None:
+                run.late_checksums.finish(wait=False)
             run.recorder.flush()
         if opts.clean_excluded:
             _clean_excluded(run)
@@ -180,12 +193,12 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
         if run.snap is not None:
             metrics.sync_finished(run.snap)
             run.snap.close()
-        if endpoint is not None:
+        if run.endpoint is not None:
             try:
-                endpoint.send({"type": "bye"})
+                run.endpoint.send({"type": "bye"})
             except EndpointError:
                 pass
-            endpoint.close()
+            run.endpoint.close()
     run.report.elapsed = time.monotonic() - started
     return run.report
 
@@ -260,7 +273,9 @@ def _finish_meta(run: _Run) -> None:
 def _plan(run: _Run) -> Plan:
     o, snap = run.opts, run.snap
     assert snap is not None
-    snap_local, snap_remote = snap.load("local"), snap.load("remote")
+    snap_local = snap.load("local")
+    # A push decides from the local records alone; the remote ones only say whether it is the first run.
+    snap_remote = snap.load("remote") if o.direction != "push" or not snap_local else {}
     local = run.scan_local(snap_local)
     for p, m in local.errors:
         run.error(p, m)
@@ -312,17 +327,35 @@ def _checksums(run: _Run, local: dict[str, Entry], snap_local: dict[str, Entry],
     o = run.opts
     todo = [p for p, e in local.items() if e.kind == "file" and (p not in snap_local or
             snap_local[p].size != e.size or snap_local[p].mtime_ns != e.mtime_ns)]  # fmt: skip
-    for p, e in snap_local.items():  # unchanged files keep their recorded checksum
-        if p in local and p not in todo and e.checksum:
+    changed = set(todo)
+    carry = o.direction != "push" or o.mirror or o.dedup  # else no decision looks at unchanged files' checksums
+    for p, e in snap_local.items() if carry else ():  # unchanged files keep their recorded checksum
+        if p in local and p not in changed and e.checksum:
             cur = local[p]
             local[p] = Entry(cur.path, cur.kind, cur.size, cur.mtime_ns, cur.mode, cur.inode, cur.dev, cur.nlink,
                              e.checksum, cur.target, cur.rmtime_ns, cur.uid, cur.gid, cur.meta)  # fmt: skip
+    # renamed files are recorded before any transfer: their checksums cannot wait
+    later = [] if o.dedup or o.scan_file_rename else [p for p in todo if not _decides(p, local, snap_local, remote)]
+    if later:
+        todo = [p for p in todo if _decides(p, local, snap_local, remote)]
+        if o.direction != "pull":  # pulled files are recorded from their copies: no local checksum
+            run.late_checksums = BackgroundChecksums(o.local_dir, local, later, o.checksum)
     for p, m in fill_checksums(o.local_dir, local, todo, o.checksum, o.local_checksum_threads):
         run.error(p, m)
     if remote is not None and isinstance(run.remote, LocalSide):
         same = [p for p in todo if p in remote and remote[p].kind == "file" and remote[p].size == local[p].size]
         for p, m in fill_checksums(o.remote_dir, remote, same, o.checksum, o.remote_checksum_threads):
             run.error(p, m)
+
+
+def _decides(path: str, local: dict[str, Entry], snap_local: dict[str, Entry], remote: dict[str, Entry] | None) -> bool:
+    """Whether the plan compares this new or changed file's checksum with another: a same-size
+    file at the target, or a same-size snapshot record (content unchanged: attributes only)."""
+    size = local[path].size
+    for other in (remote.get(path) if remote is not None else None, snap_local.get(path)):
+        if other is not None and other.kind == "file" and other.size == size:
+            return True
+    return False
 
 
 __all__ += ["SyncError"]

@@ -143,7 +143,8 @@ def _transfer(run: _Run, batch: list[Action], upload: bool, local_now: dict[str,
     rec = run.recorder
     entries = [a.source for a in batch if a.source is not None]
 
-    committed: list[tuple[str, Entry]] = []
+    committed: list[tuple[str, Entry]] = []  # what the far end committed, for _after_commit
+    unsummed: dict[str, Entry] = {}  # recorded before their checksum was ready
 
     def on_file(path: str, event: dict[str, Any]) -> None:
         status = event.get("status")
@@ -154,27 +155,35 @@ def _transfer(run: _Run, batch: list[Action], upload: bool, local_now: dict[str,
             run.status(path, "SYNCHRONIZED(skp)")
             return
         made = _attrs_entry(path, event.get("attrs", {}))
-        rec.pair(path, *((local_now.get(path), made) if upload else (made, remote_now.get(path))))
+        source = (local_now if upload else remote_now).get(path)
+        rec.pair(path, *((source, made) if upload else (made, source)))
+        if upload and source is not None and source.checksum is None and run.late_checksums is not None \
+                and not o.remove_after_transfer:  # fmt: skip
+            unsummed[path] = source  # its checksum is still being computed
         committed.append((path, made))
         run.report.bytes_sent += made.size
         metrics.SYNCED_BYTES.inc(made.size)
         run.status(path, "SYNCHRONIZED")
 
-    request = TransferRequest(o, run.endpoint, entries, upload, run.remote if upload else run.local, rec.flush)
+    request = TransferRequest(o, run.far_end(), entries, upload, run.remote if upload else run.local, rec.flush)
     try:
         outcome = run.dispatcher.transfer(request, on_file, progress)
     except CopyError as exc:
         run.error("/", f"transfer failed: {exc}")
+        if upload:
+            _late_checksums(run, local_now, unsummed, wait=False)
         return
     finally:  # far-end operations wait for the transfer: its control channel is busy until then
-        _after_commit(run, committed, upload, local_now, remote_now)
+        _after_commit(run, committed, upload, local_now, remote_now, unsummed)
+    if upload:
+        _late_checksums(run, local_now, unsummed)
     run.report.wire_bytes += outcome.wire_bytes
     for path, message in outcome.errors:
         run.error(path, message)
 
 
 def _after_commit(run: _Run, committed: list[tuple[str, Entry]], upload: bool, local_now: dict[str, Entry],
-                  remote_now: dict[str, Entry]) -> None:  # fmt: skip
+                  remote_now: dict[str, Entry], unsummed: dict[str, Entry]) -> None:  # fmt: skip
     """Owner and attributes of the files a transfer committed, then --remove-after-transfer."""
     rec = run.recorder
     for path, made in committed:
@@ -182,6 +191,8 @@ def _after_commit(run: _Run, committed: list[tuple[str, Entry]], upload: bool, l
         source = _with_metadata(run, path, before, upload)
         if source is not before:
             rec.pair(path, *((source, made) if upload else (made, source)))
+            if path in unsummed and source is not None:
+                unsummed[path] = source  # the late checksum keeps the attributes
         if run.opts.remove_after_transfer:
             source_side = run.local if upload else run.remote
             try:
@@ -189,6 +200,17 @@ def _after_commit(run: _Run, committed: list[tuple[str, Entry]], upload: bool, l
                 rec.put("local" if upload else "remote", None, path)
             except SideError as exc:
                 run.error(path, f"--remove-after-transfer: {exc}")
+
+
+def _late_checksums(run: _Run, local_now: dict[str, Entry], recorded: dict[str, Entry], wait: bool = True) -> None:
+    """Record the checksums that were not ready when their files were committed."""
+    if run.late_checksums is None:
+        return
+    run.late_checksums.finish(wait)
+    for path, entry in recorded.items():
+        now = local_now.get(path)
+        if now is not None and now.checksum is not None and now.mtime_ns == entry.mtime_ns:
+            run.recorder.put("local", dataclasses.replace(entry, checksum=now.checksum))
 
 
 def _with_metadata(run: _Run, path: str, source: Entry | None, upload: bool) -> Entry | None:

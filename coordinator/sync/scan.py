@@ -6,9 +6,11 @@ not entered: their records are carried over from the snapshot."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ from common.checksums import sparse_digest
 from common.filters import Filter
 from common.snapshot import Entry
 
-__all__ = ["SKIP_SUFFIXES", "ScanResult", "entry_from_attrs", "fill_checksums", "scan_tree"]
+__all__ = ["SKIP_SUFFIXES", "BackgroundChecksums", "ScanResult", "entry_from_attrs", "fill_checksums", "scan_tree"]
 
 # Transfer state, temporary names, and metadata files (--preserve-xattrs=metafile) are never
 # synchronized as files of their own.
@@ -108,43 +110,105 @@ def scan_tree(root: str, *, filters: Filter | None = None, symlinks: str = "copy
     return result
 
 
-def _digest(path: str, algo: str, size: int) -> str:
+_WHOLE = 256 * 4096  # up to this size, common.checksums.sparse_digest's samples cover the whole file
+
+
+def _small_sparse_digest(fd: int, size: int) -> str:
+    """sparse_digest(fd, size) for a file of at most _WHOLE bytes (its 4 KiB samples then tile
+    the file), from one read instead of one per sample."""
+    data = os.pread(fd, size, 0)
+    if len(data) != size:
+        raise OSError(f"file shorter than expected at offset {len(data)}")
+    h = hashlib.sha256(size.to_bytes(8, "big"))
+    for pos in range(0, size, 4096):
+        h.update(pos.to_bytes(8, "big") + data[pos : pos + 4096])
+    return h.hexdigest()
+
+
+def _digest(path: str, algo: str, size: int, mtime_ns: int | None = None) -> str | None:
+    """The -k checksum of a file; None when `mtime_ns` is given and the file no longer has that
+    size and modification time (it changed since it was scanned)."""
     base = algo.split("-")[0]
-    if algo.endswith("-sparse"):
-        with open(path, "rb") as f:
-            return f"{base}s:" + sparse_digest(f.fileno(), size)
-    h = hashlib.new(base)
-    with open(path, "rb", buffering=0) as f:
-        buf = bytearray(1 << 20)
-        view = memoryview(buf)
-        while n := f.readinto(buf):
-            h.update(view[:n])
-    return f"{base}:" + h.hexdigest()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if algo.endswith("-sparse"):
+            digest = f"{base}s:" + (_small_sparse_digest(fd, size) if size <= _WHOLE else sparse_digest(fd, size))
+        else:
+            h = hashlib.new(base)
+            pos = 0
+            while data := os.pread(fd, 1 << 20, pos):
+                h.update(data)
+                pos += len(data)
+            digest = f"{base}:" + h.hexdigest()
+        if mtime_ns is not None:
+            st = os.fstat(fd)
+            if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+                return None
+        return digest
+    finally:
+        os.close(fd)
 
 
 def fill_checksums(root: str, entries: dict[str, Entry], paths: Iterable[str], algo: str,
                    threads: int = 4) -> list[tuple[str, str]]:  # fmt: skip
-    """Compute the -k checksum of `paths` (files) in place; returns (path, error) pairs."""
+    """Compute the -k checksum of `paths` (files) in place; returns (path, error) pairs. Each
+    thread takes a share of the files (a task per file costs more than a small file's digest)."""
     if algo == "none":
         return []
     todo = [p for p in paths if p in entries and entries[p].kind == "file" and entries[p].checksum is None]
     errors: list[tuple[str, str]] = []
 
-    def one(p: str) -> tuple[str, str | None, str | None]:
-        try:
-            return p, _digest(os.path.join(root, p), algo, entries[p].size), None
-        except OSError as exc:
-            return p, None, exc.strerror or str(exc)
+    def share(part: list[str]) -> list[tuple[str, str | None, str | None]]:
+        out: list[tuple[str, str | None, str | None]] = []
+        for p in part:
+            try:
+                out.append((p, _digest(os.path.join(root, p), algo, entries[p].size), None))
+            except OSError as exc:
+                out.append((p, None, exc.strerror or str(exc)))
+        return out
 
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for p, digest, err in pool.map(one, todo):
-            if err is not None:
-                errors.append((p, err))
-            else:
-                e = entries[p]
-                entries[p] = Entry(e.path, e.kind, e.size, e.mtime_ns, e.mode, e.inode, e.dev, e.nlink, digest,
-                                   e.target, e.rmtime_ns, e.uid, e.gid, e.meta)  # fmt: skip
+    n = max(1, min(threads, len(todo)))
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        for part in pool.map(share, [todo[i::n] for i in range(n)]):
+            for p, digest, err in part:
+                if err is not None:
+                    errors.append((p, err))
+                else:
+                    entries[p] = dataclasses.replace(entries[p], checksum=digest)
     return errors
+
+
+class BackgroundChecksums:
+    """Checksums no decision waits for (the files a first sync sends), computed in a thread while
+    they are transferred: each replaces its entry in `entries` when ready, so the snapshot
+    records it. A file changed since its scan gets none (the next run computes it)."""
+
+    def __init__(self, root: str, entries: dict[str, Entry], paths: Iterable[str], algo: str) -> None:
+        self.root, self.entries, self.algo = root, entries, algo
+        self._paths = sorted(paths)  # the order the transfer sends them in
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="surge-checksums", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        for p in self._paths:
+            if self._stop.is_set():
+                return
+            e = self.entries.get(p)
+            if e is None or e.kind != "file" or e.checksum is not None:
+                continue
+            try:
+                digest = _digest(os.path.join(self.root, p), self.algo, e.size, e.mtime_ns)
+            except OSError:
+                continue  # gone or unreadable: the transfer reports it
+            if digest is not None:
+                self.entries[p] = dataclasses.replace(e, checksum=digest)
+
+    def finish(self, wait: bool = True) -> None:
+        """Wait for the rest (or, with `wait` False, stop computing)."""
+        if not wait:
+            self._stop.set()
+        self._thread.join()
 
 
 def entry_from_attrs(path: str, a: Mapping[str, object]) -> Entry:

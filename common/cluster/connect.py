@@ -9,10 +9,11 @@ line naming where the URL came from, never a traceback and never the password.
 from __future__ import annotations
 
 import os
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import redis
+if TYPE_CHECKING:
+    import redis
 
 __all__ = ["ENV_URL", "SCHEMES", "ClusterError", "connect", "redact", "resolve_url"]
 
@@ -86,6 +87,8 @@ def connect(
     url: str | None, *, timeout: float = PING_TIMEOUT_S, decode_responses: bool = False
 ) -> redis.Redis:
     """A pinged client for ``url`` (or ``$SURGE_BROKER_URL`` when None); ClusterError otherwise."""
+    import redis  # here, not at import: a local sync never pays for the client
+
     url, source = resolve_url(url)
     shown = redact(url)
     try:

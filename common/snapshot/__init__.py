@@ -10,7 +10,6 @@ from common.snapshot.base import (
     is_within,
     path_sort_key,
 )
-from common.snapshot.redis import RedisSnapshot
 from common.snapshot.sqlite import SqliteSnapshot, default_snapshot_path
 
 __all__ = [
@@ -25,3 +24,12 @@ __all__ = [
     "is_within",
     "path_sort_key",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The Redis store (and the redis client, ~0.1 s to import) only when a cluster sync asks.
+    if name == "RedisSnapshot":
+        from common.snapshot.redis import RedisSnapshot
+
+        return RedisSnapshot
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -266,18 +266,20 @@ def _read_credit(sock: socket.socket, credit: bytearray) -> int | None:
             best = max(best or 0, HEADER.unpack_from(credit)[0])
 
 
-def _fill(fd: int, mv: memoryview, seq: int, k: int, size: int, chunk: int,
+def _fill(fd: int, mv: memoryview, plain: memoryview, seq: int, k: int, size: int, chunk: int,
           aead: AESGCM | None) -> int:  # fmt: skip
     """Read datagrams seq..seq+k-1 of the file into `mv` back to back (header, data and, with
-    GCM, the data sealed in place and its tag); returns the bytes they take."""
+    GCM, its tag); returns the bytes they take. With GCM the data is read into `plain` (same
+    layout) and sealed from there: cryptography >= 51 refuses to encrypt in place."""
     hdr = HEADER.size
+    staging = mv if aead is None else plain
     views: list[memoryview] = []
     used = 0
     for j in range(k):
         s = seq + j
         dlen = min(chunk, size - s * chunk)
         HEADER.pack_into(mv, used, s)
-        views.append(mv[used + hdr : used + hdr + dlen])
+        views.append(staging[used + hdr : used + hdr + dlen])
         used += hdr + dlen + (TAG_SIZE if aead is not None else 0)
     os.preadv(fd, views, seq * chunk)
     if aead is not None:
@@ -302,6 +304,7 @@ def blast(source: str, size: int, host: str, port: int, cfg: RawConfig,
     total = -(-size // cfg.chunk)
     window = max(2 * per_batch, cfg.window // payload)
     mv = memoryview(bytearray(payload * per_batch))
+    plain = memoryview(bytearray(payload * per_batch))
     credit = bytearray(64)
     fd = os.open(source, os.O_RDONLY)
     seq = acked = stalls = 0
@@ -320,7 +323,7 @@ def blast(source: str, size: int, host: str, port: int, cfg: RawConfig,
                     acked = seq
                     last_credit = time.monotonic()
                 continue
-            used = _fill(fd, mv, seq, k, size, cfg.chunk, aead)
+            used = _fill(fd, mv, plain, seq, k, size, cfg.chunk, aead)
             _send(sock, mv[:used], payload if k > 1 else 0)
             seq += k
         # Wait (briefly) for the last credit, so the blaster's time covers delivery.

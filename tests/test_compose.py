@@ -18,13 +18,13 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import asyncssh
 import jsonschema
 import pytest
 import yaml
 from prometheus_tools import ensure_promtool
 
 from common.serverconfig import load_config
+from common.sshlib import asyncssh
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"

@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import asyncssh
 import helm_python as helm
 import jsonschema
 import kubernetes_validate
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from common.serverconfig import load_config
+from common.sshlib import asyncssh
 
 CHART = Path(__file__).resolve().parent.parent / "helm" / "surge"
 DATA = Path(__file__).resolve().parent / "data"

@@ -87,11 +87,12 @@ class Guard:
         fwd, back = flow.forward, flow.backward
         rcv_receive, snd_receive = rcv.receive, snd.receive
 
-        def to_receiver(datagram: memoryview, now: float) -> tuple[int, int, memoryview] | None:
+        def to_receiver(datagram: memoryview, now: float,
+                        out: memoryview | None = None) -> tuple[int, int, memoryview] | None:  # fmt: skip
             if bytes(datagram) not in getattr(fwd, "corrupted", ()):
-                return rcv_receive(datagram, now)
+                return rcv_receive(datagram, now, out)
             before = sum(rcv.drops.values())
-            got = rcv_receive(datagram, now)
+            got = rcv_receive(datagram, now, out)
             assert got is None, "a corrupted datagram was handed to the writer"
             assert sum(rcv.drops.values()) == before + 1, "a corrupted datagram was not counted"
             self.corrupt_to_receiver += 1

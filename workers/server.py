@@ -14,11 +14,10 @@ import signal
 import sys
 from typing import Any
 
-import asyncssh
-
 from common.metrics import MetricsPortError, parse_metrics_port, serve_metrics
 from common.metrics_relay import open_relay, relay_from
 from common.serverconfig import ConfigError, ServerConfig, check_password, load_config
+from common.sshlib import asyncssh
 
 __all__ = ["SurgeServer", "main"]
 

@@ -41,21 +41,23 @@ class Sealer:
         self.packet_number = 0
 
     def seal_data_into(self, buf: memoryview, file_index: int, offset: int, send_time_us: int,
-                       payload_len: int, flags: int = 0) -> int:  # fmt: skip
-        """`buf` holds the payload at DATA_HEADER_SIZE; writes header and tag; returns length."""
+                       payload_len: int, flags: int = 0,
+                       plain: memoryview | None = None) -> int:  # fmt: skip
+        """Write header, sealed payload and tag into `buf`; returns the length. The payload is
+        `plain` (not overlapping `buf`), or with `plain` None already at DATA_HEADER_SIZE in
+        `buf` (free for `none`, a copy for the ciphers: see PacketProtection)."""
         pn = self.packet_number
         self.packet_number = pn + 1
         DATA_HEADER.pack_into(buf, 0, VERSION, PacketType.DATA, flags, self.session_id, pn,
                               file_index, offset, send_time_us)  # fmt: skip
-        return self.protection.seal_into(buf, DATA_HEADER_SIZE, payload_len, pn)
+        return self.protection.seal_into(buf, DATA_HEADER_SIZE, payload_len, pn, plain)
 
     def seal(self, ptype: PacketType, body: bytes, flags: int = 0) -> bytes:
         pn = self.packet_number
         self.packet_number = pn + 1
         buf = bytearray(HEADER_SIZE + len(body) + self.protection.overhead)
         HEADER.pack_into(buf, 0, VERSION, ptype, flags, self.session_id, pn)
-        buf[HEADER_SIZE : HEADER_SIZE + len(body)] = body
-        n = self.protection.seal_into(buf, HEADER_SIZE, len(body), pn)
+        n = self.protection.seal_into(buf, HEADER_SIZE, len(body), pn, body)
         return bytes(buf[:n])
 
 
@@ -65,10 +67,12 @@ class Opener:
         self.session_id = session_id
         self.replay = ReplayWindow(window)
 
-    def open_data(self, datagram: memoryview) -> tuple[int, int, int, int, memoryview]:
+    def open_data(self, datagram: memoryview,
+                  out: memoryview | None = None) -> tuple[int, int, int, int, memoryview]:  # fmt: skip
         """(flags, file index, offset, send time, payload) of a DATA datagram, or DecodeError
-        whose message is a DropReason. A writable datagram is decrypted in place, so the payload
-        lives as long as the caller's buffer."""
+        whose message is a DropReason. With `out` (writable, not overlapping the datagram) the
+        payload is decrypted into it and lives as long as that buffer (with `none` it stays in
+        the datagram); without, it is valid until the next call."""
         if len(datagram) < DATA_HEADER_SIZE:
             raise DecodeError(DropReason.MALFORMED)
         version, _ptype, flags, sid, pn, index, offset, ts = DATA_HEADER.unpack_from(datagram)
@@ -77,10 +81,7 @@ class Opener:
         if sid != self.session_id:
             raise DecodeError(DropReason.FOREIGN)
         try:
-            if datagram.readonly:
-                payload = self.protection.open(datagram, DATA_HEADER_SIZE, pn)
-            else:
-                payload = self.protection.open_in_place(datagram, DATA_HEADER_SIZE, pn)
+            payload = self.protection.open(datagram, DATA_HEADER_SIZE, pn, out)
         except AuthenticationError:
             raise DecodeError(DropReason.AUTH) from None
         if not self.replay.check_and_mark(pn):

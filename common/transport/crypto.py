@@ -38,29 +38,40 @@ class AuthenticationError(Exception):
 
 
 class PacketProtection:
-    """Seals and opens datagrams of one direction. Subclasses implement one cipher family."""
+    """Seals and opens datagrams of one direction. Subclasses implement one cipher family.
+
+    Plaintext and ciphertext never share memory (cryptography >= 51 refuses overlapping
+    buffers): the sender reads file data into a buffer of its own and seals it into the
+    datagram; the receiver opens a datagram into a buffer of its own. Only `none`, which
+    transforms nothing, works in place (`in_place`), so its driver reads and writes the
+    datagram buffers directly."""
 
     overhead = 0
     name = "none"
+    in_place = True
 
-    def seal_into(self, buf: bytearray | memoryview, hdr_len: int, payload_len: int, pn: int) -> int:
-        """Protect ``buf[hdr_len:hdr_len+payload_len]`` in place, the header as associated data.
-        Writes the tag after the payload; returns the datagram length."""
+    def seal_into(self, buf: bytearray | memoryview, hdr_len: int, payload_len: int, pn: int,
+                  plain: bytes | bytearray | memoryview | None = None) -> int:  # fmt: skip
+        """Protect the payload into ``buf[hdr_len:]``, the header ``buf[:hdr_len]`` as associated
+        data, and write the tag after it; returns the datagram length. The payload is `plain`
+        (``payload_len`` bytes, not overlapping `buf`), or with `plain` None the bytes already
+        at ``buf[hdr_len:hdr_len+payload_len]``."""
+        if plain is not None:
+            memoryview(buf)[hdr_len : hdr_len + payload_len] = plain
         return hdr_len + payload_len
 
-    def open(self, datagram: memoryview, hdr_len: int, pn: int) -> memoryview:
-        """Verify and decrypt; returns the plaintext payload, valid until the next call.
-        Raises AuthenticationError."""
+    def open(self, datagram: memoryview, hdr_len: int, pn: int,
+             out: memoryview | None = None) -> memoryview:  # fmt: skip
+        """Verify and decrypt; returns the plaintext payload. With `out` (writable, not
+        overlapping the datagram, at least as long) the payload is decrypted into it and lives
+        as long as that buffer; without, it is valid until the next call. Raises
+        AuthenticationError."""
         return datagram[hdr_len:]
-
-    def open_in_place(self, datagram: memoryview, hdr_len: int, pn: int) -> memoryview:
-        """Like `open`, decrypting into the datagram's own (writable) buffer: no copy, and the
-        payload stays valid as long as that buffer."""
-        return self.open(datagram, hdr_len, pn)
 
 
 class _Gcm(PacketProtection):
     overhead = TAG_SIZE
+    in_place = False
 
     def __init__(self, key: bytes, iv: bytes) -> None:
         self._aead = AESGCM(key)
@@ -68,41 +79,35 @@ class _Gcm(PacketProtection):
         self._scratch = memoryview(bytearray(1 << 16))  # reused: open() results live until the next call
         self.name = f"aes{len(key) * 8}gcm"
 
-    def seal_into(self, buf: bytearray | memoryview, hdr_len: int, payload_len: int, pn: int) -> int:
+    def seal_into(self, buf: bytearray | memoryview, hdr_len: int, payload_len: int, pn: int,
+                  plain: bytes | bytearray | memoryview | None = None) -> int:  # fmt: skip
         mv = memoryview(buf)
         end = hdr_len + payload_len
+        if plain is None:
+            plain = bytes(mv[hdr_len:end])
         nonce = (self._iv ^ pn).to_bytes(12, "big")
-        self._aead.encrypt_into(nonce, mv[hdr_len:end], mv[:hdr_len], mv[hdr_len : end + TAG_SIZE])
+        self._aead.encrypt_into(nonce, plain, mv[:hdr_len], mv[hdr_len : end + TAG_SIZE])
         return end + TAG_SIZE
 
-    def open(self, datagram: memoryview, hdr_len: int, pn: int) -> memoryview:
-        if len(datagram) < hdr_len + TAG_SIZE:
+    def open(self, datagram: memoryview, hdr_len: int, pn: int,
+             out: memoryview | None = None) -> memoryview:  # fmt: skip
+        size = len(datagram) - hdr_len - TAG_SIZE
+        if size < 0:
             raise AuthenticationError("datagram shorter than its tag")
         nonce = (self._iv ^ pn).to_bytes(12, "big")
-        out = self._scratch[: len(datagram) - hdr_len - TAG_SIZE]
+        dest = (self._scratch if out is None else out)[:size]
         try:
-            self._aead.decrypt_into(nonce, datagram[hdr_len:], datagram[:hdr_len], out)
+            self._aead.decrypt_into(nonce, datagram[hdr_len:], datagram[:hdr_len], dest)
         except InvalidTag:
             raise AuthenticationError("bad tag") from None
-        return out
-
-    def open_in_place(self, datagram: memoryview, hdr_len: int, pn: int) -> memoryview:
-        end = len(datagram) - TAG_SIZE
-        if end < hdr_len:
-            raise AuthenticationError("datagram shorter than its tag")
-        nonce = (self._iv ^ pn).to_bytes(12, "big")
-        out = datagram[hdr_len:end]
-        try:  # OpenSSL decrypts in place when output and input start at the same address
-            self._aead.decrypt_into(nonce, datagram[hdr_len:], datagram[:hdr_len], out)
-        except InvalidTag:
-            raise AuthenticationError("bad tag") from None
-        return out
+        return dest
 
 
 class _Cfb(PacketProtection):
     """AES-CFB128 then HMAC-SHA256 (truncated to 16 bytes) over header and ciphertext."""
 
     overhead = TAG_SIZE
+    in_place = False
 
     def __init__(self, key: bytes, iv: bytes, mac_key: bytes) -> None:
         self._algo = algorithms.AES(key)
@@ -113,15 +118,19 @@ class _Cfb(PacketProtection):
     def _cipher(self, pn: int) -> Cipher[_CFB]:
         return Cipher(self._algo, _CFB((self._iv ^ pn).to_bytes(16, "big")))
 
-    def seal_into(self, buf: bytearray | memoryview, hdr_len: int, payload_len: int, pn: int) -> int:
+    def seal_into(self, buf: bytearray | memoryview, hdr_len: int, payload_len: int, pn: int,
+                  plain: bytes | bytearray | memoryview | None = None) -> int:  # fmt: skip
         mv = memoryview(buf)
         end = hdr_len + payload_len
+        if plain is None:
+            plain = bytes(mv[hdr_len:end])
         enc = self._cipher(pn).encryptor()
-        enc.update_into(mv[hdr_len:end], mv[hdr_len:end])
+        enc.update_into(plain, mv[hdr_len:end])
         mv[end : end + TAG_SIZE] = hmac.digest(self._mac_key, mv[:end], hashlib.sha256)[:TAG_SIZE]
         return end + TAG_SIZE
 
-    def open(self, datagram: memoryview, hdr_len: int, pn: int) -> memoryview:
+    def open(self, datagram: memoryview, hdr_len: int, pn: int,
+             out: memoryview | None = None) -> memoryview:  # fmt: skip
         end = len(datagram) - TAG_SIZE
         if end < hdr_len:
             raise AuthenticationError("datagram shorter than its tag")
@@ -129,7 +138,11 @@ class _Cfb(PacketProtection):
         if not hmac.compare_digest(want, datagram[end:]):
             raise AuthenticationError("bad MAC")
         dec = self._cipher(pn).decryptor()
-        return memoryview(dec.update(datagram[hdr_len:end]))
+        if out is None:
+            return memoryview(dec.update(datagram[hdr_len:end]))
+        dest = out[: end - hdr_len]
+        dec.update_into(datagram[hdr_len:end], dest)
+        return dest
 
 
 def derive_protection(cipher: str, secret: bytes, label: str) -> PacketProtection:

@@ -113,11 +113,15 @@ class ReceiverSession:
         return added
 
     # -- inputs --------------------------------------------------------------------------------
-    def receive(self, datagram: memoryview, now: float) -> tuple[int, int, memoryview] | None:
-        """Accept one datagram; returns (file index, offset, payload) to write, or None."""
+    def receive(self, datagram: memoryview, now: float,
+                out: memoryview | None = None) -> tuple[int, int, memoryview] | None:  # fmt: skip
+        """Accept one datagram; returns (file index, offset, payload) to write, or None. With
+        `out` (a writable buffer at least as long as the datagram, not overlapping it) a DATA
+        payload is decrypted into it and stays valid as long as `out`; without, only until the
+        next call."""
         try:
             if len(datagram) > 1 and datagram[1] == PacketType.DATA:
-                return self._on_data(datagram, now)
+                return self._on_data(datagram, now, out)
             kind, flags, body = self.opener.open(datagram)
             if kind == PacketType.STATUS:
                 status = Status.parse(body)
@@ -140,8 +144,9 @@ class ReceiverSession:
             self.drops[reason if reason in self.drops else DropReason.MALFORMED] += 1
         return None
 
-    def _on_data(self, datagram: memoryview, now: float) -> tuple[int, int, memoryview] | None:
-        _flags, index, offset, ts, payload = self.opener.open_data(datagram)
+    def _on_data(self, datagram: memoryview, now: float,
+                 out: memoryview | None) -> tuple[int, int, memoryview] | None:  # fmt: skip
+        _flags, index, offset, ts, payload = self.opener.open_data(datagram, out)
         self._last_heard = now
         layout = self.layout
         length = len(payload)

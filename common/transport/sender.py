@@ -234,11 +234,19 @@ class SenderSession:
             self.loss.on_sent(now, self.bytes_sent)
         return out
 
-    def seal_block(self, buf: memoryview, block: Block, now: float) -> int:
-        """Seal a block whose payload the driver placed at DATA_HEADER_SIZE in `buf`."""
+    @property
+    def seals_in_place(self) -> bool:
+        """True when a block's bytes may be read straight into the datagram (`-c none`);
+        otherwise the driver reads them into a buffer of its own and passes it as `plain`."""
+        return self.sealer.protection.in_place
+
+    def seal_block(self, buf: memoryview, block: Block, now: float,
+                   plain: memoryview | None = None) -> int:  # fmt: skip
+        """Seal a block into the datagram buffer `buf`: its bytes are `plain` (not overlapping
+        `buf`), or already at DATA_HEADER_SIZE in `buf`. Returns the datagram length."""
         return self.sealer.seal_data_into(buf, block.file_index, block.offset,
                                           int(now * _US) & _MASK32, block.length,
-                                          FLAG_RETRANSMIT if block.retransmit else 0)  # fmt: skip
+                                          FLAG_RETRANSMIT if block.retransmit else 0, plain)  # fmt: skip
 
     def poll_datagrams(self, now: float) -> list[bytes]:
         """Control datagrams due now (status probes, close)."""

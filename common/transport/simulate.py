@@ -15,7 +15,6 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .packets import DATA_HEADER_SIZE
 from .receiver import ReceiverSession
 from .sender import SenderSession
 
@@ -135,9 +134,8 @@ class Network:
         dgram = snd.config.datagram_size
         for block in snd.poll_blocks(now):
             buf = bytearray(dgram)
-            src = flow.sources[block.file_index]
-            buf[DATA_HEADER_SIZE : DATA_HEADER_SIZE + block.length] = src[block.offset : block.offset + block.length]
-            n = snd.seal_block(memoryview(buf), block, now)
+            plain = memoryview(flow.sources[block.file_index])[block.offset : block.offset + block.length]
+            n = snd.seal_block(memoryview(buf), block, now, plain)
             self._send(flow.forward, bytes(buf[:n]), now, functools.partial(self._to_receiver, flow))
         for d in snd.poll_datagrams(now):
             self._send(flow.forward, d, now, functools.partial(self._to_receiver, flow))
@@ -145,7 +143,7 @@ class Network:
             self._send(flow.backward, d, now, flow.sender.receive)
 
     def _to_receiver(self, flow: Flow, data: bytes, now: float) -> None:
-        got = flow.receiver.receive(memoryview(bytearray(data)), now)  # writable, as a driver's
+        got = flow.receiver.receive(memoryview(data), now, memoryview(bytearray(len(data))))
         if got is not None:
             index, offset, payload = got
             flow.sinks[index][offset : offset + len(payload)] = payload

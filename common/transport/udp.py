@@ -98,6 +98,9 @@ def _send_loop(sock: socket.socket, features: SocketFeatures, session: SenderSes
     per_batch = max(1, min(_MAX_GSO_SEGMENTS, _MAX_GSO_BYTES // dgram)) if use_gso else 1
     batch = bytearray(dgram * per_batch)
     view = memoryview(batch)
+    # File bytes are read straight into the datagrams only with `-c none`; a cipher seals them
+    # from a buffer of the same layout into the datagrams (it may not work in place).
+    staging = view if session.seals_in_place else memoryview(bytearray(dgram * per_batch))
     rbuf = bytearray(_RECV_BUFFER)
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
@@ -139,12 +142,15 @@ def _send_loop(sock: socket.socket, features: SocketFeatures, session: SenderSes
                     continue
                 first = batch_blocks[run_start]
                 source.read_into(first.file_index, first.offset,
-                                 [view[j * dgram + DATA_HEADER_SIZE : j * dgram + DATA_HEADER_SIZE + b.length]
+                                 [staging[j * dgram + DATA_HEADER_SIZE : j * dgram + DATA_HEADER_SIZE + b.length]
                                   for j, b in enumerate(batch_blocks[run_start:k], run_start)])  # fmt: skip
                 run_start = k
             used = 0
+            in_place = staging is view
             for j, block in enumerate(batch_blocks):
-                used = j * dgram + session.seal_block(view[j * dgram : (j + 1) * dgram], block, clock())
+                at = j * dgram + DATA_HEADER_SIZE
+                plain = None if in_place else staging[at : at + block.length]
+                used = j * dgram + session.seal_block(view[j * dgram : (j + 1) * dgram], block, clock(), plain)
             _send(sock, view[:used], dgram if len(batch_blocks) > 1 else 0)
         for d in session.poll_datagrams(now):
             _send(sock, memoryview(d), 0)
@@ -219,9 +225,11 @@ def run_receiver(sock: socket.socket, session: ReceiverSession, sink: BlockSink,
 def _receive_loop(sock: socket.socket, session: ReceiverSession, sink: BlockSink, progress: Progress,
                   stop: threading.Event | None, linger: float, peer: Any) -> dict[str, object]:  # fmt: skip
     clock = time.monotonic
-    # A ring of receive buffers: payloads are decrypted in place and written in runs, so the
-    # blocks of several datagrams reach the file in one gather write.
+    # A ring of receive buffers and one of plaintext buffers beside them (a cipher may not
+    # decrypt in place): payloads are written in runs, so the blocks of several datagrams reach
+    # the file in one gather write. With `-c none` payloads stay in the receive buffers.
     ring = [memoryview(bytearray(_RECV_BUFFER)) for _ in range(_RING)]
+    plain_ring = [memoryview(bytearray(_RECV_BUFFER)) for _ in range(_RING)]
     cmsg_space = socket.CMSG_SPACE(4)
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
@@ -236,6 +244,7 @@ def _receive_loop(sock: socket.socket, session: ReceiverSession, sink: BlockSink
         pending: list[tuple[int, int, memoryview]] = []
         for turn in range(256):
             mv = ring[turn % _RING]
+            out = plain_ring[turn % _RING]
             if turn % _RING == 0 and pending:
                 peer = _flush(sock, session, sink, pending, peer)
             try:
@@ -247,21 +256,25 @@ def _receive_loop(sock: socket.socket, session: ReceiverSession, sink: BlockSink
             now = clock()  # per datagram: a stale clock would corrupt the delay measurement
             seg = gro_segment_size(anc, nbytes)
             for off in range(0, nbytes, seg):
-                dg = mv[off : min(off + seg, nbytes)]
+                end = min(off + seg, nbytes)
+                dg = mv[off:end]
                 drops = sum(session.drops.values()) if peer != addr else 0
-                got = session.receive(dg, now)
+                got = session.receive(dg, now, out[off:end])
                 if peer != addr and sum(session.drops.values()) == drops:
                     peer = addr  # first authenticated datagram from this address: answer there
                 if got is not None:
                     pending.append(got)
         if pending:
             peer = _flush(sock, session, sink, pending, peer)
-        if peer is not None:
-            for d in session.poll_datagrams(now):
-                try:
-                    sock.sendto(d, peer)
-                except (BlockingIOError, ConnectionRefusedError):
-                    pass
+        # Polled even before anyone is heard from (what it says then goes nowhere): it keeps the
+        # session's clock, so an idle timeout ends a session whose sender never comes.
+        for d in session.poll_datagrams(now):
+            if peer is None:
+                break
+            try:
+                sock.sendto(d, peer)
+            except (BlockingIOError, ConnectionRefusedError):
+                pass
         if session.complete:
             complete_at = complete_at or now
             if now - complete_at > linger:

@@ -11,9 +11,8 @@ import queue
 import threading
 from typing import Any
 
-import asyncssh
-
 from common.control.framing import FrameDecoder, ProtocolError, encode_message
+from common.sshlib import asyncssh
 
 from .endpoint import EndpointError
 

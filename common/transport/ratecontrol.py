@@ -36,7 +36,13 @@ class RateConfig:
     minimum: float = 0.0  # -m, bytes/s
     policy: str = "fair"
     alpha: float = 40_000.0  # bytes each fair flow keeps queued at the bottleneck
-    initial: float = 2_500_000.0  # first rate before any feedback (20 Mbit/s), capped by target
+    # First rate, before any feedback: `initial_share` of the target (-l), between the two
+    # bounds. Users set -l near their link's capacity (the reference's advice), so a small share
+    # of it is below any link they expect, while a 1 Gbit/s target no longer spends several
+    # round trips climbing from 20 Mbit/s. `initial` set explicitly wins.
+    initial: float | None = None
+    initial_share: float = 0.04
+    initial_bounds: tuple[float, float] = (2_500_000.0, 12_500_000.0)  # 20 and 100 Mbit/s
     gamma: float = 0.8  # FAST smoothing per round trip
     startup_growth: float = 1.6  # rate multiplier per round trip during startup
     startup_exit_delay: float = 0.002  # queueing delay (s) that ends startup
@@ -50,6 +56,13 @@ class RateConfig:
     # bottleneck queue empties and every flow's minimum delay stays the path's, not the path's
     # plus a standing queue (which would drift upward and favour late-comers).
     probe_interval: float = 15.0
+
+    def first_rate(self) -> float:
+        """The rate before any feedback (not yet clamped to -m/-l)."""
+        if self.initial is not None:
+            return self.initial
+        low, high = self.initial_bounds
+        return max(low, min(high, self.target * self.initial_share))
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -95,7 +108,7 @@ class DelayBasedRate:
         self.cfg = config
         weight = {"fair": 1.0, "high": 2.0, "low": 0.125}[config.policy]
         self.alpha = config.alpha * weight
-        self.rate = max(config.minimum, min(config.target, config.initial))
+        self.rate = self._clamp(config.first_rate())
         self.phase = "startup"
         self.queue_delay = 0.0
         self._delivery = 0.0

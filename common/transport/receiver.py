@@ -78,6 +78,7 @@ class ReceiverSession:
         self._last_feedback = now
         self._last_heard = now
         self._recent = RangeSet()  # asked for within the last round trip
+        self._asked_last: list[tuple[int, int]] = []  # the previous feedback's requests
         self._recent_log: deque[tuple[float, int, int]] = deque()
         self._outbox: list[bytes] = []
         self.closed: SessionClosed | None = None
@@ -227,7 +228,12 @@ class ReceiverSession:
                     s += n
             if len(out) >= cap:
                 break
-        return out
+        # A lost request costs its gap a re-ask timeout (1.5 round trips) and, near the end,
+        # the whole transfer that long: each request rides in two consecutive feedbacks (the
+        # sender ignores an ask it served within the round trip). Outstanding gaps only.
+        again = [(s, n) for s, n in self._asked_last if not self.received.contains(s, s + n)]
+        self._asked_last = out
+        return again[: max(cap - len(out), 0)] + out
 
     def poll_datagrams(self, now: float) -> list[bytes]:
         if self.closed is None and now - self._last_heard > self.config.idle_timeout:

@@ -220,14 +220,23 @@ class SenderSession:
                 cur += n
                 credit -= n + overhead
             source.pop_front(cur - start)
+            copies = 1
             if is_rexmit:
                 self._recent.add(start, cur)
                 self._recent_log.append((now, start, cur))
-                self.bytes_retransmitted += cur - start
+                if not self.unsent and len(out) - carved <= limit - len(out):
+                    # The tail: everything was sent once, so the link is idle but for repairs,
+                    # and a lost repair costs the whole transfer two more round trips. Each
+                    # repair goes twice: p^2 instead of p, for a few datagrams' worth of bytes.
+                    copies = 2
+                    dup = out[carved:]
+                    out.extend(dup)
+                    credit -= sum(b.length for b in dup) + overhead * len(dup)
+                self.bytes_retransmitted += (cur - start) * copies
             elif cur > self.sent_up_to:
                 self.sent_up_to = cur
-            self.bytes_sent += cur - start
-            self.wire_bytes += cur - start + overhead * (len(out) - carved)
+            self.bytes_sent += (cur - start) * copies
+            self.wire_bytes += (cur - start) * copies + overhead * (len(out) - carved)
         self._credit = credit
         if out:
             self.datagrams_sent += len(out)

@@ -96,7 +96,7 @@ def handle_pull(chan: Channel, req: dict[str, Any], ctx: AgentContext) -> int:
             for s, e in haves.get(str(i), []):
                 have.add(base + int(s), base + int(e))
             base += item.size
-        config = session_config_from({**req, **effective}, cipher)
+        config = session_config_from({**req, **effective, "receive_buffer": msg.get("receive_buffer")}, cipher)
         session = SenderSession(config, [it.size for it in items], time.monotonic(), have=have)
         source = FileSource(items)
         try:

@@ -69,11 +69,12 @@ def handle_push(chan: Channel, req: dict[str, Any], ctx: AgentContext) -> int:
             if server_filter.excluded(f.rel.partition("/")[2] or f.rel, False):
                 plans[i] = {"action": "skip", "reason": "excluded by the server's filters"}
     try:
-        sock, _features = ctx.bind_udp(int(req.get("udp_port", 33001)))
+        sock, features = ctx.bind_udp(int(req.get("udp_port", 33001)))
     except Refused as exc:
         return chan.refuse(exc.code, str(exc))
     with sock:
-        chan.send({"type": "plan", "cipher": cipher, "udp_port": sock.getsockname()[1], "files": plans, **effective})
+        chan.send({"type": "plan", "cipher": cipher, "udp_port": sock.getsockname()[1], "files": plans,
+                   "receive_buffer": features.rcvbuf, **effective})  # fmt: skip
         start = chan.recv("start")
         skip = {int(i) for i in start.get("skip", [])}
         restart = {int(i) for i in start.get("restart", [])}
@@ -85,7 +86,7 @@ def handle_push(chan: Channel, req: dict[str, Any], ctx: AgentContext) -> int:
                 results.add({"index": i, "status": "skipped", "reason": p.get("reason", "same as source")})
         haves = [[] if i in restart else plans[i].get("have", []) for i in sending]
         sizes = [files[i].size for i in sending]
-        config = session_config_from({**req, **effective}, cipher)
+        config = session_config_from({**req, **effective, "receive_buffer": features.rcvbuf}, cipher)
         have = RangeSet()
         base = 0
         for size, ranges in zip(sizes, haves):

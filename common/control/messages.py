@@ -16,12 +16,18 @@ from common.transport.ratecontrol import RateConfig
 __all__ = ["PROTOCOL_VERSION", "session_config_from"]
 
 PROTOCOL_VERSION = 1
+_MIN_BUFFER = 64 << 10  # a peer's report is taken within these bounds
+_MAX_BUFFER = 1 << 30
 
 
 def session_config_from(req: dict[str, Any], cipher: str) -> SessionConfig:
     """The transport configuration both ends derive from a push request and the negotiated
     cipher, so they agree on every parameter."""
     rate = req["rate"]
+    # The receiving end's socket buffer, as it reported it ("receive_buffer" in `plan` for a
+    # push, in `start` for a pull): bounds what the sender may have in its buffer at once.
+    buffer = int(req.get("receive_buffer") or SessionConfig.receive_buffer)
+    buffer = max(_MIN_BUFFER, min(buffer, _MAX_BUFFER))
     return SessionConfig(
         session_id=int(req["session_id"]),
         cipher=cipher,
@@ -30,8 +36,10 @@ def session_config_from(req: dict[str, Any], cipher: str) -> SessionConfig:
             target=float(rate["target_bps"]) / 8,
             minimum=float(rate.get("min_bps", 0)) / 8,
             policy=str(rate.get("policy", "fair")),
+            max_queue=buffer / 8,
         ),
         datagram_size=int(req["datagram_size"]),
         rexmsg_size=int(req.get("rexmsg_size", 1440)),
         idle_timeout=float(req.get("idle_timeout", 30.0)),
+        receive_buffer=buffer,
     )

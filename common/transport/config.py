@@ -27,6 +27,10 @@ class SessionConfig:
     datagram_size: int = 1472  # bytes of UDP payload per DATA datagram, header and tag included
     rexmsg_size: int = 1440  # -X: largest retransmission request
     feedback_interval: float = 0.01
+    # What the receiver's UDP socket holds (SO_RCVBUF as the kernel reports it, which counts
+    # its own overhead too). The default is what a process without privileges gets where
+    # net.core.rmem_max is 4 MiB; ends that know better say so over the control channel.
+    receive_buffer: int = 8 << 20
     status_interval: float = 0.05
     idle_timeout: float = 30.0  # give up when the peer is silent this long
     max_burst: float = 0.004  # seconds of the current rate the pacer may send back to back
@@ -38,6 +42,23 @@ class SessionConfig:
             raise ValueError(f"-X: retransmission request size must be between {MIN_REXMSG} and 1440 bytes")
         if self.block_size < 64:
             raise ValueError("datagram size too small for the header and tag")
+        if self.receive_buffer < 1:
+            raise ValueError("receive buffer size must be positive")
+
+    @property
+    def stall_budget(self) -> int:
+        """Flow control: what the sender may send past the receiver's last feedback (and its
+        standing queue), beyond one round trip at its rate. A receiving process that is not
+        scheduled reads nothing and says nothing; this much its buffer absorbs meanwhile,
+        instead of dropping datagrams (half of it: small datagrams cost the kernel about twice
+        their size)."""
+        return self.receive_buffer // 2
+
+    @property
+    def feedback_bytes(self) -> int:
+        """The receiver reports every `feedback_interval`, or sooner once this many payload
+        bytes arrived: at loopback and LAN rates the sender hears well within its budget."""
+        return max(64 << 10, min(1 << 20, self.receive_buffer // 16))
 
     @property
     def block_size(self) -> int:

@@ -52,6 +52,9 @@ class RateConfig:
     # Python) would pass for a queue and hold the rate at alpha / noise. Each flow may keep at
     # least `min_queue_delay` of its own rate queued; on slower links alpha dominates.
     min_queue_delay: float = 0.004
+    # ...but never more than this many bytes: on loopback and fast LANs the queue is the
+    # receiver's socket buffer, and a standing queue must leave most of it free.
+    max_queue: float = float("inf")
     # Every `probe_interval` seconds a flow halves its rate for a few milliseconds, so the
     # bottleneck queue empties and every flow's minimum delay stays the path's, not the path's
     # plus a standing queue (which would drift upward and favour late-comers).
@@ -172,12 +175,13 @@ class DelayBasedRate:
         if now >= self._next_probe:
             self.phase = "probe"
             self._pre_probe_rate = self.rate
-            alpha = max(self.alpha, self._delivery * cfg.min_queue_delay)
+            alpha = min(max(self.alpha, self._delivery * cfg.min_queue_delay), cfg.max_queue)
             # Long enough to remove 4 alphas from the queue: empties it for up to 4 flows.
             self._probe_until = now + max(8 * alpha / max(self.rate, 1.0), 0.02)
             self._set_rate(now, self.rate * 0.5)
             return
-        alpha = max(self.alpha, self._delivery * cfg.min_queue_delay * self.alpha / cfg.alpha)
+        alpha = min(max(self.alpha, self._delivery * cfg.min_queue_delay * self.alpha / cfg.alpha),
+                    cfg.max_queue)  # fmt: skip
         # What the bottleneck takes from us: the delivery rate, plus what random loss removes
         # before it. While our queue is well above its share the losses are our own overflow,
         # not random: compensating them would feed the overflow, so then we do not.

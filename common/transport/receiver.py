@@ -75,6 +75,7 @@ class ReceiverSession:
         self._echo_ts = 0
         self._echo_at = now
         self._arrived_interval = 0
+        self._feedback_bytes = config.feedback_bytes
         self._last_feedback = now
         self._last_heard = now
         self._recent = RangeSet()  # asked for within the last round trip
@@ -239,7 +240,8 @@ class ReceiverSession:
         if self.closed is None and now - self._last_heard > self.config.idle_timeout:
             self.closed = SessionClosed(CloseCode.TIMEOUT, f"no data from the sender for {self.config.idle_timeout:.0f} s")
             self.end_time = now
-        if self.closed is None and now - self._last_feedback >= self.config.feedback_interval:
+        if self.closed is None and (now - self._last_feedback >= self.config.feedback_interval
+                                    or self._arrived_interval >= self._feedback_bytes):  # fmt: skip
             dt = now - self._last_feedback if self._last_feedback > 0 else self.config.feedback_interval
             self._last_feedback = now
             q_mean, q_min = self._queue_delay(now)
@@ -260,8 +262,13 @@ class ReceiverSession:
         out, self._outbox = self._outbox, []
         return out
 
+    @property
+    def feedback_due(self) -> bool:
+        """Enough data arrived since the last feedback that the sender should hear now."""
+        return self._arrived_interval >= self._feedback_bytes
+
     def next_deadline(self, now: float) -> float:
-        if self._last_feedback < 0:
+        if self._last_feedback < 0 or self._arrived_interval >= self._feedback_bytes:
             return now
         return self._last_feedback + self.config.feedback_interval
 

@@ -88,6 +88,9 @@ class SenderSession:
         self.wire_bytes = 0  # payload plus per-datagram overhead, for the pacer's units
         self._sent_history: deque[tuple[float, int, float]] = deque()
         self._all_sent_announced = False
+        self._sent_since_heard = 0  # wire bytes sent since the receiver's last feedback
+        self._backlog = 0.0  # bytes queued ahead of the receiver, per its last feedback
+        self._stall_budget = config.stall_budget
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -107,7 +110,11 @@ class SenderSession:
         try:
             kind, _flags, body = self.opener.open(memoryview(datagram))
             if kind == PacketType.FEEDBACK:
-                self._on_feedback(Feedback.parse(body), now)
+                fb = Feedback.parse(body)
+                self._sent_since_heard = 0
+                # Bytes waiting before the receiver read them, by Little's law, as it measured.
+                self._backlog = fb.delivery_rate * fb.queue_delay_us / _US
+                self._on_feedback(fb, now)
             elif kind == PacketType.CLOSE:
                 close = Close.parse(body)
                 if self.closed is None:
@@ -199,10 +206,19 @@ class SenderSession:
         burst = max(rate * self.config.max_burst, 4.0 * self.config.datagram_size)
         self._credit = min(self._credit + rate * (now - self._last_pace), burst)
         self._last_pace = now
+        # Flow control: a receiver that has said nothing for a round trip (the path's, without
+        # queues: a queue in its socket buffer is what this guards) while its buffer filled up
+        # (the budget, less what was queued already) is not reading (descheduled, overloaded);
+        # more would only overflow its buffer.
+        path_rtt = self.rtt.min_rtt or self._rtt()
+        window = self._stall_budget - self._backlog + rate * path_rtt - self._sent_since_heard
+        if window <= 0:
+            return []
         out: list[Block] = []
         overhead = self.config.datagram_size - self.block_size  # header and tag of every datagram
         layout, bsize = self.layout, self.block_size
-        credit = self._credit
+        credit = min(self._credit, window)
+        wire_before = self.wire_bytes
         while credit > 0 and len(out) < limit:
             is_rexmit = bool(self.retransmit)
             source = self.retransmit if is_rexmit else self.unsent
@@ -237,7 +253,9 @@ class SenderSession:
                 self.sent_up_to = cur
             self.bytes_sent += (cur - start) * copies
             self.wire_bytes += (cur - start) * copies + overhead * (len(out) - carved)
-        self._credit = credit
+        spent = self.wire_bytes - wire_before
+        self._credit -= spent
+        self._sent_since_heard += spent
         if out:
             self.datagrams_sent += len(out)
             self.loss.on_sent(now, self.bytes_sent)

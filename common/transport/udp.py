@@ -245,8 +245,11 @@ def _receive_loop(sock: socket.socket, session: ReceiverSession, sink: BlockSink
         for turn in range(256):
             mv = ring[turn % _RING]
             out = plain_ring[turn % _RING]
-            if turn % _RING == 0 and pending:
-                peer = _flush(sock, session, sink, pending, peer)
+            if turn % _RING == 0 and turn:
+                if pending:
+                    peer = _flush(sock, session, sink, pending, peer)
+                if session.feedback_due:
+                    break  # the sender waits to hear from us before it sends much more
             try:
                 nbytes, anc, _flags, addr = sock.recvmsg_into([mv], cmsg_space)
             except BlockingIOError:

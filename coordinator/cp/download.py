@@ -94,9 +94,17 @@ def download(opts: CopyOptions, sources: tuple[str, ...], destination: str, endp
     for i, p in enumerate(plans):
         if i not in haves:
             result.status[i] = {"type": "file", "index": i, "status": "skipped", "reason": p.get("reason", "same as source")}
-    endpoint.send({"type": "start", "send": sending, "have": {str(i): h for i, h in haves.items() if h}})
+    # The socket comes first: the sender learns from `start` what its buffer holds.
+    sock, features = open_udp_socket("::" if ":" in endpoint.udp_host else "0.0.0.0", 0, gro=True)
+    try:
+        endpoint.send({"type": "start", "send": sending, "have": {str(i): h for i, h in haves.items() if h},
+                       "receive_buffer": features.rcvbuf})  # fmt: skip
+    except BaseException:
+        sock.close()
+        raise
     config = session_config_from({**request, "rate": offer.get("rate", request["rate"]),
-                                  "datagram_size": offer.get("datagram_size", request["datagram_size"])},
+                                  "datagram_size": offer.get("datagram_size", request["datagram_size"]),
+                                  "receive_buffer": features.rcvbuf},
                                  offer["cipher"])  # fmt: skip
     log.info("download: cipher %s, datagram %d bytes, %d file(s) to receive", config.cipher, config.datagram_size,
              len(sending))  # fmt: skip
@@ -117,7 +125,6 @@ def download(opts: CopyOptions, sources: tuple[str, ...], destination: str, endp
     entries = [Entry(targets[i], files[i].size, files[i].mtime, files[i].atime, bool(haves[i]), files[i].part)
                for i in sending]  # fmt: skip
     sink = FileSink(ropts, entries, done)
-    sock, _features = open_udp_socket("::" if ":" in endpoint.udp_host else "0.0.0.0", 0, gro=True)
     with sock:
         session = ReceiverSession(config, sizes, time.monotonic(), have=have)
         stats = receive_files(sock, session, sink, peer=(endpoint.udp_host, int(offer["udp_port"])),

@@ -116,7 +116,8 @@ def upload(opts: CopyOptions, tree: SourceTree, destination: str, endpoint: Endp
             have.add(base + int(s), base + int(e))
         base += tree.files[i].size
     config = session_config_from({**request, "rate": plan.get("rate", request["rate"]),
-                                  "datagram_size": plan.get("datagram_size", request["datagram_size"])},
+                                  "datagram_size": plan.get("datagram_size", request["datagram_size"]),
+                                  "receive_buffer": plan.get("receive_buffer")},
                                  plan["cipher"])  # fmt: skip
     log.info("upload: cipher %s, datagram %d bytes, target %.0f bit/s, policy %s, %d file(s) to send",
              config.cipher, config.datagram_size, config.rate.target * 8, config.rate.policy, len(sending))

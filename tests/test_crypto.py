@@ -46,7 +46,9 @@ def seal_data(sealer: Sealer, payload: bytes, file_index: int = 3, offset: int =
         buf[DATA_HEADER_SIZE : DATA_HEADER_SIZE + len(payload)] = payload
     else:
         plain = memoryview(bytearray(payload))
-    n = sealer.seal_data_into(memoryview(buf), file_index, offset, send_time, len(payload), flags, plain)
+    n = sealer.seal_data_into(
+        memoryview(buf), file_index, offset, send_time, len(payload), flags, plain
+    )
     assert n == len(buf)
     return bytes(buf[:n])
 
@@ -59,7 +61,9 @@ def open_data(opener: Opener, datagram: bytes, into: bool) -> tuple[int, int, in
     """Open a DATA datagram held in a receive buffer, its payload decrypted into a buffer of the
     caller's (as the driver does) or into the opener's scratch."""
     if into:
-        return opener.open_data(memoryview(bytearray(datagram)), memoryview(bytearray(len(datagram))))
+        return opener.open_data(
+            memoryview(bytearray(datagram)), memoryview(bytearray(len(datagram)))
+        )
     return opener.open_data(memoryview(datagram))
 
 
@@ -388,3 +392,28 @@ TestReplayWindowStateful = ReplayModel.TestCase
 TestReplayWindowStateful.settings = settings(
     max_examples=100, stateful_step_count=40, deadline=None
 )
+
+
+@pytest.mark.parametrize("cipher", CIPHERS)
+def test_batch_sealing_equals_datagram_by_datagram(cipher: str) -> None:
+    """The hot path seals a GSO batch in one call: the same datagrams, the same packet numbers
+    (each used once), retransmission flags and short last blocks included."""
+    from common.transport.sender import Block
+
+    blocks = [
+        Block(2, 0, 100, 0, False),
+        Block(2, 100, 100, 100, True),
+        Block(3, 0, 37, 200, False),
+    ]
+    payloads = [bytes([i]) * b.length for i, b in enumerate(blocks)]
+    one_by_one, batch = pair(cipher)[0], pair(cipher)[0]
+    expected = [
+        seal_data(one_by_one, p, b.file_index, b.offset, 5, int(b.retransmit))
+        for p, b in zip(payloads, blocks)
+    ]
+    size = DATA_HEADER_SIZE + 100 + one_by_one.protection.overhead
+    slots = [memoryview(bytearray(size)) for _ in blocks]
+    last = batch.seal_data_batch(slots, blocks, 5, [memoryview(p) for p in payloads], 1)
+    got = [bytes(s[: len(e)]) for s, e in zip(slots, expected)]
+    assert got == expected and last == len(expected[-1])
+    assert batch.packet_number == one_by_one.packet_number == 3

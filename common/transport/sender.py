@@ -10,7 +10,7 @@ range sets over the stream: bytes never sent (`unsent`) and bytes the receiver a
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .codec import DropReason, Opener, Sealer
 from .config import SessionConfig, StreamLayout
@@ -35,8 +35,9 @@ _US = 1_000_000
 _MASK32 = 0xFFFFFFFF
 
 
-@dataclass(frozen=True, slots=True)
-class Block:
+class Block(NamedTuple):
+    """One datagram's worth of a file (a tuple: made for every datagram, so made cheaply)."""
+
     file_index: int
     offset: int  # in the file
     length: int
@@ -230,11 +231,15 @@ class SenderSession:
             cur = start
             carved = len(out)
             while credit > 0 and len(out) < limit and cur < range_end:
-                index, offset, left = layout.locate(cur)
-                n = min(bsize, left, range_end - cur)
-                out.append(Block(index, offset, n, cur, is_rexmit))
-                cur += n
-                credit -= n + overhead
+                index, offset, left = layout.locate(cur)  # once per file: blocks follow
+                span = min(left, range_end - cur)
+                while span > 0 and credit > 0 and len(out) < limit:
+                    n = bsize if span > bsize else span
+                    out.append(Block(index, offset, n, cur, is_rexmit))
+                    offset += n
+                    cur += n
+                    span -= n
+                    credit -= n + overhead
             source.pop_front(cur - start)
             copies = 1
             if is_rexmit:
@@ -266,6 +271,12 @@ class SenderSession:
         """True when a block's bytes may be read straight into the datagram (`-c none`);
         otherwise the driver reads them into a buffer of its own and passes it as `plain`."""
         return self.sealer.protection.in_place
+
+    def seal_batch(self, slots: list[memoryview], blocks: list[Block], now: float,
+                   plains: list[memoryview] | None = None) -> int:
+        """`seal_block` for blocks j into datagram buffers `slots[j]` (their bytes in
+        `plains[j]`, or in place with None); returns the last datagram's length."""
+        return self.sealer.seal_data_batch(slots, blocks, int(now * _US) & _MASK32, plains, FLAG_RETRANSMIT)
 
     def seal_block(self, buf: memoryview, block: Block, now: float,
                    plain: memoryview | None = None) -> int:  # fmt: skip

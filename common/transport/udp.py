@@ -93,14 +93,9 @@ def _send_loop(sock: socket.socket, features: SocketFeatures, session: SenderSes
     except OSError:
         _await_peer(sock, session, stop)
     dgram = session.config.datagram_size
-    full = session.block_size
     use_gso = features.gso and dgram <= _MAX_GSO_BYTES // 2
     per_batch = max(1, min(_MAX_GSO_SEGMENTS, _MAX_GSO_BYTES // dgram)) if use_gso else 1
-    batch = bytearray(dgram * per_batch)
-    view = memoryview(batch)
-    # File bytes are read straight into the datagrams only with `-c none`; a cipher seals them
-    # from a buffer of the same layout into the datagrams (it may not work in place).
-    staging = view if session.seals_in_place else memoryview(bytearray(dgram * per_batch))
+    batcher = _Batcher(sock, session, source, per_batch)
     rbuf = bytearray(_RECV_BUFFER)
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
@@ -122,36 +117,8 @@ def _send_loop(sock: socket.socket, features: SocketFeatures, session: SenderSes
                     raise TransferAborted("the receiver's UDP port refuses datagrams (is it running?)") from None
                 break
             session.receive(memoryview(rbuf)[:n], now)
-        # 2. Data the pacer allows now, in GSO batches of equal-size datagrams.
-        blocks = session.poll_blocks(now, limit=per_batch * 4)
-        i = 0
-        while i < len(blocks):
-            # One GSO batch: equal-size datagrams (a short one ends it). Runs of consecutive
-            # blocks of one file are read with one scatter read into their payload slots.
-            batch_blocks: list[Block] = []
-            while i < len(blocks) and len(batch_blocks) < per_batch:
-                batch_blocks.append(blocks[i])
-                i += 1
-                if blocks[i - 1].length != full:
-                    break
-            run_start = 0
-            for k in range(1, len(batch_blocks) + 1):
-                prev = batch_blocks[k - 1]
-                if k < len(batch_blocks) and batch_blocks[k].file_index == prev.file_index \
-                        and batch_blocks[k].offset == prev.offset + prev.length:
-                    continue
-                first = batch_blocks[run_start]
-                source.read_into(first.file_index, first.offset,
-                                 [staging[j * dgram + DATA_HEADER_SIZE : j * dgram + DATA_HEADER_SIZE + b.length]
-                                  for j, b in enumerate(batch_blocks[run_start:k], run_start)])  # fmt: skip
-                run_start = k
-            used = 0
-            in_place = staging is view
-            for j, block in enumerate(batch_blocks):
-                at = j * dgram + DATA_HEADER_SIZE
-                plain = None if in_place else staging[at : at + block.length]
-                used = j * dgram + session.seal_block(view[j * dgram : (j + 1) * dgram], block, clock(), plain)
-            _send(sock, view[:used], dgram if len(batch_blocks) > 1 else 0)
+        # 2. Data the pacer allows now.
+        batcher.send(session.poll_blocks(now, limit=per_batch * 4))
         for d in session.poll_datagrams(now):
             _send(sock, memoryview(d), 0)
         if now - last_progress >= _PROGRESS_EVERY:
@@ -168,6 +135,53 @@ def _send_loop(sock: socket.socket, features: SocketFeatures, session: SenderSes
     if not session.complete:
         raise TransferAborted(closed.reason)
     return session.statistics()
+
+
+class _Batcher:
+    """Puts the pacer's blocks on the wire: GSO batches of equal-size datagrams (a short one
+    ends a batch), each run of consecutive blocks of one file read with one scatter read, one
+    clock reading per batch (its datagrams leave together). The datagram and payload slots are
+    sliced once: this runs for every datagram."""
+
+    def __init__(self, sock: socket.socket, session: SenderSession, source: BlockSource,
+                 per_batch: int) -> None:  # fmt: skip
+        dgram = session.config.datagram_size
+        self.sock, self.session, self.source = sock, session, source
+        self.per_batch, self.dgram, self.full = per_batch, dgram, session.block_size
+        self.view = memoryview(bytearray(dgram * per_batch))
+        # File bytes are read straight into the datagrams only with `-c none`; a cipher seals
+        # them from a buffer of the same layout into the datagrams (it may not work in place).
+        self.in_place = session.seals_in_place
+        staging = self.view if self.in_place else memoryview(bytearray(dgram * per_batch))
+        self.slots = [self.view[j * dgram : (j + 1) * dgram] for j in range(per_batch)]
+        at = DATA_HEADER_SIZE
+        self.payloads = [staging[j * dgram + at : j * dgram + at + self.full] for j in range(per_batch)]
+
+    def send(self, blocks: list[Block]) -> None:
+        full, per_batch = self.full, self.per_batch
+        i, count = 0, len(blocks)
+        while i < count:
+            end = i + 1
+            while end < count and end - i < per_batch and blocks[end - 1].length == full:
+                end += 1
+            self._send_batch(blocks[i:end])
+            i = end
+
+    def _send_batch(self, batch: list[Block]) -> None:
+        full, payloads = self.full, self.payloads
+        views = [payloads[j] if b.length == full else payloads[j][: b.length] for j, b in enumerate(batch)]
+        j, n = 0, len(batch)
+        while j < n:  # runs of consecutive blocks of one file: one read each
+            first = batch[j]
+            k, nxt = j + 1, first.offset + first.length
+            while k < n and batch[k].file_index == first.file_index and batch[k].offset == nxt:
+                nxt += batch[k].length
+                k += 1
+            self.source.read_into(first.file_index, first.offset, views[j:k])
+            j = k
+        used = self.session.seal_batch(self.slots, batch, time.monotonic(), None if self.in_place else views)
+        used += (n - 1) * self.dgram
+        _send(self.sock, self.view[:used], self.dgram if n > 1 else 0)
 
 
 def _await_peer(sock: socket.socket, session: SenderSession, stop: threading.Event | None) -> None:

@@ -108,6 +108,10 @@ class ContinuousJobs:
             for job in self._jobs.values():
                 job.halt()
 
+    def alive(self) -> bool:
+        with self._lock:
+            return any(t.is_alive() for t in self._threads)
+
     def join(self) -> None:
         with self._lock:
             threads = list(self._threads)

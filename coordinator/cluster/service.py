@@ -96,11 +96,13 @@ class Coordinator:
         one-time jobs run to their end unless a second signal comes (their requests stay in
         the running list: the next start adopts their tasks)."""
         self.continuous.stop_all()
-        while any(t.is_alive() for t in self._threads) and not self.halted.is_set():
+        while not self.halted.is_set() and (
+            any(t.is_alive() for t in self._threads) or self.continuous.alive()
+        ):
             self.halted.wait(0.2)
         if self.halted.is_set():
             self.continuous.halt_all()
-        self.continuous.join()
+            self.continuous.join()
 
     def _start(self, raw: bytes | str) -> None:
         if is_continuous(raw):

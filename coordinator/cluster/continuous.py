@@ -72,8 +72,11 @@ class ClusterContinuous:
         def open_snapshot(o: Any) -> Any:
             from common.snapshot.redis import RedisSnapshot
 
-            extra = {} if lock_ttl_s is None else {"lock_ttl_s": lock_ttl_s}
-            snap = RedisSnapshot(client, o.name, **extra)
+            snap = (
+                RedisSnapshot(client, o.name)
+                if lock_ttl_s is None
+                else RedisSnapshot(client, o.name, lock_ttl_s=lock_ttl_s)
+            )
             if on_snapshot is not None:
                 on_snapshot(snap)
             return snap

@@ -138,7 +138,8 @@ def test_status_of_a_continuous_job(r) -> None:  # type: ignore[no-untyped-def]
     )
     assert "last heard" not in text
     stale = job_progress(jobs, "c2", now + 60)
-    assert "coordinator last heard from 60 s ago" in render("p", [stale])
+    assert 59 <= stale["coordinator_seen_seconds_ago"] <= 62  # the heartbeat is in whole seconds
+    assert f"coordinator last heard from {stale['coordinator_seen_seconds_ago']:.0f} s ago" in render("p", [stale])
     rec.close("stopped")
     stopped = job_progress(jobs, "c2")
     assert stopped["changes_pending"] == 0 and "(resumes when a coordinator starts)" in render(
@@ -170,3 +171,29 @@ def test_adopting_left_over_jobs_closes_what_no_one_resumes(r) -> None:  # type:
     assert states == {"0ld0ne": "done", "f0re": "done", "de7a": "stopped"} and not sent
     assert not r.hlen(key("job", "de7a", "tasks")) and jobs.worker_bytes("de7a") == {"w1": 10}
     assert not r.llen(key("job", "de7a", "events"))
+
+
+def test_cancel_takes_back_a_queued_request_and_closes_a_job_no_one_runs(r) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from coordinator.cluster.cancel import CancelError, cancel_job
+    from coordinator.cluster.syncrun import SUBMITTED
+
+    jobs = JobStore(r)
+    queued = {"v": 1, "id": "9ueued", "pair": "q", "argv": [], "cwd": "/", "submitted": 0, "continuous": True}
+    r.lpush(SUBMITTED, json.dumps({**queued, "id": "0ther", "pair": "other"}), json.dumps(queued))
+    assert cancel_job(r, "q", None, 5) == "job 9ueued: cancelled before it started"
+    assert [json.loads(x)["id"] for x in r.lrange(SUBMITTED, 0, -1)] == ["0ther"]
+    assert jobs.job("9ueued")["state"] == "cancelled"
+    rec = ContinuousRecord(jobs, "s1lent")
+    rec.open("q", {"name": "q"}, detached=True)
+    r.hset(key("job", "s1lent"), "heartbeat", int(time.time()) - 60)  # its coordinator was killed
+    assert cancel_job(r, "q", None, 5) == "job s1lent: cancelled"
+    assert jobs.job("s1lent")["state"] == "cancelled" and jobs.job("s1lent")["cancel"] == 1
+    with pytest.raises(CancelError, match="pair 'q' has no continuous job to cancel"):
+        cancel_job(r, "q", None, 5)
+    live = ContinuousRecord(jobs, "l1ve")
+    live.open("q", {"name": "q"}, detached=True)  # heartbeat now, and no one to honour the flag
+    with pytest.raises(CancelError, match=r"still finishing its batch in flight after --wait 0\.3 s"):
+        cancel_job(r, "q", None, 0.3)
+    assert r.hget(key("job", "l1ve"), "cancel") == b"1"

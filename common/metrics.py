@@ -117,6 +117,9 @@ QUEUE_MESSAGES: Final = Gauge("surge_queue_messages", "Messages waiting in a bro
 JOBS_ACTIVE: Final = Gauge(
     "surge_jobs_active", "Sync jobs the coordinator is running", registry=REGISTRY
 )
+CONTINUOUS_JOBS: Final = Gauge("surge_continuous_jobs",
+                                "Continuous sync jobs this process runs (their lag and pending changes are the max and sum)",
+                                registry=REGISTRY)  # fmt: skip
 
 for _reason in DROP_REASONS:  # every series exists from the start, at 0
     DATAGRAMS_DROPPED.labels(reason=_reason)

@@ -1,5 +1,5 @@
 """The `surge` command and its subcommands (cp, sync, agent, server, token, worker, coordinator,
-status); each lives in its own module, imported only when it runs.
+status, cancel); each lives in its own module, imported only when it runs.
 
 Only this module reads the command line and decides exit codes: 0 success, 1 a transfer that
 did not fully succeed, 2 bad usage.
@@ -27,6 +27,7 @@ commands:
   worker       a Celery worker of a Surge cluster (`--cluster URL`)
   coordinator  the long-lived service that plans and tracks cluster sync jobs
   status       progress of a pair's cluster jobs (`-N NAME --cluster URL`)
+  cancel       stop a pair's continuous cluster job (`-N NAME --cluster URL`)
 """
 
 
@@ -138,8 +139,14 @@ def _status(argv: Sequence[str]) -> int:
     return status_main(list(argv))
 
 
+def _cancel(argv: Sequence[str]) -> int:
+    from .cluster.cli import cancel_main
+
+    return cancel_main(list(argv))
+
+
 COMMANDS = {"cp": _cp, "sync": _sync, "agent": _agent, "server": _server, "token": _token,
-            "worker": _worker, "coordinator": _coordinator, "status": _status}  # fmt: skip
+            "worker": _worker, "coordinator": _coordinator, "status": _status, "cancel": _cancel}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

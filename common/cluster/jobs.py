@@ -35,7 +35,7 @@ CHUNK: Final = 2000
 request to Redis grows without bound."""
 
 FINAL_JOB_STATES: Final = frozenset({"done", "failed", "cancelled"})
-_INT_JOB_FIELDS: Final = frozenset(JOB_FIELDS) - {"pair", "state", "options", "error"}
+_INT_JOB_FIELDS: Final = frozenset(JOB_FIELDS) - {"pair", "state", "options", "error", "activity"}
 _INT_TASK_FIELDS: Final = frozenset({"attempts", "bytes_done", "acked", "started", "updated"})
 
 # Compare-and-act on a lease: only the holder may renew or release it.
@@ -195,6 +195,36 @@ class JobStore:
         self.set_job_state(job_id, state, error)
         return state
 
+    def prune_tasks(self, job_id: str, task_ids: list[str]) -> None:
+        """Forget finished tasks of a continuous job (specs, records, leases), so that a job
+        that runs for months holds only its batch in flight; the bytes each worker sent move
+        to the job's ``workers`` hash first (what `surge status` shows per worker)."""
+        states = self.task_states_of(job_id, task_ids)
+        sizes = self.r.hmget(key("job", job_id, "tasks"), task_ids) if task_ids else []
+        per_worker: dict[str, int] = {}
+        for tid, raw in zip(task_ids, sizes):
+            st = states.get(tid, {})
+            if raw is None or not st.get("worker"):
+                continue
+            spec = TaskSpec.from_json(raw)
+            whole = spec.range.length if spec.range else sum(f.size for f in spec.files)
+            n = whole if st.get("state") == "succeeded" else int(st.get("bytes_done", 0))
+            per_worker[str(st["worker"])] = per_worker.get(str(st["worker"]), 0) + n
+        pipe = self.r.pipeline(transaction=True)
+        for worker, n in per_worker.items():
+            pipe.hincrby(key("job", job_id, "workers"), worker, n)
+        for i in range(0, len(task_ids), CHUNK):
+            chunk = task_ids[i : i + CHUNK]
+            pipe.hdel(key("job", job_id, "tasks"), *chunk)
+            pipe.delete(*(key("job", job_id, "task", t) for t in chunk))
+            pipe.delete(*(key("lease", job_id, t) for t in chunk))
+        pipe.execute()
+
+    def worker_bytes(self, job_id: str) -> dict[str, int]:
+        """Bytes per worker of the tasks `prune_tasks` forgot."""
+        raw = self.r.hgetall(key("job", job_id, "workers"))
+        return {_s(w): int(n) for w, n in raw.items()}
+
     # -- tasks ---------------------------------------------------------------------------------
     def task(self, job_id: str, task_id: str) -> TaskSpec:
         """The task's spec. Raises JobNotFound, or SchemaError for another Surge version."""
@@ -212,7 +242,10 @@ class JobStore:
 
     def task_states(self, job_id: str) -> dict[str, dict[str, Any]]:
         """Every task record of a job, by task id (pipelined)."""
-        ids = self.task_ids(job_id)
+        return self.task_states_of(job_id, self.task_ids(job_id))
+
+    def task_states_of(self, job_id: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The records of the given tasks of a job, by task id (pipelined)."""
         out: dict[str, dict[str, Any]] = {}
         for i in range(0, len(ids), CHUNK):
             chunk = ids[i : i + CHUNK]

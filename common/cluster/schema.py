@@ -17,6 +17,8 @@ surge:job:{job}:tasks               hash   task id -> TaskSpec JSON (written onc
 surge:job:{job}:task:{task}         hash   TASK_FIELDS (progress, written by the worker)
 surge:job:{job}:events              list   JSON per file committed or failed (the coordinator
                                            pops them to record the snapshot and print lines)
+surge:job:{job}:workers             hash   worker -> bytes, of the tasks a continuous job
+                                           pruned (its finished batches leave no task keys)
 surge:lease:{job}:{task}            str    worker id, SET NX PX LEASE_MS, renewed while running
 surge:pair:{pair}:jobs              list   job ids of the pair, newest first
 surge:jobs:active                   set    job ids not finished
@@ -74,6 +76,16 @@ JOB_FIELDS: Final = (
     "files_total", "bytes_total", "files_done", "bytes_done", "files_failed",
     "tasks_total", "tasks_done", "tasks_failed",
     "error",  # why the job failed
+    # continuous jobs (surge sync -C --cluster) only; absent (0) for one-time jobs
+    "continuous",  # 1
+    "detached",  # 1: run by `surge coordinator`, which resumes it when it restarts
+    "activity",  # starting | scanning | watching | syncing | stopped
+    "changes_pending",  # changes seen and not yet synchronized
+    "oldest_change_ms",  # unix ms when the oldest of them was seen (0: none)
+    "heartbeat",  # unix seconds of the coordinator's last report (about every second)
+    "batches", "sent", "deleted", "moved", "errors",  # batches run; status lines by kind
+    "seq",  # transfers dispatched so far: a task id is "<seq in hex>.<n>", unique in the job
+    "cancel",  # 1: `surge cancel` asked the job to stop
 )  # fmt: skip
 
 TASK_FIELDS: Final = (

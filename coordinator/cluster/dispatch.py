@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from ..cp.common import CopyError
 from ..sync.transfer import FileDone, Progress, TransferOutcome, TransferRequest
 from .plan import PlanLimits, plan_tasks
 
-__all__ = ["CeleryDispatcher", "JobFollower"]
+__all__ = ["CeleryDispatcher", "FollowHalted", "JobFollower"]
 
 log = logging.getLogger("surge.cluster")
 
@@ -45,6 +46,12 @@ EVENTS_PER_POP = 2000
 CHECK_S = 2.0  # job counters and liveness
 REDIS_RETRY_S = 30.0  # a Redis that stays unreachable this long fails the job's transfer
 MTIME_SLACK_NS = 2_000  # the far end sets mtimes from float seconds
+
+
+class FollowHalted(BaseException):
+    """The follower was told to stop now (a second SIGINT/SIGTERM): like KeyboardInterrupt, it
+    unwinds through the engine's per-file handlers, whose `finally` blocks flush the records.
+    The job's tasks go on on the workers; the next run adopts them."""
 
 
 @dataclass
@@ -62,8 +69,10 @@ class JobFollower:
                  on_done: Callable[[str, dict[str, Any], TaskSpec], None],
                  on_failed: Callable[[str, str], None],
                  stat: Callable[[str], Entry | None], verify_digest: Callable[[str, Entry], str | None] | None = None,
-                 flush: Callable[[], None] | None = None, stall_s: float = 60.0) -> None:  # fmt: skip
+                 flush: Callable[[], None] | None = None, stall_s: float = 60.0,
+                 halt: threading.Event | None = None) -> None:  # fmt: skip
         self.jobs, self.job_id, self.send = jobs, job_id, send
+        self.halt = halt
         self.tasks = {t.task: t for t in tasks}
         self.on_done, self.on_failed, self.stat = on_done, on_failed, stat
         self.verify_digest = verify_digest
@@ -83,6 +92,8 @@ class JobFollower:
         last_check = last_change = time.monotonic()
         fingerprint: tuple[Any, ...] = ()
         while True:
+            if self.halt is not None and self.halt.is_set():
+                raise FollowHalted(f"stopped following job {self.job_id}; its tasks go on")
             events = self._call(self._peek)
             for ev in events:
                 self._event(ev)
@@ -238,12 +249,16 @@ class JobFollower:
 
 
 class CeleryDispatcher:
-    """Sends a sync's files through the cluster (see the module doc)."""
+    """Sends a sync's files through the cluster (see the module doc): one job per transfer.
+    `halt` set makes the follower stop at once (FollowHalted), leaving the job to the workers.
+    The continuous sync's dispatcher (batches.py) keeps one job for all its batches instead,
+    through the `_begin` and `_end` hooks."""
 
     def __init__(self, jobs: JobStore, send: Send, *, limits: PlanLimits | None = None,
-                 job_id: str | None = None) -> None:  # fmt: skip
+                 job_id: str | None = None, halt: threading.Event | None = None) -> None:  # fmt: skip
         self.jobs, self.send, self.limits = jobs, send, limits
         self.job_id = job_id
+        self.halt = halt
 
     def transfer(
         self, request: TransferRequest, on_file: FileDone, progress: Progress | None
@@ -264,31 +279,53 @@ class CeleryDispatcher:
             if wanted.pop(path, None) is not None:
                 outcome.errors.append((path, message))
 
-        stat = request.destination.stat
         digest = _digest_check(o, request.destination, dict(wanted))
+
+        def follower(job_id: str, tasks: list[TaskSpec], on_failed: Callable[[str, str], None]) -> JobFollower:
+            return JobFollower(self.jobs, job_id, tasks, self.send, on_done=done, on_failed=on_failed,
+                               stat=request.destination.stat, verify_digest=digest, flush=request.flush,
+                               halt=self.halt)  # fmt: skip
+
         adopted = set()
         for old in self._orphans(o.name):
             log.info("job %s of %s was left running: following it first", old, o.name)
-            job = JobFollower(self.jobs, old, self._specs(old), self.send, on_done=done,
-                              on_failed=lambda p, m: None, stat=stat, verify_digest=digest,
-                              flush=request.flush).run()  # fmt: skip
-            outcome.wire_bytes += job["bytes_done"]
-            self.jobs.finish_job(old)
+            specs = self._specs(old)
+            outcome.wire_bytes += self._settle(old, follower(old, specs, lambda p, m: None).run(), specs)
             adopted.add(old)
         if not wanted:
             return outcome
+        job_id, tasks = self._begin(o, list(wanted.values()), adopted)
+        try:
+            job = follower(job_id, tasks, failed).run()
+        except CopyError as exc:
+            self._end(job_id, tasks, str(exc))
+            raise
+        outcome.wire_bytes += self._end(job_id, tasks, None, job)
+        return outcome
+
+    def _begin(self, o: Any, entries: list[Entry], adopted: set[str]) -> tuple[str, list[TaskSpec]]:
+        """The job of this transfer and its tasks, written and sent."""
         # A job id given for this run that was adopted above is done: what is left is a new job.
         job_id = self.job_id if self.job_id and self.job_id not in adopted else new_id()
-        tasks = self._start(job_id, o, list(wanted.values()))
-        follower = JobFollower(self.jobs, job_id, tasks, self.send, on_done=done, on_failed=failed,
-                               stat=stat, verify_digest=digest, flush=request.flush)  # fmt: skip
-        try:
-            outcome.wire_bytes += follower.run()["bytes_done"]
-        except CopyError as exc:
-            self._close(job_id, str(exc))
-            raise
-        self._close(job_id, None)
-        return outcome
+        return job_id, self._start(job_id, o, entries)
+
+    def _end(self, job_id: str, tasks: list[TaskSpec], error: str | None,
+             job: dict[str, Any] | None = None) -> int:  # fmt: skip
+        """Close the job after its follower returned (or failed: `error`); the bytes it sent."""
+        self._close(job_id, error)
+        return int(job["bytes_done"]) if job is not None else 0
+
+    def _settle(self, old: str, job: dict[str, Any], specs: list[TaskSpec]) -> int:
+        """An adopted job, followed to its end. A one-time job (or a continuous one whose
+        foreground run died) is closed; a continuous job that `surge coordinator` runs (or this
+        run's own) stays open for it, and only the adopted tasks are forgotten."""
+        if not job.get("continuous"):
+            self.jobs.finish_job(old)
+            return int(job["bytes_done"])
+        self.jobs.prune_tasks(old, [t.task for t in specs])
+        if not job.get("detached") and old != self.job_id:
+            self.jobs.set_job_state(old, "done")
+        return 0
 
     def _start(self, job_id: str, o: Any, entries: list[Entry]) -> list[TaskSpec]:
         """Plan, write the job and its tasks to Redis, then send one message per task."""
@@ -319,8 +356,10 @@ class CeleryDispatcher:
                 job = self.jobs.job(j)
             except (JobNotFound, SchemaError):
                 continue
-            # This run's own job id is adopted too if a killed coordinator gave it tasks.
-            if job["state"] not in FINAL_JOB_STATES and (j != self.job_id or job["tasks_total"]):
+            # This run's own job id is adopted too if a killed coordinator left it tasks.
+            if job["state"] not in FINAL_JOB_STATES and (
+                j != self.job_id or self.jobs.r.hlen(key("job", j, "tasks"))
+            ):
                 out.append(j)
         return out
 

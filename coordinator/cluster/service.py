@@ -4,7 +4,9 @@ Requests arrive in ``surge:jobs:submitted`` (`surge sync ... --cluster URL --det
 is moved atomically (BLMOVE) to ``surge:coordinator:running`` while it runs and removed when
 it ends, so a coordinator killed mid-job finds it there on restart and runs it again: the sync
 resumes from the Redis snapshot and adopts the job's unfinished tasks (dispatch.py), so nothing
-finished is sent twice. Up to `concurrency` jobs run at once, one thread each.
+finished is sent twice. Up to `concurrency` one-time jobs run at once, one thread each;
+continuous jobs (`surge sync -C ... --detach`) run beside them, outside those slots
+(contservice.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from common.snapshot import SnapshotError
 
 from ..sync.engine import SyncError
 from ..sync.options import OptionError, parse_sync_args
+from .contservice import DEFAULT_CONTINUOUS_JOBS, ContinuousJobs, is_continuous
 from .syncrun import SUBMITTED, absolute, run_cluster_sync
 
 __all__ = ["RUNNING", "Coordinator"]
@@ -38,7 +41,7 @@ METRICS_EVERY_S = 5.0
 
 class Coordinator:
     def __init__(self, client: Any, url: str | None, *, concurrency: int = 1, send: Any = None,
-                 lock_ttl_s: float | None = None) -> None:  # fmt: skip
+                 lock_ttl_s: float | None = None, continuous_jobs: int = DEFAULT_CONTINUOUS_JOBS) -> None:  # fmt: skip
         self.r = client
         self.url = url  # the service's own Redis URL: jobs never carry one
         self.jobs = JobStore(client)
@@ -47,7 +50,18 @@ class Coordinator:
         self.lock_ttl_s = lock_ttl_s
         self.stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.halted = threading.Event()  # a second signal: stop now, leave work to the workers
         self._snapshot: Any = None  # the store of the newest job (its size is a metric)
+        self.continuous = ContinuousJobs(client, url, RUNNING, limit=continuous_jobs, send=send, lock_ttl_s=lock_ttl_s,
+                                         on_snapshot=lambda snap: setattr(self, "_snapshot", snap))  # fmt: skip
+
+    def request_stop(self) -> None:
+        """First signal: one-time jobs run to their end, continuous ones finish their batch;
+        a second one: stop now (each job's work in flight goes on on the workers and is
+        adopted by the next start). Safe from a signal handler."""
+        if self.stop.is_set():
+            self.halted.set()
+        self.stop.set()
 
     def serve(self) -> None:
         """Resume requests a killed coordinator left running, then take new ones until stopped."""
@@ -64,6 +78,7 @@ class Coordinator:
                 except redis.RedisError as exc:
                     log.warning("metrics not updated: %s", exc)
             if len(self._threads) >= self.concurrency:
+                self.continuous.take_waiting()
                 self.stop.wait(0.2)
                 continue
             try:
@@ -74,10 +89,25 @@ class Coordinator:
                 continue
             if raw is not None:
                 self._start(raw)
-        for t in self._threads:
-            t.join()
+        self._wind_down()
+
+    def _wind_down(self) -> None:
+        """Continuous jobs stop after their batch in flight (at once after a second signal);
+        one-time jobs run to their end unless a second signal comes (their requests stay in
+        the running list: the next start adopts their tasks)."""
+        self.continuous.stop_all()
+        while not self.halted.is_set() and (
+            any(t.is_alive() for t in self._threads) or self.continuous.alive()
+        ):
+            self.halted.wait(0.2)
+        if self.halted.is_set():
+            self.continuous.halt_all()
+            self.continuous.join()
 
     def _start(self, raw: bytes | str) -> None:
+        if is_continuous(raw):
+            self.continuous.start(raw)
+            return
         t = threading.Thread(target=self._run_request, args=(raw,), name="surge-job", daemon=True)
         self._threads.append(t)
         t.start()
@@ -88,6 +118,12 @@ class Coordinator:
             job_id, pair = str(req["id"]), str(req["pair"])
         except (ValueError, KeyError, TypeError):
             log.error("dropped a malformed job request")
+            self.r.lrem(RUNNING, 1, raw)
+            return
+        other = self.continuous.runs_pair(pair)
+        if other is not None:
+            self._refuse(job_id, pair, f"pair {pair!r} is kept in step by continuous job {other} "
+                         "(surge cancel it first to run a one-time sync)")  # fmt: skip
             self.r.lrem(RUNNING, 1, raw)
             return
         while self.r.exists(key("snap", pair, "lock")) and not self.stop.is_set():
@@ -139,6 +175,12 @@ class Coordinator:
             self.jobs.finish_job(job_id, error)
         except JobNotFound:
             pass
+
+    def _refuse(self, job_id: str, pair: str, error: str) -> None:
+        log.error("job %s of %s: %s", job_id, pair, error)
+        if not self.r.exists(key("job", job_id)):
+            self.jobs.create_job(pair, {"name": pair}, [], job_id=job_id, state="planning")
+        self.jobs.set_job_state(job_id, "failed", error)
 
     def update_metrics(self) -> None:
         """surge_jobs_active, surge_tasks{state}, surge_files_pending, surge_queue_messages{queue},

@@ -14,7 +14,9 @@ from common.cluster.jobs import FINAL_JOB_STATES, JobNotFound, JobStore
 from common.cluster.schema import SchemaError, TaskSpec, key
 from common.units import format_bytes
 
-__all__ = ["job_progress", "pair_status", "render"]
+__all__ = ["STALE_S", "job_progress", "pair_status", "render"]
+
+STALE_S = 10.0  # a continuous job's coordinator not heard from for longer is called so
 
 
 def job_progress(jobs: JobStore, job_id: str, now: float | None = None) -> dict[str, Any]:
@@ -36,11 +38,31 @@ def job_progress(jobs: JobStore, job_id: str, now: float | None = None) -> dict[
     rate = done_bytes / age
     left = job["bytes_total"] - done_bytes
     eta = None if final or rate <= 0 else left / rate
-    return {"job": job_id, "state": job["state"], "files_done": job["files_done"], "files_total": job["files_total"],
-            "files_failed": job["files_failed"], "bytes_done": done_bytes, "bytes_total": job["bytes_total"],
-            "rate_bytes_per_second": rate, "eta_seconds": eta, "tasks": by_state,
-            "workers": dict(sorted(per_worker.items())), "error": job.get("error") or None,
-            "created": job["created"]}  # fmt: skip
+    out = {"job": job_id, "state": job["state"], "files_done": job["files_done"], "files_total": job["files_total"],
+           "files_failed": job["files_failed"], "bytes_done": done_bytes, "bytes_total": job["bytes_total"],
+           "rate_bytes_per_second": rate, "eta_seconds": eta, "tasks": by_state,
+           "workers": dict(sorted(per_worker.items())), "error": job.get("error") or None,
+           "created": job["created"], "continuous": bool(job.get("continuous"))}  # fmt: skip
+    if out["continuous"]:
+        for worker, n in jobs.worker_bytes(job_id).items():  # its finished batches' tasks
+            per_worker[worker] = per_worker.get(worker, 0) + n
+        out.update(_continuous(job, now or time.time()), eta_seconds=None, workers=dict(sorted(per_worker.items())))
+    return out
+
+
+def _continuous(job: dict[str, Any], now: float) -> dict[str, Any]:
+    """A continuous job's live figures: lag is the age of the oldest change not synchronized yet
+    (it keeps growing while no coordinator runs the job); `coordinator_seen_seconds_ago` says
+    how fresh the figures are (the coordinator reports about every second)."""
+    pending, oldest = int(job.get("changes_pending", 0)), int(job.get("oldest_change_ms", 0))
+    final = job["state"] in FINAL_JOB_STATES
+    beat = int(job.get("heartbeat", 0))
+    return {"activity": job.get("activity") or "starting", "changes_pending": 0 if final else pending,
+            "lag_seconds": max(0.0, now - oldest / 1000) if pending and oldest and not final else 0.0,
+            "coordinator_seen_seconds_ago": None if final or not beat else max(0.0, now - beat),
+            "batches": int(job.get("batches", 0)), "deleted": int(job.get("deleted", 0)),
+            "moved": int(job.get("moved", 0)), "errors": int(job.get("errors", 0)),
+            "cancel_requested": bool(int(job.get("cancel", 0))), "detached": bool(job.get("detached"))}  # fmt: skip
 
 
 def _per_worker(jobs: JobStore, job_id: str, states: dict[str, dict[str, Any]]) -> dict[str, int]:
@@ -81,6 +103,9 @@ def render(pair: str, progress: list[dict[str, Any]]) -> str:
         return f"{pair}: no cluster jobs"
     lines = []
     for p in progress:
+        if p.get("continuous"):
+            lines += _render_continuous(p)
+            continue
         eta = "-" if p["eta_seconds"] is None else f"{p['eta_seconds']:.0f} s"
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p["created"]))
         lines.append(f"job {p['job']} ({created}) {p['state']}: files {p['files_done']}/{p['files_total']} "
@@ -91,3 +116,24 @@ def render(pair: str, progress: list[dict[str, Any]]) -> str:
         if p["error"]:
             lines.append(f"  error: {p['error']}")
     return "\n".join(lines)
+
+
+def _render_continuous(p: dict[str, Any]) -> list[str]:
+    created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p["created"]))
+    head = f"job {p['job']} ({created}) {p['state']}, continuous"
+    if p["state"] == "running":
+        head += f", {p['activity']}: {p['changes_pending']} change(s) pending, lag {p['lag_seconds']:.1f} s"
+    elif p["state"] == "stopped":
+        head += " (resumes when a coordinator starts)" if p["detached"] else " (interrupted)"
+    lines = [f"{head}; {p['files_done']} file(s) sent ({format_bytes(p['bytes_done'])}), {p['deleted']} deleted, "
+             f"{p['moved']} moved, {p['errors']} error(s) ({p['files_failed']} failed transfer(s)); "
+             f"{p['batches']} batch(es)"]  # fmt: skip
+    lines += [f"  worker {worker}: {format_bytes(n)}" for worker, n in p["workers"].items()]
+    seen = p["coordinator_seen_seconds_ago"]
+    if seen is not None and seen > STALE_S:
+        lines.append(f"  coordinator last heard from {seen:.0f} s ago (not running it now?)")
+    if p["cancel_requested"] and p["state"] == "running":
+        lines.append("  cancel requested: stops after its batch in flight")
+    if p["error"]:
+        lines.append(f"  error: {p['error']}")
+    return lines

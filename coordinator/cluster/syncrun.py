@@ -2,9 +2,10 @@
 `--detach`: a JobRequest for `surge coordinator` to run.
 
 A JobRequest (JSON in the list ``surge:jobs:submitted``) is
-``{"v", "id", "pair", "argv", "cwd", "submitted"}``: the `surge sync` arguments without
-``--cluster``/``--detach`` (the coordinator uses its own Redis URL, so the Redis password is
-never stored), the directory relative paths are taken from, and the job id printed to the user.
+``{"v", "id", "pair", "argv", "cwd", "submitted", "continuous"}``: the `surge sync` arguments
+without ``--cluster``/``--detach`` (the coordinator uses its own Redis URL, so the Redis password
+is never stored), the directory relative paths are taken from, the job id printed to the user,
+and whether it is a continuous job (-C: it runs until cancelled, outside the one-time slots).
 Passwords are refused by the options before anything is written (workers never get one).
 """
 
@@ -109,7 +110,7 @@ def job_request(opts: Any, argv: Sequence[str], cwd: str | None = None) -> dict[
         raise OptionError("--detach: a token (-W) on the command line would be stored in Redis; "
                           "give the coordinator and the workers SURGE_TOKEN instead")  # fmt: skip
     return {"v": SCHEMA_VERSION, "id": new_id(), "pair": opts.name, "argv": strip_cluster_args(argv),
-            "cwd": cwd or os.getcwd(), "submitted": int(time.time())}  # fmt: skip
+            "cwd": cwd or os.getcwd(), "submitted": int(time.time()), "continuous": bool(opts.continuous)}  # fmt: skip
 
 
 def submit(opts: Any, argv: Sequence[str]) -> str:

@@ -13,9 +13,10 @@ from typing import Any
 __all__ = ["run_continuous"]
 
 
-def run_continuous(opts: Any, emit: Callable[[str, str], None]) -> int:
+def run_continuous(opts: Any, emit: Callable[[str, str], None], make_loop: Callable[..., Any] | None = None) -> int:
     """Exit status: 0 after a clean stop, 1 when the sync could not go on, 130 when a second
-    signal interrupted a transfer."""
+    signal interrupted a transfer. `make_loop(opts, emit, warn, ready)` builds the loop (the
+    cluster's, coordinator/cluster/continuous.py); default: the embedded ContinuousSync."""
     from common.metrics import MetricsPortError, serve_metrics
 
     from ..sync.engine import SyncError, SyncReport
@@ -37,7 +38,11 @@ def run_continuous(opts: Any, emit: Callable[[str, str], None]) -> int:
             print(f"Synchronized: {counts or 'nothing to do'}; {len(report.errors)} error(s); watching for changes",
                   file=sys.stderr, flush=True)  # fmt: skip
 
-    loop = ContinuousSync(opts, emit, warn=warn, ready=ready)
+    try:
+        loop = ContinuousSync(opts, emit, warn=warn, ready=ready) if make_loop is None else make_loop(opts, emit, warn, ready)
+    except SyncError as exc:
+        print(f"surge sync: error: {exc}", file=sys.stderr)
+        return 1
     previous = {}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from common import metrics
@@ -27,11 +28,12 @@ from workers.watch import TreeWatcher, WatchEvent
 from ..cp.endpoint import Endpoint, EndpointError
 from ..sync.engine import SyncError, SyncReport, close_session, open_session, sync_all
 from ..sync.sides import SideError
+from ..sync.transfer import Dispatcher
 from .core import Change, ChangeQueue, QueueConfig
 from .remote import RemoteWatch
 from .scope import sync_scope
 
-__all__ = ["INBOX_MAX", "ContinuousSync"]
+__all__ = ["INBOX_MAX", "ContinuousSync", "LoopStats", "set_gauges"]
 
 log = logging.getLogger("surge.continuous")
 
@@ -40,6 +42,28 @@ IDLE_WAKE = 1.0  # seconds: how soon an idle loop notices a stop request
 FORCE_STAT_EVERY = 1.0  # seconds between forced stats of the pending paths (--*-force-stat)
 
 Emit = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class LoopStats:
+    """What the loop is doing, published at each turn and when a batch starts (a reporter
+    thread may read it at any time: it is replaced, never changed)."""
+
+    activity: str = "starting"  # starting | scanning (a whole-tree sync) | watching | syncing
+    pending: int = 0  # changes not yet synchronized: queued, and in the batch being synced
+    oldest: float | None = None  # the loop's clock when the oldest of them was first seen
+    batches: int = 0
+    errors: int = 0
+
+    def lag(self, now: float) -> float:
+        """Age of the oldest change not yet synchronized (0 when there is none)."""
+        return 0.0 if self.oldest is None else max(0.0, now - self.oldest)
+
+
+def set_gauges(stats: LoopStats, now: float) -> None:
+    """The embedded default: this process runs one loop, whose figures are the gauges."""
+    metrics.CHANGES_PENDING.set(stats.pending)
+    metrics.SYNC_LAG.set(stats.lag(now))
 
 
 def _release_first_sync(run: Any) -> None:
@@ -58,13 +82,20 @@ class ContinuousSync:
     def __init__(self, opts: Any, emit: Emit | None = None, *, warn: Callable[[str], None] | None = None,
                  ready: Callable[[SyncReport], None] | None = None,
                  endpoint_factory: Callable[[Any], Endpoint] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.monotonic, open_snapshot: Callable[[Any], Any] | None = None,
+                 dispatcher: Dispatcher | None = None,
+                 on_stats: Callable[[LoopStats, float], None] | None = set_gauges) -> None:  # fmt: skip
+        """`open_snapshot` and `dispatcher` default to the embedded ones (the cluster passes
+        Redis and Celery ones); `on_stats(stats, now)` sees every LoopStats published."""
         self.opts = opts
         self.emit = emit
         self.warn = warn or (lambda text: log.warning("%s", text))
         self.ready = ready
         self.factory = endpoint_factory
         self.clock = clock
+        self.open_snapshot, self.dispatcher, self.on_stats = open_snapshot, dispatcher, on_stats
+        self.stats = LoopStats()
+        self._in_flight: list[Change] = []  # the batch being synchronized
         self.queue = ChangeQueue(QueueConfig(cooloff=opts.cooloff, cooloff_max=opts.cooloff_max,
                                              pending_max=opts.pending_max, sharing_retry_max=opts.sharing_retry_max,
                                              delete_delay=opts.delete_delay))  # fmt: skip
@@ -95,10 +126,12 @@ class ContinuousSync:
     def run(self) -> None:
         """Run until stopped. Raises SyncError when the session cannot start or the far end
         goes away."""
-        run = open_session(self.opts, endpoint_factory=self.factory, emit=self.emit)
+        run = open_session(self.opts, endpoint_factory=self.factory, emit=self.emit,
+                           open_snapshot=self.open_snapshot, dispatcher=self.dispatcher)  # fmt: skip
         try:
             self._start_watchers()
             if not self.opts.no_scan:
+                self._publish("scanning")
                 sync_all(run)
             if self.ready is not None:
                 self.ready(run.report)
@@ -110,7 +143,8 @@ class ContinuousSync:
             for watcher in self._watchers:
                 watcher.stop()
             close_session(run)
-            metrics.CHANGES_PENDING.set(0)
+            self._in_flight = []
+            self._publish("stopped")
 
     def _start_watchers(self) -> None:
         o = self.opts
@@ -161,7 +195,7 @@ class ContinuousSync:
                 )
             if batch.ready:
                 self._sync_batch(run, batch.ready)
-            self._update_metrics()
+            self._publish("watching")
 
     def _drain(self, wait: float) -> bool:
         """Move the inbox into the queue (waiting up to `wait` s for the first item); True when
@@ -202,6 +236,7 @@ class ContinuousSync:
             f"more than --pending-max {self.opts.pending_max} changes pending: synchronizing the whole tree"
         )
         run.report = SyncReport()
+        self._publish("scanning")
         sync_all(run)
         self.errors += len(run.report.errors)
 
@@ -214,12 +249,15 @@ class ContinuousSync:
         run.emit = lambda path, status: failures.append((path, status)) if status.startswith("ERROR") else (
             self.emit(path, status) if self.emit else None)  # fmt: skip
         started = self.clock()
+        self._in_flight = ready
+        self._publish("syncing")
         try:
             sync_scope(run, scope, self._reported(ready))
         except (SideError, SyncError) as exc:
             failures.append(("/", f"ERROR: {exc}"))
         finally:
             run.emit = self.emit
+            self._in_flight = []
         self.batches += 1
         lag = max(started - c.first for c in ready)
         log.info("batch %d: %d change(s), %d path(s), oldest %.2f s old, %.2f s", self.batches, len(ready), len(scope),
@@ -276,7 +314,11 @@ class ContinuousSync:
                     change, None if entry is None else (entry.size, entry.mtime_ns), now
                 )
 
-    def _update_metrics(self) -> None:
-        stats = self.queue.statistics(self.clock())
-        metrics.CHANGES_PENDING.set(stats["pending"])
-        metrics.SYNC_LAG.set(stats["lag_seconds"])
+    def _publish(self, activity: str) -> None:
+        """Replace `stats`: the queued changes and those of the batch being synchronized (a
+        batch on a cluster may take long: its changes are still pending, and age)."""
+        waiting = self.queue.pending() + self._in_flight
+        oldest = min((c.first for c in waiting), default=None)
+        self.stats = LoopStats(activity, len(waiting), oldest, self.batches, self.errors)
+        if self.on_stats is not None:
+            self.on_stats(self.stats, self.clock())

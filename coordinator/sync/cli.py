@@ -39,7 +39,11 @@ def main(argv: Sequence[str]) -> int:
     if opts.continuous:
         from ..continuous import run_continuous
 
-        return run_continuous(opts, emit)
+        if opts.cluster is None:
+            return run_continuous(opts, emit)
+        from coordinator.cluster.continuous import foreground_loop
+
+        return run_continuous(opts, emit, foreground_loop)
     try:
         report = _run(opts, emit)
     except (ClusterError, SyncError, SnapshotError) as exc:  # Redis unusable: 1, as `surge worker`

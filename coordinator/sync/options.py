@@ -359,9 +359,11 @@ def _check_cluster(o: SyncOptions) -> None:
                 raise OptionError(f"{option}: needs --cluster URL")
         return
     _range("--multi-session-threshold", o.multi_session_threshold, 0)
+    if o.detach and o.metrics_port is not None:
+        raise OptionError("--metrics-port: with --detach, `surge coordinator --metrics-port N` serves "
+                          "the job's metrics")  # fmt: skip
     for bad, why in ((o.direction != "push", f"-K {o.direction} is not run on a cluster (workers send "
                                                   "from the shared local directory): use -K push"),
-                     (o.continuous, "-C: continuous mode does not run on a cluster yet"),
                      (o.password is not None, "a password (-w, SURGE_PASS) is never given to workers: "
                                               "use an SSH key (-i) or a token (-W)"),
                      (o.proxy is not None, "--proxy is not supported on a cluster"),

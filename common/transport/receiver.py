@@ -34,6 +34,7 @@ _US = 1_000_000
 _MASK32 = 0xFFFFFFFF
 _HALF32 = 1 << 31
 _NO_ECHO = _MASK32
+_DATA = int(PacketType.DATA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +123,7 @@ class ReceiverSession:
         payload is decrypted into it and stays valid as long as `out`; without, only until the
         next call."""
         try:
-            if len(datagram) > 1 and datagram[1] == PacketType.DATA:
+            if len(datagram) > 1 and datagram[1] == _DATA:
                 return self._on_data(datagram, now, out)
             kind, flags, body = self.opener.open(datagram)
             if kind == PacketType.STATUS:

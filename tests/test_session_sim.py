@@ -260,6 +260,7 @@ def test_garbage_and_truncated_datagrams_are_counted_drops(cipher: str) -> None:
 # -- resume -----------------------------------------------------------------------------------
 SIZES = [1_000_000, 0, 2_000_000, 300_000]
 
+
 @pytest.mark.parametrize(
     "have",
     [
@@ -305,3 +306,30 @@ def test_redundant_retransmission_stays_small(loss: float, bound: float) -> None
                             f"{flow.receiver.bytes_duplicate}, path losses {forward.dropped_loss}, "
                             f"queue drops {forward.dropped_queue})")  # fmt: skip
     assert flow.receiver.bytes_duplicate <= 0.01 * total
+
+
+# -- GRO reads ----------------------------------------------------------------------------------
+def test_a_coalesced_read_is_received_like_its_datagrams_one_by_one() -> None:
+    """One GRO read holds several datagrams back to back: `receive_coalesced` yields the blocks
+    `receive` would, each payload opened into the caller's buffer at its datagram's offset; a
+    forged datagram among them is dropped and counted, and the others still land."""
+    config = make_config("aes128gcm", datagram_size=1472)
+    size = 6 * config.block_size
+    data = pattern(0, size)
+    snd = SenderSession(config, [size], 0.0)
+    blocks = snd.poll_blocks(0.01, limit=6)
+    read = bytearray()
+    for b in blocks:
+        d = memoryview(bytearray(config.datagram_size))
+        n = snd.seal_block(d, b, 0.01, memoryview(data)[b.offset : b.offset + b.length])
+        read += d[:n]
+    read[3 * config.datagram_size + 100] ^= 1  # the fourth datagram is forged
+    rcv = ReceiverSession(config, [size], 0.0)
+    out = memoryview(bytearray(len(read)))
+    got = rcv.receive_coalesced(memoryview(read), len(read), config.datagram_size, 0.02, out)
+    assert [(i, off) for i, off, _ in got] == [(0, b.offset) for b in blocks if b is not blocks[3]]
+    for _, off, payload in got:
+        assert bytes(payload) == data[off : off + len(payload)]
+        assert payload.obj is out.obj
+    assert rcv.drops[DropReason.AUTH] == 1
+    assert rcv.received.total == 5 * config.block_size

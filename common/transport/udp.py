@@ -270,14 +270,16 @@ def _receive_loop(sock: socket.socket, session: ReceiverSession, sink: BlockSink
                 break
             except ConnectionRefusedError:
                 continue
-            now = clock()  # per datagram: a stale clock would corrupt the delay measurement
+            now = clock()  # per read: a stale clock would corrupt the delay measurement
             seg = gro_segment_size(anc, nbytes)
-            for off in range(0, nbytes, seg):
+            if peer == addr:
+                pending += session.receive_coalesced(mv, nbytes, seg, now, out)
+                continue
+            for off in range(0, nbytes, seg):  # from a new address: one by one, to answer there
                 end = min(off + seg, nbytes)
-                dg = mv[off:end]
-                drops = sum(session.drops.values()) if peer != addr else 0
-                got = session.receive(dg, now, out[off:end])
-                if peer != addr and sum(session.drops.values()) == drops:
+                drops = sum(session.drops.values())
+                got = session.receive(mv[off:end], now, out[off:end])
+                if sum(session.drops.values()) == drops:
                     peer = addr  # first authenticated datagram from this address: answer there
                 if got is not None:
                     pending.append(got)

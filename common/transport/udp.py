@@ -118,7 +118,7 @@ def _send_loop(sock: socket.socket, features: SocketFeatures, session: SenderSes
                 break
             session.receive(memoryview(rbuf)[:n], now)
         # 2. Data the pacer allows now.
-        batcher.send(session.poll_blocks(now, limit=per_batch * 4))
+        batcher.send(session.poll_blocks(now, limit=max(4 * per_batch, 16)))
         for d in session.poll_datagrams(now):
             _send(sock, memoryview(d), 0)
         if now - last_progress >= _PROGRESS_EVERY:

@@ -128,7 +128,6 @@ class DelayBasedRate:
 
     def on_feedback(self, now: float, queue_delay: float, delivery_rate: float, srtt: float,
                     base_rtt: float, loss: float = 0.0, least_delay: float | None = None) -> None:  # fmt: skip
-        cfg = self.cfg
         self.queue_delay = queue_delay
         # Phase decisions use the least delay of the interval: if even the luckiest datagram
         # queued, the queue is real; a mean is moved by one late wake-up of either host.
@@ -139,49 +138,60 @@ class DelayBasedRate:
         if self._last_update is None:
             self._last_update = now
             return
-        dt = now - self._last_update
         if self.phase == "startup":
-            self._last_update = now
-            if least < cfg.startup_exit_delay:
-                self._set_rate(now, self.rate * cfg.startup_growth ** min(dt / srtt, 1.0))
-                return
-            # The queue has started to grow: the pipe is full. Drain what the last round trip
-            # of growth queued, then settle at the measured delivery rate.
-            self.phase = "drain"
-            self._drain_until = now + srtt
-            self._set_rate(now, min(self.rate, self._max_delivery) * 0.6)
+            self._startup(now, least, srtt)
+        elif self.phase == "drain":
+            self._drain(now, least)
+        elif self.phase == "probe":
+            if now >= self._probe_until:
+                self.phase = "steady"
+                self._set_rate(now, self._pre_probe_rate)
+                self._last_update = now
+                self._next_probe = now + self.cfg.probe_interval
+        elif now - self._last_update >= min(srtt, 0.02):  # about once per RTT, at least every 20 ms
+            dt, self._last_update = now - self._last_update, now
+            if now >= self._next_probe:
+                self._start_probe(now)
+            else:
+                self._steady(now, dt, queue_delay, srtt, loss)
+
+    def _startup(self, now: float, least: float, srtt: float) -> None:
+        dt, self._last_update = now - (self._last_update or now), now
+        if least < self.cfg.startup_exit_delay:
+            self._set_rate(now, self.rate * self.cfg.startup_growth ** min(dt / srtt, 1.0))
             return
-        if self.phase == "drain":
-            if now < self._drain_until and least > cfg.startup_exit_delay:
-                return
-            self.phase = "steady"
-            self._set_rate(now, self._max_delivery * 0.97)
-            self._last_update = now
-            # The first drain comes soon: a flow that joined a busy link took the others'
-            # standing queue for path delay, and a drain lets every flow see the empty queue.
-            self._next_probe = now + min(cfg.probe_interval, 1.0)
+        # The queue has started to grow: the pipe is full. Drain what the last round trip of
+        # growth queued, then settle at the measured delivery rate.
+        self.phase = "drain"
+        self._drain_until = now + srtt
+        self._set_rate(now, min(self.rate, self._max_delivery) * 0.6)
+
+    def _drain(self, now: float, least: float) -> None:
+        if now < self._drain_until and least > self.cfg.startup_exit_delay:
             return
-        if self.phase == "probe":
-            if now < self._probe_until:
-                return
-            self.phase = "steady"
-            self._set_rate(now, self._pre_probe_rate)
-            self._last_update = now
-            self._next_probe = now + cfg.probe_interval
-            return
-        if dt < min(srtt, 0.02):  # update about once per round trip (at least every 20 ms)
-            return
+        self.phase = "steady"
+        self._set_rate(now, self._max_delivery * 0.97)
         self._last_update = now
-        if now >= self._next_probe:
-            self.phase = "probe"
-            self._pre_probe_rate = self.rate
-            alpha = min(max(self.alpha, self._delivery * cfg.min_queue_delay), cfg.max_queue)
-            # Long enough to remove 4 alphas from the queue: empties it for up to 4 flows.
-            self._probe_until = now + max(8 * alpha / max(self.rate, 1.0), 0.02)
-            self._set_rate(now, self.rate * 0.5)
-            return
-        alpha = min(max(self.alpha, self._delivery * cfg.min_queue_delay * self.alpha / cfg.alpha),
-                    cfg.max_queue)  # fmt: skip
+        # The first drain comes soon: a flow that joined a busy link took the others' standing
+        # queue for path delay, and a drain lets every flow see the empty queue.
+        self._next_probe = now + min(self.cfg.probe_interval, 1.0)
+
+    def _alpha(self) -> float:
+        """Bytes this flow keeps queued: its policy's alpha, or on fast paths `min_queue_delay`
+        of its rate (weighted alike), never more than `max_queue`."""
+        cfg = self.cfg
+        return min(max(self.alpha, self._delivery * cfg.min_queue_delay * self.alpha / cfg.alpha), cfg.max_queue)
+
+    def _start_probe(self, now: float) -> None:
+        self.phase = "probe"
+        self._pre_probe_rate = self.rate
+        alpha = min(max(self.alpha, self._delivery * self.cfg.min_queue_delay), self.cfg.max_queue)
+        # Long enough to remove 4 alphas from the queue: empties it for up to 4 flows.
+        self._probe_until = now + max(8 * alpha / max(self.rate, 1.0), 0.02)
+        self._set_rate(now, self.rate * 0.5)
+
+    def _steady(self, now: float, dt: float, queue_delay: float, srtt: float, loss: float) -> None:
+        cfg, alpha = self.cfg, self._alpha()
         # What the bottleneck takes from us: the delivery rate, plus what random loss removes
         # before it. While our queue is well above its share the losses are our own overflow,
         # not random: compensating them would feed the overflow, so then we do not.

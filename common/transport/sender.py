@@ -207,17 +207,11 @@ class SenderSession:
         burst = max(rate * self.config.max_burst, 4.0 * self.config.datagram_size)
         self._credit = min(self._credit + rate * (now - self._last_pace), burst)
         self._last_pace = now
-        # Flow control: a receiver that has said nothing for a round trip (the path's, without
-        # queues: a queue in its socket buffer is what this guards) while its buffer filled up
-        # (the budget, less what was queued already) is not reading (descheduled, overloaded);
-        # more would only overflow its buffer.
-        path_rtt = self.rtt.min_rtt or self._rtt()
-        window = self._stall_budget - self._backlog + rate * path_rtt - self._sent_since_heard
+        window = self._window(rate)
         if window <= 0:
             return []
         out: list[Block] = []
         overhead = self.config.datagram_size - self.block_size  # header and tag of every datagram
-        layout, bsize = self.layout, self.block_size
         credit = min(self._credit, window)
         wire_before = self.wire_bytes
         while credit > 0 and len(out) < limit:
@@ -226,20 +220,8 @@ class SenderSession:
             first = source.first()
             if first is None:
                 break
-            # Carve consecutive blocks off the first range, then take them off the set at once.
-            start, range_end = first
-            cur = start
             carved = len(out)
-            while credit > 0 and len(out) < limit and cur < range_end:
-                index, offset, left = layout.locate(cur)  # once per file: blocks follow
-                span = min(left, range_end - cur)
-                while span > 0 and credit > 0 and len(out) < limit:
-                    n = bsize if span > bsize else span
-                    out.append(Block(index, offset, n, cur, is_rexmit))
-                    offset += n
-                    cur += n
-                    span -= n
-                    credit -= n + overhead
+            start, cur, credit = self._carve(first, is_rexmit, credit, limit, out)
             source.pop_front(cur - start)
             copies = 1
             if is_rexmit:
@@ -265,6 +247,35 @@ class SenderSession:
             self.datagrams_sent += len(out)
             self.loss.on_sent(now, self.bytes_sent)
         return out
+
+    def _window(self, rate: float) -> float:
+        """Flow control: bytes the receiver can still take. One that has said nothing for a
+        round trip (the path's, without queues: a queue in its socket buffer is what this
+        guards) while its buffer filled up (the budget, less what was queued already) is not
+        reading (descheduled, overloaded); more would only overflow its buffer."""
+        path_rtt = self.rtt.min_rtt or self._rtt()
+        return self._stall_budget - self._backlog + rate * path_rtt - self._sent_since_heard
+
+    def _carve(self, first: tuple[int, int], is_rexmit: bool, credit: float, limit: int,
+               out: list[Block]) -> tuple[int, int, float]:  # fmt: skip
+        """Append consecutive blocks of the range `first` to `out` while credit and `limit`
+        allow; returns (range start, where carving stopped, credit left). The caller takes
+        them off the range set at once."""
+        layout, bsize = self.layout, self.block_size
+        overhead = self.config.datagram_size - bsize
+        start, range_end = first
+        cur = start
+        while credit > 0 and len(out) < limit and cur < range_end:
+            index, offset, left = layout.locate(cur)  # once per file: blocks follow
+            span = min(left, range_end - cur)
+            while span > 0 and credit > 0 and len(out) < limit:
+                n = bsize if span > bsize else span
+                out.append(Block(index, offset, n, cur, is_rexmit))
+                offset += n
+                cur += n
+                span -= n
+                credit -= n + overhead
+        return start, cur, credit
 
     @property
     def seals_in_place(self) -> bool:

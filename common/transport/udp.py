@@ -239,12 +239,7 @@ def run_receiver(sock: socket.socket, session: ReceiverSession, sink: BlockSink,
 def _receive_loop(sock: socket.socket, session: ReceiverSession, sink: BlockSink, progress: Progress,
                   stop: threading.Event | None, linger: float, peer: Any) -> dict[str, object]:  # fmt: skip
     clock = time.monotonic
-    # A ring of receive buffers and one of plaintext buffers beside them (a cipher may not
-    # decrypt in place): payloads are written in runs, so the blocks of several datagrams reach
-    # the file in one gather write. With `-c none` payloads stay in the receive buffers.
-    ring = [memoryview(bytearray(_RECV_BUFFER)) for _ in range(_RING)]
-    plain_ring = [memoryview(bytearray(_RECV_BUFFER)) for _ in range(_RING)]
-    cmsg_space = socket.CMSG_SPACE(4)
+    reader = _Reader(sock, session, sink, peer)
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
     last_progress = 0.0
@@ -255,43 +250,14 @@ def _receive_loop(sock: socket.socket, session: ReceiverSession, sink: BlockSink
         now = clock()
         if stop is not None and stop.is_set():
             session.cancel(now, "cancelled on the receiving side")
-        pending: list[tuple[int, int, memoryview]] = []
-        for turn in range(256):
-            mv = ring[turn % _RING]
-            out = plain_ring[turn % _RING]
-            if turn % _RING == 0 and turn:
-                if pending:
-                    peer = _flush(sock, session, sink, pending, peer)
-                if session.feedback_due:
-                    break  # the sender waits to hear from us before it sends much more
-            try:
-                nbytes, anc, _flags, addr = sock.recvmsg_into([mv], cmsg_space)
-            except BlockingIOError:
-                break
-            except ConnectionRefusedError:
-                continue
-            now = clock()  # per read: a stale clock would corrupt the delay measurement
-            seg = gro_segment_size(anc, nbytes)
-            if peer == addr:
-                pending += session.receive_coalesced(mv, nbytes, seg, now, out)
-                continue
-            for off in range(0, nbytes, seg):  # from a new address: one by one, to answer there
-                end = min(off + seg, nbytes)
-                drops = sum(session.drops.values())
-                got = session.receive(mv[off:end], now, out[off:end])
-                if sum(session.drops.values()) == drops:
-                    peer = addr  # first authenticated datagram from this address: answer there
-                if got is not None:
-                    pending.append(got)
-        if pending:
-            peer = _flush(sock, session, sink, pending, peer)
+        now = reader.read() or now
         # Polled even before anyone is heard from (what it says then goes nowhere): it keeps the
         # session's clock, so an idle timeout ends a session whose sender never comes.
         for d in session.poll_datagrams(now):
-            if peer is None:
+            if reader.peer is None:
                 break
             try:
-                sock.sendto(d, peer)
+                sock.sendto(d, reader.peer)
             except (BlockingIOError, ConnectionRefusedError):
                 pass
         if session.complete:
@@ -308,6 +274,65 @@ def _receive_loop(sock: socket.socket, session: ReceiverSession, sink: BlockSink
     if not session.complete:
         raise TransferAborted(session.closed.reason if session.closed else "incomplete")
     return session.statistics()
+
+
+class _Reader:
+    """Reads what is waiting on the socket into the session and the file.
+
+    A ring of receive buffers and one of plaintext buffers beside them (a cipher may not
+    decrypt in place): payloads are written in runs, so the blocks of several datagrams reach
+    the file in one gather write. With `-c none` payloads stay in the receive buffers."""
+
+    def __init__(self, sock: socket.socket, session: ReceiverSession, sink: BlockSink, peer: Any) -> None:
+        self.sock, self.session, self.sink, self.peer = sock, session, sink, peer
+        self.ring = [memoryview(bytearray(_RECV_BUFFER)) for _ in range(_RING)]
+        self.plain = [memoryview(bytearray(_RECV_BUFFER)) for _ in range(_RING)]
+        self.cmsg_space = socket.CMSG_SPACE(4)
+
+    def read(self, max_reads: int = 256) -> float | None:
+        """Read until the socket is empty, a feedback is due or `max_reads`; returns the clock
+        of the last read (None if nothing came)."""
+        session, recv, now = self.session, self.sock.recvmsg_into, None
+        pending: list[tuple[int, int, memoryview]] = []
+        for turn in range(max_reads):
+            slot = turn % _RING
+            if slot == 0 and turn:
+                if pending:
+                    self._flush(pending)
+                if session.feedback_due:
+                    break  # the sender waits to hear from us before it sends much more
+            try:
+                nbytes, anc, _flags, addr = recv([self.ring[slot]], self.cmsg_space)
+            except BlockingIOError:
+                break
+            except ConnectionRefusedError:
+                continue
+            now = time.monotonic()  # per read: a stale clock would corrupt the delay measurement
+            seg = gro_segment_size(anc, nbytes)
+            if addr == self.peer:
+                pending += session.receive_coalesced(self.ring[slot], nbytes, seg, now, self.plain[slot])
+            else:
+                self._first_from(addr, self.ring[slot], self.plain[slot], nbytes, seg, now, pending)
+        if pending:
+            self._flush(pending)
+        return now
+
+    def _first_from(self, addr: Any, buf: memoryview, out: memoryview, nbytes: int, seg: int,
+                    now: float, pending: list[tuple[int, int, memoryview]]) -> None:  # fmt: skip
+        """Datagrams from an address not answered yet, one by one: the first that authenticates
+        makes it the address feedback goes to."""
+        session = self.session
+        for off in range(0, nbytes, seg):
+            end = min(off + seg, nbytes)
+            drops = sum(session.drops.values())
+            got = session.receive(buf[off:end], now, out[off:end])
+            if sum(session.drops.values()) == drops:
+                self.peer = addr
+            if got is not None:
+                pending.append(got)
+
+    def _flush(self, pending: list[tuple[int, int, memoryview]]) -> None:
+        self.peer = _flush(self.sock, self.session, self.sink, pending, self.peer)
 
 
 def _flush(sock: socket.socket, session: ReceiverSession, sink: BlockSink,

@@ -97,7 +97,9 @@ def run_one(app, store: JobStore, job: str, task: str) -> dict:  # type: ignore[
     return store.task_state(job, task)
 
 
-def test_worker_reuses_one_ssh_session_and_agent_and_closes_it_at_shutdown(server, store, app, far, tmp_path):
+def test_worker_reuses_one_ssh_session_and_agent_and_closes_it_at_shutdown(
+    server, store, app, far, tmp_path
+):
     src = tmp_path / "src"
     make_tree(src, n_small=12)
     tasks = batches(src, 3)  # four batch tasks
@@ -111,11 +113,15 @@ def test_worker_reuses_one_ssh_session_and_agent_and_closes_it_at_shutdown(serve
             seen.update(agents_of(far.proc.pid))
         assert len(agents_of(far.proc.pid)) == 1 and len(seen) == 1  # one agent for all tasks
         assert metric(port, 'surge_worker_far_end_connections_total{how="opened"}') == 1
-        assert metric(port, 'surge_worker_far_end_connections_total{how="reused"}') == len(tasks) - 1
+        assert (
+            metric(port, 'surge_worker_far_end_connections_total{how="reused"}') == len(tasks) - 1
+        )
         proc.send_signal(signal.SIGTERM)  # a warm shutdown closes the kept connection
         assert proc.wait(30) == 0
         wait_until(lambda: not agents_of(far.proc.pid), 10, "the agent to exit")
-    assert "closed 1 kept far-end connection(s)" in (tmp_path / "keeper.log").read_text()
+    log = (tmp_path / "keeper.log").read_text()
+    assert "closed 1 kept far-end connection(s)" in log
+    assert "small0.dat" not in log  # no line per file sent (only with -D)
     assert_same_tree(src, far.docroot / "reuse")  # type: ignore[operator]
     assert store.job(job)["files_done"] == 12
 

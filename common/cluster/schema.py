@@ -17,6 +17,8 @@ surge:job:{job}:tasks               hash   task id -> TaskSpec JSON (written onc
 surge:job:{job}:task:{task}         hash   TASK_FIELDS (progress, written by the worker)
 surge:job:{job}:events              list   JSON per file committed or failed (the coordinator
                                            pops them to record the snapshot and print lines)
+surge:job:{job}:wake                list   one token, pushed when a task finishes (the
+                                           coordinator blocks on it instead of polling)
 surge:lease:{job}:{task}            str    worker id, SET NX PX LEASE_MS, renewed while running
 surge:pair:{pair}:jobs              list   job ids of the pair, newest first
 surge:jobs:active                   set    job ids not finished

@@ -131,7 +131,13 @@ class TaskSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # By hand: dataclasses.asdict recurses into and copies every FileRef, which made writing
+        # a job's batches a tenth of the coordinator's CPU on small files. Same JSON.
+        d = {"job": self.job, "task": self.task, "kind": self.kind, "queue": self.queue,
+             "files": [{"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns} for f in self.files],
+             "range": None if self.range is None else asdict(self.range), "ops": [dict(o) for o in self.ops],
+             "v": self.v, "extra": dict(self.extra)}  # fmt: skip
+        return json.dumps(d, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> TaskSpec:

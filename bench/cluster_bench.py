@@ -18,7 +18,7 @@ wall). A run whose machine total is near its capacity was limited by the machine
 
 Usage: ``python -m bench.cluster_bench [--plan-files 100000] [--rate 200m] [--range-mib 16]
 [--ranges 16] [--small-files 5000] [--workers 1,2,4] [--steps plan,scaling,small]
-[--out docs/BENCHMARKS.md]``.
+[--workdir DIR] [--out docs/BENCHMARKS.md]``.
 """
 
 from __future__ import annotations
@@ -305,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small-files", type=int, default=5000)
     p.add_argument("--workers", default="1,2,4")
     p.add_argument("--steps", default=",".join(STEPS), help="steps to run: plan, scaling, small")
+    p.add_argument("--workdir", default=tempfile.gettempdir(),
+                   help="where the trees and the far end's docroot go (default: the temp directory)")  # fmt: skip
     p.add_argument("--plan-only", action="store_true", help="only step 1 (pure, no processes)")
     p.add_argument(
         "--out", help="write the table as the 'Cluster (#5)' section of this Markdown file"
@@ -318,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--steps: expected some of {', '.join(STEPS)}, got {a.steps!r}")
     cfg = ClusterBenchConfig(plan_files=a.plan_files, rate=a.rate, range_mib=a.range_mib, ranges=a.ranges,
                              small_files=a.small_files, workers=tuple(int(x) for x in a.workers.split(",")),
-                             steps=steps)  # fmt: skip
+                             steps=steps, workdir=a.workdir)  # fmt: skip
     res = run_bench(cfg)
     table = render(
         cfg,

@@ -161,7 +161,9 @@ def test_executor_reuse_expiry_and_close_with_a_local_agent(store, tmp_path):
         wait_until(lambda: pool.idle() == 0, 5, "the idle connection to expire")
         wait_until(lambda: agent not in agents_of(os.getpid()), 10, "the expired agent to exit")
         assert run_task(store.task(job, tasks[2].task), opts, store, "w:1", far=pool) is not None
-        assert pool.statistics()["opened"] == 2
+        assert (
+            pool.statistics()["opened"] == 2 and pool.statistics()["dead"] == 0
+        )  # expired, not dead
     finally:
         pool.close()
     wait_until(lambda: not agents_of(os.getpid()), 10, "the agents to exit after close()")
@@ -182,3 +184,18 @@ def test_a_failed_session_does_not_go_back_to_the_pool(store, tmp_path):
     assert pool.statistics()["idle"] == 0
     wait_until(lambda: not agents_of(os.getpid()), 10, "the agent of the failed session to exit")
     pool.close()
+
+
+def test_a_session_in_use_when_the_pool_closes_is_closed_at_its_end(store, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, n_small=1)
+    dst.mkdir()
+    opts = store.job(store.create_job("fe", options(src, dst), batches(src, 1)))["options"]
+    from workers.cluster.outcome import options_of
+
+    pool = FarEnds()
+    with pool.session(options_of(opts)):
+        assert len(agents_of(os.getpid())) == 1
+        pool.close()  # the worker stops while a task still runs
+    assert pool.idle() == 0  # not kept after close()
+    wait_until(lambda: not agents_of(os.getpid()), 10, "the agent to exit")

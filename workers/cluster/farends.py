@@ -156,7 +156,10 @@ class FarEnds:
                 if not kept:
                     return None
                 since, endpoint = kept.pop()  # the most recently used: the likeliest alive
-            if time.monotonic() - since <= self.idle_s and _alive(endpoint, root):
+            if time.monotonic() - since > self.idle_s:  # expired; the reaper had not got to it
+                _close(endpoint)
+                continue
+            if _alive(endpoint, root):
                 with self._lock:
                     self.reused += 1
                 FAR_ENDS.labels(how="reused").inc()
@@ -169,9 +172,11 @@ class FarEnds:
 
     def _give(self, key: tuple[Any, ...], endpoint: Endpoint) -> bool:
         """Keep a connection for the next task; False when it should be closed instead."""
-        if not self.keep or self._closed.is_set():
+        if not self.keep:
             return False
-        with self._lock:
+        with self._lock:  # checked under the lock: close() takes what is kept after setting it
+            if self._closed.is_set():
+                return False
             kept = self._idle.setdefault(key, [])
             if len(kept) >= self.max_idle:
                 return False

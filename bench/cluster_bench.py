@@ -11,10 +11,14 @@
 
 Every destination is compared with its source byte for byte; a difference fails the run. The
 machine's core count bounds the scaling (each worker runs its own UDP session and cipher in
-Python): the report says how many cores there were.
+Python), so steps 2 and 3 also report CPU seconds from /proc (bench/cpu.py): of the
+coordinator, the workers, the far end (`surge server` and its agents) and Redis, and of the
+whole machine (every process, other people's work included) against what it had (cores x
+wall). A run whose machine total is near its capacity was limited by the machine.
 
 Usage: ``python -m bench.cluster_bench [--plan-files 100000] [--rate 200m] [--range-mib 16]
-[--ranges 16] [--small-files 5000] [--workers 1,2,4] [--out docs/BENCHMARKS.md]``.
+[--ranges 16] [--small-files 5000] [--workers 1,2,4] [--steps plan,scaling,small]
+[--workdir DIR] [--out docs/BENCHMARKS.md]``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ for _p in (ROOT, os.path.join(ROOT, "tests")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+from bench.cpu import CpuMeter, CpuUse  # noqa: E402
 from coordinator.cluster.plan import PlanLimits, plan_tasks  # noqa: E402
 
 __all__ = ["SECTION", "ClusterBenchConfig", "main", "plan_rate", "render", "run_bench"]
@@ -46,6 +51,7 @@ __all__ = ["SECTION", "ClusterBenchConfig", "main", "plan_rate", "render", "run_
 SECTION = "## Cluster (#5)"
 SURGE = [sys.executable, "-m", "coordinator.cli"]
 MiB = 1 << 20
+STEPS = ("plan", "scaling", "small")
 
 
 @dataclass(frozen=True)
@@ -58,13 +64,16 @@ class ClusterBenchConfig:
     workers: tuple[int, ...] = (1, 2, 4)
     workdir: str = field(default_factory=tempfile.gettempdir)
     warmup_s: float = 2.0  # workers connect before the clock starts
+    steps: tuple[str, ...] = STEPS
 
 
 @dataclass
 class Results:
     plan: dict[str, float] = field(default_factory=dict)
     scaling: dict[int, float] = field(default_factory=dict)  # workers -> bytes/s
-    small: dict[str, float] = field(default_factory=dict)
+    small: dict[str, float] = field(default_factory=dict)  # the workers' first sync
+    small_again: dict[str, float] = field(default_factory=dict)  # the next: connections kept
+    cpu: dict[str, CpuUse] = field(default_factory=dict)  # step label -> CPU use
     notes: list[str] = field(default_factory=list)
 
 
@@ -128,7 +137,9 @@ def _same(a: Path, b: Path) -> bool:
 
 
 @contextmanager
-def _workers(url: str, n: int, logs: Path, warmup_s: float) -> Iterator[None]:
+def _workers(
+    url: str, n: int, logs: Path, warmup_s: float
+) -> Iterator[list[subprocess.Popen[bytes]]]:
     procs = []
     for i in range(n):
         with open(logs / f"w{n}-{i}.log", "wb") as fh:
@@ -136,7 +147,7 @@ def _workers(url: str, n: int, logs: Path, warmup_s: float) -> Iterator[None]:
                                           stdout=fh, stderr=fh))  # fmt: skip
     try:
         time.sleep(warmup_s)  # Celery workers connect and start consuming
-        yield
+        yield procs
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -148,15 +159,27 @@ def _workers(url: str, n: int, logs: Path, warmup_s: float) -> Iterator[None]:
                 p.wait()
 
 
-def _sync(far: object, name: str, src: Path, dst: str, url: str, *extra: str) -> float:
+def _sync(far: object, name: str, src: Path, dst: str, url: str, *extra: str,
+          meter: CpuMeter | None = None) -> float:  # fmt: skip
+    """Seconds of one `surge sync --cluster` (its CPU use in `meter` when given)."""
     argv = [*SURGE, "sync", "-q", "-N", name, "-d", str(src), "-r", far.remote(dst), *far.auth(),  # type: ignore[attr-defined]
             "--create-dir", "--cluster", url, *extra]  # fmt: skip
-    t0 = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
-    seconds = time.perf_counter() - t0
+    with meter if meter is not None else ExitStack():
+        t0 = time.perf_counter()
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
+        seconds = time.perf_counter() - t0
     if done.returncode != 0:
         raise RuntimeError(f"surge sync --cluster failed ({done.returncode}): {done.stderr[-500:]}")
     return seconds
+
+
+def _meter(workers: list[subprocess.Popen[bytes]], far: object, redis_proc: object) -> CpuMeter:
+    """CPU of the run's parts: the coordinator (the `surge sync` this process waits for), the
+    workers, the far end (`surge server` and its agents) and Redis."""
+    return CpuMeter({"workers": lambda: [p.pid for p in workers],
+                     "far end": lambda: [far.proc.pid],  # type: ignore[attr-defined]
+                     "redis": lambda: [redis_proc.pid]},  # type: ignore[attr-defined]
+                    reaped="coordinator")  # fmt: skip
 
 
 def run_bench(cfg: ClusterBenchConfig, log: Callable[[str], object] = print) -> Results:
@@ -169,46 +192,89 @@ def run_bench(cfg: ClusterBenchConfig, log: Callable[[str], object] = print) -> 
     try:
         with ExitStack() as stack:
             srv = stack.enter_context(redis_server())
-            res.plan = plan_rate(cfg.plan_files, srv.url)
-            log(f"planning: {res.plan}")
+            if "plan" in cfg.steps:
+                res.plan = plan_rate(cfg.plan_files, srv.url)
+                log(f"planning: {res.plan}")
             (base / "docroot").mkdir()
             far = stack.enter_context(
                 surge_server(base / "server", docroot=base / "docroot", udp_ports=64)
             )
-            src = base / "big-src"
-            nbytes = _tree(src, 0, [4 * cfg.range_mib * MiB] * max(1, cfg.ranges // 4), seed=5)
-            for n in cfg.workers:
-                with _workers(srv.url, n, base, cfg.warmup_s):
-                    secs = _sync(far, f"scale{n}", src, f"/scale{n}", srv.url, "-l", cfg.rate,
-                                 "--multi-session-threshold", f"{cfg.range_mib}m")  # fmt: skip
-                if not _same(src, base / "docroot" / f"scale{n}"):
-                    raise RuntimeError(f"{n} worker(s): the destination differs from the source")
-                res.scaling[n] = nbytes / secs
-                log(f"{n} worker(s): {nbytes / secs / 1e6:.1f} MB/s ({secs:.2f} s)")
-                shutil.rmtree(base / "docroot" / f"scale{n}")
-            small = base / "small-src"
-            _tree(small, cfg.small_files, [], seed=6)
-            with _workers(srv.url, 2, base, cfg.warmup_s):
-                secs = _sync(far, "small", small, "/small", srv.url, "-l", "1g")
-            if not _same(small, base / "docroot" / "small"):
-                raise RuntimeError("small files: the destination differs from the source")
-            res.small = {
-                "files": cfg.small_files,
-                "seconds": secs,
-                "files_per_s": cfg.small_files / secs,
-            }
-            log(f"small files: {res.small}")
+            if "scaling" in cfg.steps:
+                _scaling(cfg, res, base, srv, far, log)
+            if "small" in cfg.steps:
+                _small(cfg, res, base, srv, far, log)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return res
 
 
+def _scaling(cfg: ClusterBenchConfig, res: Results, base: Path, srv: object, far: object,
+             log: Callable[[str], object]) -> None:  # fmt: skip
+    src = base / "big-src"
+    nbytes = _tree(src, 0, [4 * cfg.range_mib * MiB] * max(1, cfg.ranges // 4), seed=5)
+    url = srv.url  # type: ignore[attr-defined]
+    for n in cfg.workers:
+        with _workers(url, n, base, cfg.warmup_s) as procs:
+            meter = _meter(procs, far, srv.proc)  # type: ignore[attr-defined]
+            secs = _sync(far, f"scale{n}", src, f"/scale{n}", url, "-l", cfg.rate,
+                         "--multi-session-threshold", f"{cfg.range_mib}m", meter=meter)  # fmt: skip
+        if not _same(src, base / "docroot" / f"scale{n}"):
+            raise RuntimeError(f"{n} worker(s): the destination differs from the source")
+        res.scaling[n] = nbytes / secs
+        res.cpu[f"{n} worker(s), ranges"] = meter.result
+        log(
+            f"{n} worker(s): {nbytes / secs / 1e6:.1f} MB/s ({secs:.2f} s); CPU {meter.result.as_dict()}"
+        )
+        shutil.rmtree(base / "docroot" / f"scale{n}")
+
+
+def _small(cfg: ClusterBenchConfig, res: Results, base: Path, srv: object, far: object,
+           log: Callable[[str], object]) -> None:  # fmt: skip
+    small = base / "small-src"
+    _tree(small, cfg.small_files, [], seed=6)
+    url = srv.url  # type: ignore[attr-defined]
+    # Twice, to two destinations: the workers' first sync opens their far ends, the next one
+    # finds them kept (workers/cluster/farends.py), as a worker that serves many jobs does.
+    with _workers(url, 2, base, cfg.warmup_s) as procs:
+        for label, name in (("first sync", "small"), ("next sync", "small2")):
+            meter = _meter(procs, far, srv.proc)  # type: ignore[attr-defined]
+            secs = _sync(far, name, small, f"/{name}", url, "-l", "1g", meter=meter)
+            if not _same(small, base / "docroot" / name):
+                raise RuntimeError("small files: the destination differs from the source")
+            out = {"files": cfg.small_files, "seconds": secs, "files_per_s": cfg.small_files / secs}
+            if name == "small":
+                res.small = out
+            else:
+                res.small_again = out
+            res.cpu[f"2 workers, small files, {label}"] = meter.result
+            log(f"small files, {label}: {out}; CPU {meter.result.as_dict()}")
+
+
+CPU_GROUPS = ("coordinator", "workers", "far end", "redis")
+
+
+def render_cpu(res: Results) -> list[str]:
+    """The CPU table: seconds per part, Surge's total, the whole machine's, and its capacity."""
+    if not res.cpu:
+        return []
+    lines = ["", "CPU seconds (user + system, from /proc) during each sync:", "",
+             "| step | wall s | coordinator | workers | far end | Redis | Surge total | whole machine | "
+             "capacity (cores x wall) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for label, u in res.cpu.items():
+        parts = [u.groups.get(g, 0.0) for g in CPU_GROUPS]
+        share = f" ({u.machine / u.capacity:.0%})" if u.capacity else ""
+        lines.append(f"| {label} | {u.wall:.2f} | " + " | ".join(f"{x:.2f}" for x in parts)
+                     + f" | {sum(parts):.2f} | {u.machine:.2f}{share} | {u.capacity:.2f} |")  # fmt: skip
+    return lines
+
+
 def render(cfg: ClusterBenchConfig, res: Results, command: str) -> str:
     p = res.plan
     lines = [f"Command: `{command}`", "", f"Machine: {'; '.join(res.notes)}. Numbers are from one run; compare "
-             "within it.", "", "| step | result | target |", "| --- | --- | --- |",
-             f"| plan {p['files']:,.0f} files -> {p['tasks']:,.0f} tasks (pure) | {p['plan_s']:.3f} s: "
-             f"{p['plan_files_per_s']:,.0f} files/s, {p['plan_tasks_per_s']:,.0f} tasks/s | >= 20,000 files/s |"]  # fmt: skip
+             "within it.", "", "| step | result | target |", "| --- | --- | --- |"]  # fmt: skip
+    if p:
+        lines.append(f"| plan {p['files']:,.0f} files -> {p['tasks']:,.0f} tasks (pure) | {p['plan_s']:.3f} s: "
+                     f"{p['plan_files_per_s']:,.0f} files/s, {p['plan_tasks_per_s']:,.0f} tasks/s | >= 20,000 files/s |")  # fmt: skip
     if "write_s" in p:
         lines.append(f"| write the job to Redis (pipelined) | {p['write_s']:.3f} s: {p['write_files_per_s']:,.0f} "
                      f"files/s, {p['write_tasks_per_s']:,.0f} tasks/s | - |")  # fmt: skip
@@ -217,10 +283,14 @@ def render(cfg: ClusterBenchConfig, res: Results, command: str) -> str:
         ratio = f"{rate / (n * one):.2f} x N" if one else "-"
         lines.append(f"| {n} worker(s), each `-l {cfg.rate}` | {rate * 8 / 1e6:.0f} Mbit/s aggregate "
                      f"({ratio} of one worker) | >= 0.9 x N |")  # fmt: skip
-    if res.small:
-        s = res.small
-        lines.append(f"| {s['files']:,.0f} small files, 2 workers | {s['seconds']:.2f} s: {s['files_per_s']:,.0f} "
-                     "files/s end to end | >= 2,000 files/s |")  # fmt: skip
+    for s, label in (
+        (res.small, "first sync: workers connect"),
+        (res.small_again, "next sync: connections kept"),
+    ):
+        if s:
+            lines.append(f"| {s['files']:,.0f} small files, 2 workers ({label}) | {s['seconds']:.2f} s: "
+                         f"{s['files_per_s']:,.0f} files/s end to end | >= 2,000 files/s |")  # fmt: skip
+    lines += render_cpu(res)
     return "\n".join(lines) + "\n"
 
 
@@ -234,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ranges", type=int, default=16)
     p.add_argument("--small-files", type=int, default=5000)
     p.add_argument("--workers", default="1,2,4")
+    p.add_argument("--steps", default=",".join(STEPS), help="steps to run: plan, scaling, small")
+    p.add_argument("--workdir", default=tempfile.gettempdir(),
+                   help="where the trees and the far end's docroot go (default: the temp directory)")  # fmt: skip
     p.add_argument("--plan-only", action="store_true", help="only step 1 (pure, no processes)")
     p.add_argument(
         "--out", help="write the table as the 'Cluster (#5)' section of this Markdown file"
@@ -242,8 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.plan_only:
         print(plan_rate(a.plan_files))
         return 0
+    steps = tuple(x.strip() for x in a.steps.split(",") if x.strip())
+    if not steps or set(steps) - set(STEPS):
+        p.error(f"--steps: expected some of {', '.join(STEPS)}, got {a.steps!r}")
     cfg = ClusterBenchConfig(plan_files=a.plan_files, rate=a.rate, range_mib=a.range_mib, ranges=a.ranges,
-                             small_files=a.small_files, workers=tuple(int(x) for x in a.workers.split(",")))  # fmt: skip
+                             small_files=a.small_files, workers=tuple(int(x) for x in a.workers.split(",")),
+                             steps=steps, workdir=a.workdir)  # fmt: skip
     res = run_bench(cfg)
     table = render(
         cfg,

@@ -112,6 +112,9 @@ TASKS: Final = Gauge(
 TASKS_DONE: Final = Counter(
     "surge_worker_tasks", "Tasks a worker ran, by outcome", ["outcome"], registry=REGISTRY
 )
+FAR_ENDS: Final = Counter("surge_worker_far_end_connections", "Far-end connections of a worker's tasks: opened, "
+                          "reused from an earlier task, or found dead when kept and replaced", ["how"],
+                          registry=REGISTRY)  # fmt: skip
 QUEUE_MESSAGES: Final = Gauge("surge_queue_messages", "Messages waiting in a broker queue", ["queue"],
                               registry=REGISTRY)  # fmt: skip
 JOBS_ACTIVE: Final = Gauge(
@@ -131,6 +134,8 @@ for _state in TASK_STATES:
     TASKS.labels(state=_state)
 for _outcome in TASK_OUTCOMES:
     TASKS_DONE.labels(outcome=_outcome)
+for _how in ("opened", "reused", "dead"):
+    FAR_ENDS.labels(how=_how)
 for _queue in QUEUES:
     QUEUE_MESSAGES.labels(queue=_queue)
 

@@ -37,4 +37,25 @@ def test_the_whole_bench_at_toy_size(tmp_path) -> None:  # type: ignore[no-untyp
         and "1.00 x N" in table
         and "40 small files" in table
     )
+    assert res.small_again["files"] == 40 and res.small_again["files_per_s"] > 0
+    assert set(res.cpu) == {"1 worker(s), ranges", "2 workers, small files, first sync",
+                            "2 workers, small files, next sync"}  # fmt: skip
+    for use in res.cpu.values():  # every part did work, and the machine at least as much as they
+        assert all(use.groups[g] > 0 for g in ("coordinator", "workers", "far end"))
+        assert use.machine >= 0.9 * sum(use.groups.values()) and use.capacity > 0
+    assert "| 2 workers, small files, next sync |" in table and "capacity (cores x wall)" in table
     assert not list(tmp_path.iterdir())  # the bench cleans up after itself
+
+
+def test_cpu_meter_counts_a_busy_child_and_the_machine() -> None:
+    import subprocess
+    import sys as _sys
+
+    from bench.cpu import CpuMeter
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    with CpuMeter({}, reaped="child") as meter:
+        subprocess.run([_sys.executable, "-c", burn], check=True)
+    use = meter.result
+    assert 0.25 <= use.groups["child"] <= 1.0  # its own 0.3 s (plus start-up), nothing else's
+    assert use.machine >= 0.25 and use.capacity >= use.wall > 0.25

@@ -185,3 +185,24 @@ def test_str_replies_work_too(server):
     job = s.create_job("p", {"x": 1}, [batch("a", 3)])
     assert s.job(job)["bytes_total"] == 3 and s.task(job, "a").files[0].size == 3
     client.close()
+
+
+def test_a_finishing_task_wakes_a_waiting_follower_at_once(store):
+    job = store.create_job("p", {}, [batch("a", 1), batch("b", 1)])
+    t0 = time.monotonic()
+    store.wait_events(job, 0.3)  # nothing finished: the whole timeout
+    assert time.monotonic() - t0 >= 0.25
+    import threading
+
+    timer = threading.Timer(0.1, lambda: store.finish_task(job, "a", True))
+    timer.start()
+    t0 = time.monotonic()
+    store.wait_events(job, 5.0)
+    waited = time.monotonic() - t0
+    timer.join()
+    assert 0.05 < waited < 1.0  # woken by the finish, not by the timeout
+    assert not store.r.exists(f"surge:job:{job}:wake")  # the token was taken: nothing lingers
+    store.finish_task(job, "a", True)  # a repeated finish changes nothing and wakes nobody
+    t0 = time.monotonic()
+    store.wait_events(job, 0.2)
+    assert time.monotonic() - t0 >= 0.15

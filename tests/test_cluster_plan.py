@@ -3,6 +3,9 @@ limits, size classes go to their queues, and tasks survive their JSON round trip
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -73,6 +76,8 @@ def test_no_batch_is_over_its_limits(files: list[tuple[str, int, int]], lim: Pla
             assert 1 <= len(t.files) <= lim.batch_files
             assert len(t.files) == 1 or sum(f.size for f in t.files) <= lim.batch_bytes
             assert TaskSpec.from_json(t.to_json()) == t
+            # the hand-written JSON is exactly what dataclasses.asdict gave (older workers read it)
+            assert t.to_json() == json.dumps(asdict(t), separators=(",", ":"))
 
 
 @settings(max_examples=150, deadline=None)

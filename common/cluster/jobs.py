@@ -56,6 +56,8 @@ redis.call('HINCRBY', KEYS[2], 'files_failed', ARGV[5])
 redis.call('HINCRBY', KEYS[2], 'bytes_done', ARGV[6])
 redis.call('HSET', KEYS[2], 'updated', ARGV[3])
 for i = 7, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+redis.call('DEL', KEYS[4])
+redis.call('RPUSH', KEYS[4], '1')
 return 1
 """
 
@@ -308,6 +310,7 @@ class JobStore:
             key("job", job_id, "task", task_id),
             key("job", job_id),
             key("job", job_id, "events"),
+            key("job", job_id, "wake"),
         ]
         args = [state, error or "", int(time.time()), files_done, files_failed, bytes_done]
         args += [json.dumps(dict(e), separators=(",", ":")) for e in events]
@@ -349,6 +352,11 @@ class JobStore:
         payload = [json.dumps(dict(e), separators=(",", ":")) for e in events]
         if payload:
             self.r.rpush(key("job", job_id, "events"), *payload)
+
+    def wait_events(self, job_id: str, timeout: float) -> None:
+        """Block until a task of the job finishes or `timeout` seconds pass: a follower that
+        found no events sleeps here rather than polling (one LPOP-able token per finish)."""
+        self.r.blpop([key("job", job_id, "wake")], timeout=timeout)
 
     def pop_events(self, job_id: str, max_n: int = 1000) -> list[dict[str, Any]]:
         """Take up to `max_n` events, oldest first (atomically: no event is read twice)."""

@@ -41,7 +41,7 @@ __all__ = ["CeleryDispatcher", "FollowHalted", "JobFollower"]
 log = logging.getLogger("surge.cluster")
 
 Send = Callable[[TaskSpec], None]
-POLL_S = 0.1  # between event pops while nothing arrives
+POLL_S = 0.25  # longest wait for events: a task that finishes wakes the follower at once
 EVENTS_PER_POP = 2000
 CHECK_S = 2.0  # job counters and liveness
 REDIS_RETRY_S = 30.0  # a Redis that stays unreachable this long fails the job's transfer
@@ -118,8 +118,8 @@ class JobFollower:
             elif now - last_change > self.stall_s and not self._leased():
                 self._resend()
                 last_change = now
-            if not events:
-                time.sleep(POLL_S)
+            if not events:  # woken by the next task that finishes, or POLL_S at most
+                self._call(self.jobs.wait_events, self.job_id, POLL_S)
 
     # -- events --------------------------------------------------------------------------------
     def _peek(self) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -31,13 +32,42 @@ SUBMITTED = key("jobs", "submitted")
 LOCK_TTL_ENV = "SURGE_PAIR_LOCK_TTL_S"
 
 
+class _CelerySender:
+    """Sends a task's Celery message (JSON; only ids and the schema version travel). The app is
+    built in a thread started at once and joined at the first send: importing Celery takes a
+    few hundred milliseconds, spent meanwhile on scanning and on the far end's connection."""
+
+    def __init__(self, url: str) -> None:
+        self._app: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._build, args=(url,), name="surge-celery-app", daemon=True
+        )
+        self._thread.start()
+
+    def _build(self, url: str) -> None:
+        try:
+            from workers.cluster.app import WorkerSettings, make_app
+
+            self._app = make_app(WorkerSettings(url))
+        except BaseException as exc:  # re-raised in the caller's thread at the first send
+            self._error = exc
+
+    def __call__(self, spec: TaskSpec) -> None:
+        if self._app is None:
+            self._thread.join()
+            if self._error is not None:
+                raise self._error
+        from workers.cluster.app import dispatch
+
+        dispatch(self._app, spec)
+
+
 def celery_sender(url: str | None) -> Callable[[TaskSpec], None]:
     """Send a task's Celery message (JSON; only ids and the schema version travel)."""
     from common.cluster.connect import resolve_url
-    from workers.cluster.app import WorkerSettings, dispatch, make_app
 
-    app = make_app(WorkerSettings(resolve_url(url)[0]))
-    return lambda spec: dispatch(app, spec)
+    return _CelerySender(resolve_url(url)[0])
 
 
 def run_cluster_sync(opts: Any, *, emit: Callable[[str, str], None] | None = None, client: Any = None,

@@ -162,6 +162,9 @@ def _run(opts: WorkerOptions, url: str, shown: str) -> int:
 
     # Surge's records go through the root logger that Celery sets up (stderr, or -L's file).
     logging.getLogger("surge").setLevel(logging.DEBUG if opts.debug >= 2 else logging.INFO)
+    # The upload code logs a line per file at INFO: in a worker that is a line per file sent
+    # (and a tenth of its CPU on small files); the task records and events say it already.
+    logging.getLogger("surge.cp").setLevel(logging.DEBUG if opts.debug else logging.WARNING)
     if opts.metrics_port is not None:
         from common.metrics import serve_metrics
 

@@ -31,16 +31,15 @@ from coordinator.cp.sources import SourceFile
 from coordinator.sync.sides import RemoteSide, SideError
 from coordinator.sync.transfer import upload_sources
 
+from .farends import FarEnds, far_end
 from .ops import run_ops
 from .outcome import (
     DEADLINE,
-    Connect,
     Fatal,
     LeaseBusy,
     Outcome,
     Retry,
     event,
-    far_end,
     local_change,
     options_of,
     remote_attrs,
@@ -53,7 +52,7 @@ log = logging.getLogger("surge.worker")
 
 
 def run_batch(spec: TaskSpec, job_options: dict[str, Any], store: JobStore, worker: str,
-              connect: Connect | None = None) -> Outcome:  # fmt: skip
+              far: FarEnds | None = None) -> Outcome:  # fmt: skip
     """Send the small files of a batch task in one upload session; one event per file."""
     opts = options_of(job_options)
     out = Outcome()
@@ -76,7 +75,7 @@ def run_batch(spec: TaskSpec, job_options: dict[str, Any], store: JobStore, work
     def progress(stats: dict[str, Any]) -> None:
         store.progress(spec.job, spec.task, int(stats.get("bytes_acked", 0)))
 
-    with far_end(opts, connect) as endpoint:
+    with far_end(opts, far) as endpoint:
         # overwrite "diff" + resume 3: the far end compares same-size files by full SHA-256 and
         # the identical ones are skipped, so a redelivered batch resends nothing it committed.
         result = _upload(
@@ -112,7 +111,7 @@ def _upload(opts: Any, endpoint: Endpoint, files: list[SourceFile], on_file: Any
 
 
 def run_range(spec: TaskSpec, job_options: dict[str, Any], store: JobStore, worker: str,
-              connect: Connect | None = None) -> Outcome:  # fmt: skip
+              far: FarEnds | None = None) -> Outcome:  # fmt: skip
     """Send bytes [start+acked, start+length) of one large file as part `index` of `count`; the
     far end's session that completes the set commits the file. Event "done" when this part
     completed the file, "part" otherwise."""
@@ -124,7 +123,7 @@ def run_range(spec: TaskSpec, job_options: dict[str, Any], store: JobStore, work
     if why:
         return Outcome([event(spec.task, r.path, "failed", error=why)])
     acked = min(max(int(store.task_state(spec.job, spec.task).get("acked") or 0), 0), r.length)
-    with far_end(opts, connect) as endpoint:
+    with far_end(opts, far) as endpoint:
         side = RemoteSide(endpoint, opts.remote_dir)
         if acked >= r.length:
             done = _assembled(side, r.path, r.size)
@@ -204,9 +203,10 @@ RUNNERS: dict[str, Callable[..., Outcome]] = {
 
 
 def run_task(spec: TaskSpec, job_options: dict[str, Any], store: JobStore, worker: str, *,
-             host: str = "", connect: Connect | None = None, time_limit: float | None = None) -> Outcome | None:  # fmt: skip
+             host: str = "", far: FarEnds | None = None, time_limit: float | None = None) -> Outcome | None:  # fmt: skip
     """Run one task under its lease and finish it (events and job counters in one atomic step).
-    Returns None when the task had already finished (a redelivery). Raises LeaseBusy, Retry
+    `far` keeps far-end connections across tasks (None: one for this task alone). Returns None
+    when the task had already finished (a redelivery). Raises LeaseBusy, Retry
     (the task record says why; the caller retries or gives up) or Fatal (the task is failed)."""
     runner = RUNNERS.get(spec.kind)
     if runner is None:
@@ -219,7 +219,7 @@ def run_task(spec: TaskSpec, job_options: dict[str, Any], store: JobStore, worke
         store.start_task(spec.job, spec.task, host or worker)
         token = DEADLINE.set(None if time_limit is None else time.monotonic() + time_limit)
         try:
-            out = runner(spec, job_options, store, worker, connect)
+            out = runner(spec, job_options, store, worker, far)
         except Fatal as exc:
             _fail(store, spec, str(exc))
             raise

@@ -18,7 +18,8 @@ from common.cluster.jobs import JobStore
 from common.cluster.schema import TaskSpec
 from coordinator.sync.sides import RemoteSide, SideError
 
-from .outcome import Connect, Fatal, Outcome, event, far_end, options_of, remote_attrs
+from .farends import FarEnds, far_end
+from .outcome import Fatal, Outcome, event, options_of, remote_attrs
 
 __all__ = ["OPS", "run_ops"]
 
@@ -45,14 +46,14 @@ def _one(side: RemoteSide, op: dict[str, Any]) -> str:
 
 
 def run_ops(spec: TaskSpec, job_options: dict[str, Any], store: JobStore, worker: str,
-            connect: Connect | None = None) -> Outcome:  # fmt: skip
+            far: FarEnds | None = None) -> Outcome:  # fmt: skip
     """Run a bookkeeping task's operations in order; a failed one is an event, not a retry."""
     bad = [op for op in spec.ops if op.get("op") not in OPS or not op.get("path")]
     if bad:
         raise Fatal(f"task {spec.task!r}: malformed operation {bad[0]!r}")
     opts = options_of(job_options)
     out = Outcome()
-    with far_end(opts, connect) as endpoint:
+    with far_end(opts, far) as endpoint:
         side = RemoteSide(endpoint, opts.remote_dir)
         for op in spec.ops:
             try:

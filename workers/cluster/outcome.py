@@ -1,28 +1,22 @@
-"""What the executor's task kinds share: the error classes that say what happens next, the
-outcome of a task (its per-file events), and the far-end session of a task."""
+"""What the executor's task kinds share: the error classes that say what happens next and the
+outcome of a task (its per-file events). The far-end session of a task is farends.py's."""
 
 from __future__ import annotations
 
 import os
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from common.cluster.joboptions import JobOptionsError, sync_options
-from coordinator.cp.common import CopyError
-from coordinator.cp.endpoint import CommandEndpoint, Endpoint, EndpointError
 from coordinator.sync.sides import RemoteSide
-from coordinator.sync.transfer import connect_far_end, copy_options
 
-__all__ = ["DEADLINE", "PROGRESS_EVERY", "Connect", "Fatal", "LeaseBusy", "Outcome", "Retry", "cluster_endpoint", "event", "far_end",
-           "local_change", "options_of", "remote_attrs", "throttled"]  # fmt: skip
+__all__ = ["DEADLINE", "PROGRESS_EVERY", "Fatal", "LeaseBusy", "Outcome", "Retry", "event", "local_change",
+           "options_of", "remote_attrs", "throttled"]  # fmt: skip
 
 PROGRESS_EVERY = 0.5  # seconds between progress writes (the resume point of a range)
-Connect = Callable[[Any], Endpoint]
 DEADLINE: ContextVar[float | None] = ContextVar("surge_task_deadline", default=None)
 """time.monotonic() after which the running task gives up (its time limit; set by run_task)."""
 
@@ -72,47 +66,6 @@ def local_change(root: str, path: str, size: int, mtime_ns: int) -> str | None:
     if st.st_size != size or st.st_mtime_ns != mtime_ns:
         return "the source changed since planning (the next sync sends it)"
     return None
-
-
-PORT_SPAN = 64
-"""UDP ports from the job's -O up that the far end may choose from: the sessions of several
-workers reach one far end host at once, and each needs its own port there."""
-
-
-def cluster_endpoint(opts: Any) -> Endpoint:
-    """The far end of a worker's session: `surge agent --udp-ports O-O+63`, on this machine for
-    a local remote directory, else over SSH (key or token only: workers never get a password)."""
-    ports = f"{opts.udp_port}-{min(opts.udp_port + PORT_SPAN - 1, 65535)}"
-    if opts.host is None:
-        env = dict(os.environ, SURGE_AGENT_BIND="127.0.0.1")
-        argv = [sys.executable, "-m", "workers.agent", "--udp-ports", ports]
-        return CommandEndpoint(argv, "127.0.0.1", env=env)
-    from coordinator.cp.client import default_endpoint
-    from coordinator.cp.remote import Route
-
-    copts = replace(
-        copy_options(opts, opts.local_dir, opts.remote_dir),
-        remote_command=f"surge agent --udp-ports {ports}",
-    )
-    return default_endpoint(
-        copts, Route("push", opts.host, opts.user, (opts.local_dir,), opts.remote_dir)
-    )
-
-
-@contextmanager
-def far_end(opts: Any, connect: Connect | None) -> Iterator[Endpoint]:
-    try:
-        endpoint = connect_far_end(opts, connect or cluster_endpoint)
-    except CopyError as exc:
-        raise Retry(f"far end unreachable: {exc}") from None
-    try:
-        yield endpoint
-    finally:
-        try:
-            endpoint.send({"type": "bye"})
-        except EndpointError:
-            pass
-        endpoint.close()
 
 
 def remote_attrs(side: RemoteSide, path: str) -> dict[str, Any] | None:

@@ -22,8 +22,9 @@ from common.cluster.schema import SCHEMA_VERSION, TASK_BOOKKEEPING, TASK_TRANSFE
 from common.metrics import TASKS_DONE  # sessions count themselves in the UDP driver
 
 from .executor import Fatal, LeaseBusy, Retry, run_task
+from .farends import FarEnds
 
-__all__ = ["MAX_ATTEMPTS", "register", "run_message"]
+__all__ = ["MAX_ATTEMPTS", "close_far_ends", "register", "run_message"]
 
 log = logging.getLogger("surge.worker")
 
@@ -42,6 +43,19 @@ def _store(app: Celery) -> JobStore:
         store = JobStore(connect(settings.url), lease_ms=settings.lease_ms)
         app._surge_store = store
     return store
+
+
+def _far_ends(app: Celery) -> FarEnds:
+    """The worker process's far-end connections, kept across its tasks (closed at shutdown)."""
+    far: FarEnds = app._surge_far_ends
+    return far
+
+
+def close_far_ends(app: Celery) -> None:
+    """Close the connections the worker kept (at worker shutdown; idempotent)."""
+    far = getattr(app, "_surge_far_ends", None)
+    if far is not None:
+        far.close()
 
 
 def _give_up(store: JobStore, job_id: str, task_id: str, error: str) -> str:
@@ -79,9 +93,8 @@ def run_message(task: Task, job_id: str, task_id: str, v: Any) -> str:
     worker = f"{host}:{os.getpid()}"
     settings = task.app.conf.surge_settings
     try:
-        out = run_task(
-            spec, job["options"], store, worker, host=host, time_limit=settings.hard_limit
-        )
+        out = run_task(spec, job["options"], store, worker, host=host, far=_far_ends(task.app),
+                       time_limit=settings.hard_limit)  # fmt: skip
     except LeaseBusy as exc:
         log.info("%s; retrying later", exc)
         TASKS_DONE.labels(outcome="retried").inc()
@@ -112,7 +125,12 @@ def _fail_after_retries(store: JobStore, spec: Any, error: str) -> str:
 
 
 def register(app: Celery) -> None:
-    """Register Surge's two task names on `app` (one body: the kind is in the spec)."""
+    """Register Surge's two task names on `app` (one body: the kind is in the spec), and close
+    the far-end connections its tasks kept when the worker shuts down."""
+    from celery.signals import worker_shutdown
+
+    app._surge_far_ends = FarEnds()  # made here, before any thread of the pool can race for it
+    worker_shutdown.connect(lambda **_: close_far_ends(app), weak=False)
 
     # max_retries=None: Celery does not cap retries; run_message counts transient failures itself
     # (MAX_ATTEMPTS) and waits for a busy lease as long as its holder lives.

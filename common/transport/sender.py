@@ -113,8 +113,11 @@ class SenderSession:
             if kind == PacketType.FEEDBACK:
                 fb = Feedback.parse(body)
                 self._sent_since_heard = 0
-                # Bytes waiting before the receiver read them, by Little's law, as it measured.
-                self._backlog = fb.delivery_rate * fb.queue_delay_us / _US
+                # Bytes waiting before the receiver read them, by Little's law, as it measured:
+                # its mean delay times what arrived per second, which over a short interval
+                # (a report per megabyte) can spike far above what we send; our rate bounds it.
+                arrivals = min(fb.delivery_rate, self.controller.rate)
+                self._backlog = arrivals * fb.queue_delay_us / _US
                 self._on_feedback(fb, now)
             elif kind == PacketType.CLOSE:
                 close = Close.parse(body)
@@ -322,7 +325,8 @@ class SenderSession:
         if self.closed is not None:
             return now
         deadline = self._last_status + self.config.status_interval
-        if self.retransmit or self.unsent:
+        if (self.retransmit or self.unsent) and self._window(self.controller.rate) > 0:
+            # (with the window shut, only a feedback opens it: the driver waits on the socket)
             rate = max(self.controller.rate, 1.0)
             need = -self._credit + 1.0
             deadline = min(deadline, now + max(need / rate, 0.0))

@@ -114,6 +114,7 @@ class Network:
         self._events: list[tuple[float, int, Callable[[float], None]]] = []
         self._seq = 0
         self.flows: list[Flow] = []
+        self._woken = False
 
     def add(self, flow: Flow) -> Flow:
         self.flows.append(flow)
@@ -140,7 +141,11 @@ class Network:
         for d in snd.poll_datagrams(now):
             self._send(flow.forward, d, now, functools.partial(self._to_receiver, flow))
         for d in rcv.poll_datagrams(now):
-            self._send(flow.backward, d, now, flow.sender.receive)
+            self._send(flow.backward, d, now, functools.partial(self._to_sender, flow))
+
+    def _to_sender(self, flow: Flow, data: bytes, now: float) -> None:
+        flow.sender.receive(data, now)
+        self._woken = True  # like a driver's poll, a datagram for the sender wakes the loop
 
     def _to_receiver(self, flow: Flow, data: bytes, now: float) -> None:
         got = flow.receiver.receive(memoryview(data), now, memoryview(bytearray(len(data))))
@@ -166,11 +171,15 @@ class Network:
                  for f in active] + [until],
             )  # fmt: skip
             deadline = max(deadline, self.now + tick)
+            self._woken = False
             while self._events and self._events[0][0] <= deadline:
                 when, _, fn = heapq.heappop(self._events)
                 self.now = max(self.now, when)
                 fn(self.now)
-            self.now = max(self.now, deadline)
+                if self._woken:
+                    break
+            else:
+                self.now = max(self.now, deadline)
         for f in self.flows:
             if f.finished_at is None and f.sender.done:
                 f.finished_at = f.sender.end_time

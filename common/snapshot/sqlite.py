@@ -35,6 +35,7 @@ from common.snapshot.base import (
     is_within,
     path_sort_key,
 )
+from common.snapshot.brief import Brief
 
 __all__ = [
     "APPLICATION_ID",
@@ -343,6 +344,25 @@ class SqliteSnapshot:
         with self._mutex, self._errors():
             cursor = self._conn().execute(f"SELECT {_COLUMNS} FROM entries WHERE side = ?", (code,))
             return {e.path: e for e in map(_decode, cursor)}
+
+    def brief(self, side: str, *, dirs_only: bool = False,
+              children_of: str | None = None) -> dict[bytes, Brief]:  # fmt: skip
+        """Brief records (common/snapshot/brief.py) by key, in one query: all of `side`, only
+        its directories, or only the direct children of the directory `children_of`."""
+        code = _SIDE_CODE[check_side(side)]
+        where, params = "side = ?", [code]
+        if dirs_only:
+            where += f" AND kind = {_KIND_CODE['dir']}"
+        if children_of is not None:
+            low = path_sort_key(check_path(children_of)) + b"\x00" if children_of else b""
+            where += " AND instr(substr(key, ?), x'00') = 0"
+            params.append(len(low) + 1)
+            if low:
+                where += " AND key > ? AND key < ?"
+                params += [low, low[:-1] + b"\x01"]
+        with self._mutex, self._errors():
+            cursor = self._conn().execute(f"SELECT key, kind, size, mtime_ns, target FROM entries WHERE {where}", params)
+            return {row[0]: row for row in cursor}
 
     def get(self, side: str, path: str) -> Entry | None:
         key = (_SIDE_CODE[check_side(side)], path_sort_key(check_path(path)))

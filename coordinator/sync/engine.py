@@ -31,9 +31,10 @@ from ..cp.common import CopyError
 from ..cp.endpoint import Endpoint, EndpointError
 from .decide import Action, Plan, plan_bidi, plan_one_way
 from .dedup import plan_dedup
+from .localscan import scan_local
 from .metadata import MetadataPolicy
 from .record import Recorder
-from .scan import SKIP_SUFFIXES, BackgroundChecksums, ScanResult, fill_checksums, scan_tree
+from .scan import SKIP_SUFFIXES, BackgroundChecksums, fill_checksums, scan_tree
 from .sides import LocalSide, RemoteSide, SideError
 from .transfer import Dispatcher, InProcessDispatcher, connect_far_end
 
@@ -113,26 +114,6 @@ class _Run:
             self.emit(path, f"ERROR: {message}")
 
     # -- scanning ------------------------------------------------------------------------------
-    def scan_local(self, snapshot: dict[str, Entry]) -> ScanResult:
-        o = self.opts
-        skip_dir = None
-        if o.exclude_dirs_older_than is not None or o.assume_no_mods:
-            limit = o.exclude_dirs_older_than
-
-            def skip_dir(path: str, st: os.stat_result) -> bool:
-                before = snapshot.get(path)
-                if before is None or before.kind != "dir":
-                    return False
-                if limit is not None:
-                    old = max(st.st_mtime_ns, before.rmtime_ns) / 1e9 < limit
-                    if old:
-                        self.old_dirs.append(path)
-                    return old
-                return st.st_mtime_ns == before.mtime_ns
-
-        return scan_tree(o.local_dir, filters=self.filters, symlinks=o.symbolic_links, skip_dir=skip_dir,
-                         snapshot=snapshot)  # fmt: skip
-
     def scan_remote(self) -> dict[str, Entry]:
         if isinstance(self.remote, LocalSide):
             result = scan_tree(self.remote.root, filters=self.filters, symlinks=self.opts.symbolic_links)
@@ -273,15 +254,19 @@ def _finish_meta(run: _Run) -> None:
 def _plan(run: _Run) -> Plan:
     o, snap = run.opts, run.snap
     assert snap is not None
-    snap_local = snap.load("local")
+    recorded = snap.count("local") > 0
     # A push decides from the local records alone; the remote ones only say whether it is the first run.
-    snap_remote = snap.load("remote") if o.direction != "push" or not snap_local else {}
-    local = run.scan_local(snap_local)
-    for p, m in local.errors:
+    snap_remote = snap.load("remote") if o.direction != "push" or not recorded else {}
+    first = not recorded and not snap_remote
+    # A push re-sync plans from what changed alone (localscan.py); the rest needs whole listings.
+    whole = o.direction != "push" or o.mirror or bool(o.dedup) or first
+    local = scan_local(o.local_dir, snap, o, run.filters, whole=whole)
+    run.old_dirs = local.old_dirs
+    snap_local = local.snapshot
+    for p, m in local.walk.errors:
         run.error(p, m)
-    for p, m in local.skipped:
+    for p, m in local.walk.skipped:
         log.info("skipped %s: %s", p, m)
-    first = not snap_local and not snap_remote
     need_remote = o.direction != "push" or first or o.mirror
     remote = run.scan_remote() if need_remote else None
     use_checksum = o.checksum != "none"

@@ -68,7 +68,7 @@ def _mutate(root: Path, rng: random.Random) -> None:
         if p is None or not os.path.lexists(p) or not p.is_file():
             what = 0
         if what == 0:
-            write(root, f"{rng.choice(dirs + [''])}/new{rng.randrange(1000)}".lstrip("/"), b"new")
+            write(root, f"{rng.choice([*dirs, ''])}/new{rng.randrange(1000)}".lstrip("/"), b"new")
         elif what == 1:
             p.unlink()  # type: ignore[union-attr]
         elif what == 2:

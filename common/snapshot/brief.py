@@ -35,7 +35,7 @@ def load_brief(store: object, side: str, *, dirs_only: bool = False,
     the direct children of the directory `children_of` ("" for the root)."""
     native = getattr(store, "brief", None)
     if native is not None:
-        return native(side, dirs_only=dirs_only, children_of=children_of)  # type: ignore[no-any-return]
+        return native(side, dirs_only=dirs_only, children_of=children_of)
     out: dict[bytes, Brief] = {}
     entries = store.iter_side(side, children_of or "")  # type: ignore[attr-defined]
     for e in entries:

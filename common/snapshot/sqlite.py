@@ -350,7 +350,8 @@ class SqliteSnapshot:
         """Brief records (common/snapshot/brief.py) by key, in one query: all of `side`, only
         its directories, or only the direct children of the directory `children_of`."""
         code = _SIDE_CODE[check_side(side)]
-        where, params = "side = ?", [code]
+        where = "side = ?"
+        params: list[object] = [code]
         if dirs_only:
             where += f" AND kind = {_KIND_CODE['dir']}"
         if children_of is not None:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from common import metrics
 from common.filters import compile_filters
 from common.snapshot import (
     Entry,
@@ -27,8 +28,6 @@ from common.snapshot import (
     default_snapshot_path,
 )
 
-from ..cp.common import CopyError
-from ..cp.endpoint import Endpoint, EndpointError
 from .decide import Action, Plan, plan_bidi, plan_one_way
 from .dedup import plan_dedup
 from .localscan import scan_local
@@ -36,7 +35,10 @@ from .metadata import MetadataPolicy
 from .record import Recorder
 from .scan import SKIP_SUFFIXES, BackgroundChecksums, fill_checksums, scan_tree
 from .sides import LocalSide, RemoteSide, SideError
-from .transfer import Dispatcher, InProcessDispatcher, connect_far_end
+
+if TYPE_CHECKING:
+    from ..cp.endpoint import Endpoint
+    from .transfer import Dispatcher
 
 __all__ = ["SyncError", "SyncReport", "run_sync"]
 
@@ -70,15 +72,27 @@ class SyncReport:
         self.counts[status] = self.counts.get(status, 0) + 1
 
 
+def _metrics() -> ModuleType:
+    """common.metrics, imported when first needed: prometheus_client takes ~30 ms to import, which
+    a re-sync with nothing to do does not pay (nor update metrics no endpoint could serve)."""
+    from common import metrics
+
+    return metrics
+
+
+def _metrics_loaded() -> ModuleType | None:
+    return sys.modules.get("common.metrics")
+
+
 def _signature_ok(root: str, signature: str | None) -> bool:
     return signature is None or os.path.exists(signature if os.path.isabs(signature) else os.path.join(root, signature))
 
 
 class _Run:
     def __init__(self, opts: Any, endpoint: Endpoint | None, emit: Callable[[str, str], None] | None,
-                 dispatcher: Dispatcher) -> None:  # fmt: skip
+                 dispatcher: Dispatcher | None) -> None:  # fmt: skip
         self.opts = opts
-        self.dispatcher = dispatcher
+        self._dispatcher = dispatcher
         self.endpoint = endpoint
         self.emit = emit
         self.report = SyncReport()
@@ -93,6 +107,15 @@ class _Run:
         self.late_checksums: BackgroundChecksums | None = None  # computed while the files move
         self.connect: Callable[[], Endpoint] | None = None  # reaches the far end when needed
 
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The given dispatcher, or the embedded one, made when the first transfer needs it."""
+        if self._dispatcher is None:
+            from .transfer import InProcessDispatcher
+
+            self._dispatcher = InProcessDispatcher()
+        return self._dispatcher
+
     def far_end(self) -> Endpoint:
         """The far-end connection, made on first use (a local pair's agent starts only then)."""
         if self.endpoint is None:
@@ -103,13 +126,13 @@ class _Run:
     # -- reporting and bookkeeping -----------------------------------------------------------
     def status(self, path: str, status: str) -> None:
         self.report.add(path, status)
-        metrics.file_handled(status)
+        _metrics().file_handled(status)
         if self.emit is not None:
             self.emit(path, status)
 
     def error(self, path: str, message: str) -> None:
         self.report.errors.append((path, message))
-        metrics.file_handled("ERROR")
+        _metrics().file_handled("ERROR")
         if self.emit is not None:
             self.emit(path, f"ERROR: {message}")
 
@@ -139,13 +162,11 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
     stops it; per-file problems are in the report. The snapshot store and the dispatcher
     default to the embedded ones (SQLite beside the local tree, transfers in this process);
     the cluster passes Redis and Celery ones."""
-    from .execute import execute
-
     started = time.monotonic()
     _check_dirs(opts)
     # A local pair needs its far end only to transfer: a re-sync with nothing to send starts none.
     endpoint = _connect(opts, endpoint_factory) if opts.host is not None else None
-    run = _Run(opts, endpoint, emit, dispatcher or InProcessDispatcher())
+    run = _Run(opts, endpoint, emit, dispatcher)
     run.connect = lambda: _connect(opts, endpoint_factory)
     try:
         try:
@@ -160,9 +181,12 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
         except SideError as exc:
             raise SyncError(f"-r: {exc}") from None
         run.report.conflicts = plan.conflicts
-        metrics.files_planned(len(plan.actions))
         try:
-            execute(run, plan, progress)
+            if plan.actions:
+                from .execute import execute
+
+                _metrics().files_planned(len(plan.actions))
+                execute(run, plan, progress)
         finally:
             if run.late_checksums is not None:
                 run.late_checksums.finish(wait=False)
@@ -172,16 +196,24 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
         _finish_meta(run)
     finally:
         if run.snap is not None:
-            metrics.sync_finished(run.snap)
+            if (metrics := _metrics_loaded()) is not None:
+                metrics.sync_finished(run.snap)
             run.snap.close()
-        if run.endpoint is not None:
-            try:
-                run.endpoint.send({"type": "bye"})
-            except EndpointError:
-                pass
-            run.endpoint.close()
+        _close_far_end(run)
     run.report.elapsed = time.monotonic() - started
     return run.report
+
+
+def _close_far_end(run: _Run) -> None:
+    if run.endpoint is None:
+        return
+    from ..cp.endpoint import EndpointError
+
+    try:
+        run.endpoint.send({"type": "bye"})
+    except EndpointError:
+        pass
+    run.endpoint.close()
 
 
 def _sqlite_snapshot(opts: Any) -> SnapshotStore:
@@ -208,6 +240,9 @@ def _check_dirs(opts: Any) -> None:
 
 
 def _connect(opts: Any, factory: Callable[[Any], Endpoint] | None) -> Endpoint:
+    from ..cp.common import CopyError
+    from .transfer import connect_far_end
+
     try:
         return connect_far_end(opts, factory)
     except CopyError as exc:
@@ -370,7 +405,7 @@ def open_session(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | Non
     open and checked), for a caller that runs several plans over it; `close_session` ends it."""
     _check_dirs(opts)
     endpoint = _connect(opts, endpoint_factory)
-    run = _Run(opts, endpoint, emit, dispatcher or InProcessDispatcher())
+    run = _Run(opts, endpoint, emit, dispatcher)
     try:
         run.snap = (open_snapshot or _sqlite_snapshot)(opts)
         _check_snapshot_meta(run)
@@ -397,7 +432,7 @@ def sync_all(run: _Run, progress: Callable[[dict[str, Any]], None] | None = None
     except SideError as exc:
         raise SyncError(f"-r: {exc}") from None
     run.report.conflicts += plan.conflicts
-    metrics.files_planned(len(plan.actions))
+    _metrics().files_planned(len(plan.actions))
     try:
         execute(run, plan, progress)
     finally:
@@ -413,15 +448,10 @@ def close_session(run: _Run) -> None:
             run.recorder.flush()
         except AttributeError:  # closed before the recorder existed
             pass
-        metrics.sync_finished(run.snap)
+        _metrics().sync_finished(run.snap)
         run.snap.close()
         run.snap = None
-    if run.endpoint is not None:
-        try:
-            run.endpoint.send({"type": "bye"})
-        except EndpointError:
-            pass
-        run.endpoint.close()
+    _close_far_end(run)
 
 
 __all__ += ["close_session", "open_session", "sync_all"]

@@ -105,8 +105,8 @@ def scan_local(root: str, store: SnapshotStore, opts: Any, filters: Filter | Non
     by_dirs = opts.exclude_dirs_older_than is not None or opts.assume_no_mods
     known: Known | None
     if by_dirs:
-        known = SnapshotDirs(store, "local", load_children=not whole)
-        rule = dir_rule(opts, known.dirs, old_dirs)  # type: ignore[attr-defined]
+        dirs = SnapshotDirs(store, "local", load_children=not whole)
+        known, rule = dirs, dir_rule(opts, dirs.dirs, old_dirs)
     else:
         known = None if whole else Known(load_brief(store, "local"))
         rule = None

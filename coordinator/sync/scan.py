@@ -4,14 +4,11 @@ checksums: only where a decision needs them, or in a thread while the files move
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import threading
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from common.checksums import sparse_digest
 from common.filters import Filter
 from common.snapshot import Entry
 
@@ -41,6 +38,8 @@ _WHOLE = 256 * 4096  # up to this size, common.checksums.sparse_digest's samples
 def _small_sparse_digest(fd: int, size: int) -> str:
     """sparse_digest(fd, size) for a file of at most _WHOLE bytes (its 4 KiB samples then tile
     the file), from one read instead of one per sample."""
+    import hashlib
+
     data = os.pread(fd, size, 0)
     if len(data) != size:
         raise OSError(f"file shorter than expected at offset {len(data)}")
@@ -53,6 +52,10 @@ def _small_sparse_digest(fd: int, size: int) -> str:
 def _digest(path: str, algo: str, size: int, mtime_ns: int | None = None) -> str | None:
     """The -k checksum of a file; None when `mtime_ns` is given and the file no longer has that
     size and modification time (it changed since it was scanned)."""
+    import hashlib  # here: a re-sync with nothing to checksum does not load OpenSSL
+
+    from common.checksums import sparse_digest
+
     base = algo.split("-")[0]
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -82,6 +85,9 @@ def fill_checksums(root: str, entries: dict[str, Entry], paths: Iterable[str], a
         return []
     todo = [p for p in paths if p in entries and entries[p].kind == "file" and entries[p].checksum is None]
     errors: list[tuple[str, str]] = []
+    if not todo:
+        return errors
+    from concurrent.futures import ThreadPoolExecutor
 
     def share(part: list[str]) -> list[tuple[str, str | None, str | None]]:
         out: list[tuple[str, str | None, str | None]] = []

@@ -210,15 +210,15 @@ def test_a_directory_that_cannot_be_listed_is_an_error_and_deletes_nothing(tmp_p
     write(src, "a/f")
     write(src, "b/g")
     assert sync(src, dst).ok
-    real = os.scandir
+    real = os.listdir
     blocked = os.fsencode(src / "a")
 
-    def scandir(path: Any) -> Any:
+    def listdir(path: Any) -> Any:
         if os.fsencode(path) == blocked:
             raise PermissionError(13, "Permission denied")
         return real(path)
 
-    monkeypatch.setattr(walk_mod.os, "scandir", scandir)
+    monkeypatch.setattr(walk_mod.os, "listdir", listdir)
     for args in ((), ("--mirror",)):
         report = sync(src, dst, *args)
         assert report.errors == [("a", "Permission denied")]

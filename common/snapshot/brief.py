@@ -16,7 +16,7 @@ from typing import Final, TypeAlias
 
 from common.snapshot.base import KINDS, Entry, path_sort_key
 
-__all__ = ["DIR", "FILE", "LINK", "Brief", "brief_of", "load_brief"]
+__all__ = ["DIR", "FILE", "LINK", "Brief", "brief_of", "has_records", "load_brief"]
 
 Brief: TypeAlias = tuple[bytes, int, int, int, "bytes | None"]
 FILE: Final = KINDS.index("file")
@@ -48,3 +48,11 @@ def load_brief(store: object, side: str, *, dirs_only: bool = False,
         b = brief_of(e)
         out[b[0]] = b
     return out
+
+
+def has_records(store: object, side: str) -> bool:
+    """Whether `side` has any record (a count of a large snapshot takes milliseconds)."""
+    native = getattr(store, "has_records", None)
+    if native is not None:
+        return bool(native(side))
+    return bool(store.count(side))  # type: ignore[attr-defined]

@@ -27,6 +27,7 @@ from common.snapshot import (
     SqliteSnapshot,
     default_snapshot_path,
 )
+from common.snapshot.brief import has_records
 
 from .decide import Action, Plan, plan_bidi, plan_one_way
 from .dedup import plan_dedup
@@ -273,12 +274,13 @@ def _check_snapshot_meta(run: _Run) -> None:
                         "(use -x to start over, or --ignore_remote_host_sync_name)")  # fmt: skip
     edot = snap.get_meta("exclude_dirs_older_than")
     given = o.exclude_dirs_older_than_text
-    if snap.count("local") and (edot or None) != (given or None):
+    if (edot or None) != (given or None) and has_records(snap, "local"):
         raise SyncError("--exclude-dirs-older-than: every run of a pair must use the same value as the first "
                         f"(first run: {edot or 'not given'}, now: {given or 'not given'})")  # fmt: skip
-    snap.set_meta("remote", where)
-    snap.set_meta("exclude_dirs_older_than", given)
-    snap.set_meta("checksum", o.checksum)
+    current = {"remote": previous, "exclude_dirs_older_than": edot, "checksum": snap.get_meta("checksum")}
+    for key, value in (("remote", where), ("exclude_dirs_older_than", given), ("checksum", o.checksum)):
+        if current[key] != value:  # only what changed: each write is a transaction
+            snap.set_meta(key, value)
 
 
 def _finish_meta(run: _Run) -> None:
@@ -289,7 +291,7 @@ def _finish_meta(run: _Run) -> None:
 def _plan(run: _Run) -> Plan:
     o, snap = run.opts, run.snap
     assert snap is not None
-    recorded = snap.count("local") > 0
+    recorded = has_records(snap, "local")
     # A push decides from the local records alone; the remote ones only say whether it is the first run.
     snap_remote = snap.load("remote") if o.direction != "push" or not recorded else {}
     first = not recorded and not snap_remote

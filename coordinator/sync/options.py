@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from common.filters import FilterError, FilterRule, Kind, compile_filters, read_rule_file
 from common.units import Rate, UnitError, format_bytes, parse_duration, parse_size
-from coordinator.cp.options import CIPHERS, POLICIES
+from coordinator.optcommon import CIPHERS, POLICIES
 
 from . import _values as conv
 from ._optparse import InfoRequest, OptionError, ShowHelp, ShowVersion, build_parser, check_order

@@ -95,60 +95,85 @@ def walk(root: str, *, known: Known | None = None, emit_unchanged: bool = False,
     says how to treat each directory met."""
     w = Walk()
     top_skip = set(_DB_DIRS) | set(extra_skip)
-    rows = known.rows if known is not None else {}
-    take = rows.pop
-    isreg = stat.S_ISREG
     under_b = os.fsencode(under)
-    start = (os.path.join(os.fsencode(root), under_b) if under else os.fsencode(root), under, _key(under_b).replace(b"/", b"\x00"))
-    stack: list[tuple[bytes, str, bytes, list[bytes] | None]] = [(*start, None)]
+    top = os.path.join(os.fsencode(root), under_b) if under else os.fsencode(root)
+    stack: list[_Dir] = [(top, under, _key(under_b).replace(b"/", b"\x00"), None)]
     while stack:
         full, rel_dir, kdir, only = stack.pop()
-        prefix = kdir + b"\x00" if kdir else b""
-        if only is None:
-            if known is not None:
-                known.enter(kdir)
-            try:
-                with os.scandir(full) as it:
-                    listing: list[tuple[bytes, os.DirEntry[bytes] | None]] = [(de.name, de) for de in it]
-            except OSError as exc:
-                w.errors.append((rel_dir or ".", exc.strerror or str(exc)))
-                w.unlisted.append(rel_dir)
-                continue
-        else:
-            listing = [(name, None) for name in only]
-        for name, de in listing:
-            if not rel_dir and _text(name) in top_skip:
-                continue
-            key = prefix + _key(name)
-            path = full + b"/" + name
-            try:
-                st = de.stat(follow_symlinks=False) if de is not None else os.lstat(path)
-            except FileNotFoundError:
-                if de is not None:  # listed a moment ago: report it as before
-                    w.errors.append((f"{rel_dir}/{_text(name)}" if rel_dir else _text(name), "No such file or directory"))
-                    w.uncertain.append(f"{rel_dir}/{_text(name)}" if rel_dir else _text(name))
-                    take(key, None)
-                continue  # a known subdirectory that is gone: its record stays behind, so it is gone
-            except OSError as exc:
-                rel = f"{rel_dir}/{_text(name)}" if rel_dir else _text(name)
-                w.errors.append((rel, exc.strerror or str(exc)))
-                w.uncertain.append(rel)
-                take(key, None)
-                continue
-            old = take(key, None)
-            # The quick test of the common case: a regular file with its recorded size and mtime
-            # (the rule of decide.changed(); names a scan skips are never recorded).
-            if old is not None and isreg(st.st_mode) and old[1] == FILE and old[2] == st.st_size \
-                    and old[3] == st.st_mtime_ns and not emit_unchanged:  # fmt: skip
-                w.unchanged += 1
-                continue
-            _one(w, name, key, path, st, old, rel_dir, filters, symlinks, dir_rule, known, emit_unchanged, stack)
+        try:
+            fd = os.open(full, _DIR_FLAGS)
+        except OSError as exc:
+            _unlisted(w, rel_dir, exc)
+            continue
+        try:
+            if only is None:
+                if known is not None:
+                    known.enter(kdir)
+                try:
+                    names = os.listdir(full)
+                except OSError as exc:
+                    _unlisted(w, rel_dir, exc)
+                    continue
+                if not rel_dir:
+                    names = [n for n in names if _text(n) not in top_skip]
+            else:
+                names = only
+            _list(w, fd, names, full, rel_dir, kdir, known, emit_unchanged, filters, symlinks, dir_rule, stack)
+        finally:
+            os.close(fd)
     return w
 
 
-def _one(w: Walk, name: bytes, key: bytes, path: bytes, st: os.stat_result, old: Brief | None, rel_dir: str,
-         filters: Filter | None, symlinks: str, dir_rule: DirRule | None, known: Known | None,
-         emit_unchanged: bool, stack: list[tuple[bytes, str, bytes, list[bytes] | None]]) -> None:  # fmt: skip
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_Dir = tuple[bytes, str, bytes, "list[bytes] | None"]  # full path, relative path, key, names to visit (None: list it)
+
+
+def _unlisted(w: Walk, rel_dir: str, exc: OSError) -> None:
+    w.errors.append((rel_dir or ".", exc.strerror or str(exc)))
+    w.unlisted.append(rel_dir)
+
+
+def _list(w: Walk, fd: int, names: list[bytes], full: bytes, rel_dir: str, kdir: bytes, known: Known | None,
+          emit_unchanged: bool, filters: Filter | None, symlinks: str, dir_rule: DirRule | None,
+          stack: list[_Dir]) -> None:  # fmt: skip
+    """Stat the `names` of one directory (open as `fd`): count the unchanged regular files here,
+    hand everything else to `_one`."""
+    rows: dict[bytes, Brief] = known.rows if known is not None else {}
+    take = rows.pop
+    lstat = os.lstat
+    prefix = kdir + b"\x00" if kdir else b""
+    utf8 = _UTF8
+    unchanged = 0
+    for name in names:
+        key = prefix + (name if utf8 else _key(name))
+        try:
+            st = lstat(name, dir_fd=fd)
+        except FileNotFoundError:
+            continue  # gone since it was listed (or a known subdirectory that is gone): gone
+        except OSError as exc:
+            take(key, None)  # unknown, not gone
+            _stat_failed(w, name, rel_dir, exc)
+            continue
+        old = take(key, None)
+        # The common case, quickly: a regular file with its recorded size and mtime (the rule
+        # of decide.changed(); names a scan skips are never recorded).
+        if old is not None and (st.st_mode & 0o170000) == 0o100000 and old[2] == st.st_size \
+                and old[3] == st.st_mtime_ns and old[1] == FILE and not emit_unchanged:  # fmt: skip
+            unchanged += 1
+            continue
+        _one(w, fd, name, key, full, st, old, rel_dir, filters, symlinks, dir_rule, known, emit_unchanged, stack)
+    w.unchanged += unchanged
+
+
+def _stat_failed(w: Walk, name: bytes, rel_dir: str, exc: OSError) -> None:
+    rel = f"{rel_dir}/{_text(name)}" if rel_dir else _text(name)
+    w.errors.append((rel, exc.strerror or str(exc)))
+    w.uncertain.append(rel)
+
+
+def _one(w: Walk, fd: int, name: bytes, key: bytes, full: bytes, st: os.stat_result, old: Brief | None,
+         rel_dir: str, filters: Filter | None, symlinks: str, dir_rule: DirRule | None, known: Known | None,
+         emit_unchanged: bool, stack: list[_Dir]) -> None:  # fmt: skip
     """Everything but an unchanged regular file: name rules, links, filters, directories."""
     text = _text(name)
     rel = f"{rel_dir}/{text}" if rel_dir else text
@@ -163,13 +188,13 @@ def _one(w: Walk, name: bytes, key: bytes, path: bytes, st: os.stat_result, old:
             return
         if symlinks == "follow":
             try:
-                st = os.stat(path)
+                st = os.stat(name, dir_fd=fd)
             except OSError:
                 w.errors.append((rel, "broken symbolic link"))
                 w.uncertain.append(rel)
                 return
         else:
-            target = os.readlink(path)
+            target = os.readlink(name, dir_fd=fd)
     if target is not None:
         kind, code = "link", LINK
     elif stat.S_ISDIR(st.st_mode):
@@ -190,6 +215,7 @@ def _one(w: Walk, name: bytes, key: bytes, path: bytes, st: os.stat_result, old:
     if code != DIR:
         return
     policy = dir_rule(rel, key, st) if dir_rule is not None else DirPolicy.LIST
+    path = full + b"/" + name
     if policy == DirPolicy.LIST:
         stack.append((path, rel, key, None))
         return

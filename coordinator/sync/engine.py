@@ -89,6 +89,26 @@ def _signature_ok(root: str, signature: str | None) -> bool:
     return signature is None or os.path.exists(signature if os.path.isabs(signature) else os.path.join(root, signature))
 
 
+class _FarEnd:
+    """The endpoint a RemoteSide talks through, connected on first use (`_Run.far_end`)."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    @property
+    def udp_host(self) -> str:
+        return self.run.far_end().udp_host
+
+    def send(self, msg: dict[str, Any]) -> None:
+        self.run.far_end().send(msg)
+
+    def recv(self, timeout: float | None = None) -> dict[str, Any]:
+        return self.run.far_end().recv(timeout)
+
+    def close(self) -> None:
+        return None  # the run closes the connection it made
+
+
 class _Run:
     def __init__(self, opts: Any, endpoint: Endpoint | None, emit: Callable[[str, str], None] | None,
                  dispatcher: Dispatcher | None) -> None:  # fmt: skip
@@ -98,8 +118,8 @@ class _Run:
         self.emit = emit
         self.report = SyncReport()
         self.local = LocalSide(opts.local_dir)
-        self.remote: LocalSide | RemoteSide = (LocalSide(opts.remote_dir) if endpoint is None or opts.host is None
-                                               else RemoteSide(endpoint, opts.remote_dir))  # fmt: skip
+        self.remote: LocalSide | RemoteSide = (LocalSide(opts.remote_dir) if opts.host is None
+                                               else RemoteSide(_FarEnd(self), opts.remote_dir))  # fmt: skip
         self.filters = compile_filters(opts.filters)
         self.metadata = MetadataPolicy(opts, self.local, self.remote)
         self.old_dirs: list[str] = []  # not scanned: older than --exclude-dirs-older-than
@@ -118,10 +138,17 @@ class _Run:
         return self._dispatcher
 
     def far_end(self) -> Endpoint:
-        """The far-end connection, made on first use (a local pair's agent starts only then)."""
+        """The far-end connection, made on first use: a local pair's agent starts, and a remote
+        pair's SSH session opens, only when the run needs the far end (a push re-sync with
+        nothing to send never does: the snapshot stands for the remote tree). A remote
+        directory is checked (or created with --create-dir) once connected."""
         if self.endpoint is None:
             assert self.connect is not None
             self.endpoint = self.connect()
+            try:
+                _check_remote_root(self)
+            except SideError as exc:
+                raise SyncError(f"-r: {exc}") from None
         return self.endpoint
 
     # -- reporting and bookkeeping -----------------------------------------------------------
@@ -165,9 +192,7 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
     the cluster passes Redis and Celery ones."""
     started = time.monotonic()
     _check_dirs(opts)
-    # A local pair needs its far end only to transfer: a re-sync with nothing to send starts none.
-    endpoint = _connect(opts, endpoint_factory) if opts.host is not None else None
-    run = _Run(opts, endpoint, emit, dispatcher)
+    run = _Run(opts, None, emit, dispatcher)  # the far end is reached when first needed (far_end)
     run.connect = lambda: _connect(opts, endpoint_factory)
     try:
         try:
@@ -177,7 +202,6 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
         _check_snapshot_meta(run)
         run.recorder = Recorder(run.snap)
         try:
-            _check_remote_root(run)
             plan = _plan(run)
         except SideError as exc:
             raise SyncError(f"-r: {exc}") from None

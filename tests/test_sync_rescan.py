@@ -1,6 +1,7 @@
-"""The re-scan of a synchronized tree (coordinator/sync/walk.py, localscan.py): a push re-sync
-plans from the changed paths alone, and must plan exactly what the whole listing would; the
-directory rules of --assume-no-mods and --exclude-dirs-older-than; errors lose nothing."""
+"""The re-scan of a synchronized tree (coordinator/sync/walk.py, localscan.py, parwalk.py): a
+push re-sync plans from the changed paths alone, in one process or several (--scan-threads), and
+must plan exactly what the whole listing would; the directory rules of --assume-no-mods and
+--exclude-dirs-older-than; errors lose nothing."""
 
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ def sync(src: Path, dst: Path, *args: str) -> SyncReport:
 def write(root: Path, rel: str, data: bytes = b"x") -> Path:
     p = root / rel
     p.parent.mkdir(parents=True, exist_ok=True)
+    if p.is_fifo():
+        p.unlink()  # writing would wait for a reader
     p.write_bytes(data)
     return p
 
@@ -62,7 +65,7 @@ def _mutate(root: Path, rng: random.Random) -> None:
         every = sorted(root.rglob("*"))
         files = [str(p.relative_to(root)) for p in every if p.is_file() and not p.is_symlink()]
         dirs = [str(p.relative_to(root)) for p in every if p.is_dir() and not p.is_symlink()]
-        what = rng.randrange(12)
+        what = rng.randrange(14)
         f = rng.choice(files) if files else None
         p = root / f if f else None
         if p is None or not os.path.lexists(p) or not p.is_file():
@@ -106,14 +109,28 @@ def _mutate(root: Path, rng: random.Random) -> None:
             if os.path.lexists(link):
                 link.unlink()
             os.symlink(rng.choice(["a", "nowhere", "a/f2"]), link)
-        else:
+        elif what == 11:
             write(root, f"{os.path.dirname(f or '')}/x.tmp".lstrip("/"), b"excluded")
+        elif what == 12 and dirs:  # a directory replaced by something a sync skips
+            d = root / rng.choice(dirs)
+            if d.is_dir() and not d.is_symlink():
+                for q in sorted(d.rglob("*"), reverse=True):
+                    q.unlink() if not q.is_dir() or q.is_symlink() else q.rmdir()
+                d.rmdir()
+                os.mkfifo(d)
+        else:
+            p.unlink()  # type: ignore[union-attr]
+            os.mkfifo(p)  # type: ignore[arg-type]
 
 
 class _Opts:
-    exclude_dirs_older_than = None
-    assume_no_mods = False
     symbolic_links = "copy"
+
+    def __init__(self, scan_threads: int = 1, assume_no_mods: bool = False,
+                 exclude_dirs_older_than: float | None = None) -> None:  # fmt: skip
+        self.scan_threads = scan_threads
+        self.assume_no_mods = assume_no_mods
+        self.exclude_dirs_older_than = exclude_dirs_older_than
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -128,13 +145,18 @@ def test_the_delta_plan_of_a_push_resync_is_the_whole_plan(tmp_path: Path, seed:
         _mutate(root, rng)
         renames = {"file_rename": bool(seed % 3), "dir_rename": bool(seed % 5)}
 
-        def plan(whole: bool) -> list[Any]:
-            local = scan_local(str(root), snap, _Opts(), filters, whole=whole)
+        def plan(whole: bool, threads: int = 1, **dirs: Any) -> list[Any]:
+            local = scan_local(str(root), snap, _Opts(threads, **dirs), filters, whole=whole)
             snapshot = {p: e for p, e in local.snapshot.items() if not (filters and filters.excluded(p, e.kind == "dir"))}
             return plan_one_way(local.entries, None, snapshot, excluded=filters.excluded if filters else None,
                                 **renames).actions  # fmt: skip
 
         assert plan(False) == plan(True)
+        assert plan(False, threads=3) == plan(True)  # --scan-threads: the walk shared by processes
+        # The directory rules read records lazily; the whole listing carries them: same plan.
+        for rule in ({"assume_no_mods": True}, {"exclude_dirs_older_than": time.time() + 5},
+                     {"exclude_dirs_older_than": 1.0, "assume_no_mods": True}):  # fmt: skip
+            assert plan(False, **rule) == plan(True, **rule), rule
     finally:
         snap.close()
 

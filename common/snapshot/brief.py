@@ -16,12 +16,17 @@ from typing import Final, TypeAlias
 
 from common.snapshot.base import KINDS, Entry, path_sort_key
 
-__all__ = ["DIR", "FILE", "LINK", "Brief", "brief_of", "has_records", "load_brief"]
+__all__ = ["DIR", "FILE", "LINK", "Brief", "brief_of", "has_records", "key_path", "load_brief", "load_brief_below"]
 
 Brief: TypeAlias = tuple[bytes, int, int, int, "bytes | None"]
 FILE: Final = KINDS.index("file")
 DIR: Final = KINDS.index("dir")
 LINK: Final = KINDS.index("link")
+
+
+def key_path(key: bytes) -> str:
+    """The path of a key (the inverse of path_sort_key)."""
+    return key.replace(b"\x00", b"/").decode("utf-8", "surrogateescape")
 
 
 def brief_of(e: Entry) -> Brief:
@@ -56,3 +61,16 @@ def has_records(store: object, side: str) -> bool:
     if native is not None:
         return bool(native(side))
     return bool(store.count(side))  # type: ignore[attr-defined]
+
+
+def load_brief_below(store: object, side: str, top: str) -> dict[bytes, Brief]:
+    """Brief records of everything below the directory `top` (not `top` itself)."""
+    native = getattr(store, "brief_below", None)
+    if native is not None:
+        return native(side, top)
+    out: dict[bytes, Brief] = {}
+    for e in store.iter_side(side, top):  # type: ignore[attr-defined]
+        if e.path != top:
+            b = brief_of(e)
+            out[b[0]] = b
+    return out

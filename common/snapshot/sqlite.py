@@ -44,6 +44,7 @@ __all__ = [
     "DB_DIR_NAME",
     "ITER_PAGE_ROWS",
     "SCHEMA_VERSION",
+    "BriefReader",
     "SqliteSnapshot",
     "default_snapshot_path",
 ]
@@ -169,6 +170,30 @@ def _decode(row: tuple[object, ...]) -> Entry:
         gid,  # type: ignore[arg-type]
         meta,  # type: ignore[arg-type]
     )
+
+
+def _brief_below(db: sqlite3.Connection, side: str, top: str) -> dict[bytes, Brief]:
+    low = path_sort_key(check_path(top)) + b"\x00"
+    cursor = db.execute(f"SELECT {_BRIEF} FROM entries WHERE side = ? AND key >= ? AND key < ?",
+                        (_SIDE_CODE[check_side(side)], low, low[:-1] + b"\x01"))  # fmt: skip
+    return {row[0]: row for row in cursor}
+
+
+class BriefReader:
+    """Brief records below directories, through a read-only connection of its own and without
+    the pair lock: for a process that helps the lock holder scan (--scan-threads)."""
+
+    def __init__(self, path: str) -> None:
+        from urllib.parse import quote
+
+        uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
+        self._db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+
+    def below(self, side: str, top: str) -> dict[bytes, Brief]:
+        return _brief_below(self._db, side, top)
+
+    def close(self) -> None:
+        self._db.close()
 
 
 def _paths(name: str, items: Iterable[str]) -> Iterable[str]:
@@ -385,6 +410,11 @@ class SqliteSnapshot:
                 out.update((row[0], row) for row in db.execute(
                     f"SELECT {_BRIEF} FROM entries WHERE side = ? AND key >= ?{until}{child}", params))  # fmt: skip
             return out
+
+    def brief_below(self, side: str, top: str) -> dict[bytes, Brief]:
+        """Brief records of everything below the directory `top` (not `top` itself)."""
+        with self._mutex, self._errors():
+            return _brief_below(self._conn(), side, top)
 
     def has_records(self, side: str) -> bool:
         code = _SIDE_CODE[check_side(side)]

@@ -18,18 +18,15 @@ from typing import Any
 
 from common.filters import Filter
 from common.snapshot import Entry, SnapshotStore
-from common.snapshot.brief import DIR, Brief, load_brief
+from common.snapshot.brief import DIR, Brief, key_path, load_brief, load_brief_below
 
+from .parwalk import parallel_walk
 from .walk import DirPolicy, DirRule, Known, Walk, walk
 
 __all__ = ["LocalScan", "SnapshotDirs", "dir_rule", "scan_local"]
 
 # Past this many changed or gone paths, one load of every record beats a query per path.
 _POINT_READS = 2000
-
-
-def _path(key: bytes) -> str:
-    return key.replace(b"\x00", b"/").decode("utf-8", "surrogateescape")
 
 
 class SnapshotDirs(Known):
@@ -44,9 +41,12 @@ class SnapshotDirs(Known):
 
     def enter(self, key: bytes) -> None:
         if self.load_children:
-            for k, b in load_brief(self.store, self.side, children_of=_path(key)).items():
+            for k, b in load_brief(self.store, self.side, children_of=key_path(key)).items():
                 if b[1] != DIR:  # directories are there already (or were met and taken)
                     self.rows[k] = b
+
+    def forget_below(self, key: bytes) -> None:
+        self.rows.update(load_brief_below(self.store, self.side, key_path(key)))
 
     def subdirs(self, key: bytes) -> list[bytes]:
         return self._index().get(key, [])
@@ -108,6 +108,10 @@ def scan_local(root: str, store: SnapshotStore, opts: Any, filters: Filter | Non
         dirs = SnapshotDirs(store, "local", load_children=not whole)
         known, rule = dirs, dir_rule(opts, dirs.dirs, old_dirs)
     else:
+        shared = None if whole else parallel_walk(root, store, opts.scan_threads, filters, opts.symbolic_links)
+        if shared is not None:
+            w, left = shared
+            return _delta(store, w, [key_path(k) for k in left], True, old_dirs)
         known = None if whole else Known(load_brief(store, "local"))
         rule = None
     w = walk(root, known=known, emit_unchanged=whole, filters=filters, symlinks=opts.symbolic_links, dir_rule=rule)
@@ -115,14 +119,19 @@ def scan_local(root: str, store: SnapshotStore, opts: Any, filters: Filter | Non
         records = store.load("local")
         return LocalScan(_with_kept(w, records), records, True, w, old_dirs)
     assert known is not None
-    gone = [_path(k) for k in known.rows]
+    return _delta(store, w, [key_path(k) for k in known.rows], by_dirs, old_dirs)
+
+
+def _delta(store: SnapshotStore, w: Walk, gone: list[str], whole_trees: bool, old_dirs: list[str]) -> LocalScan:
+    """What a push re-sync plans from: the changed entries, and the records of those and of the
+    gone paths (not those below what could not be examined: unknown is not gone)."""
     unsure = w.uncertain + w.unlisted
     if unsure and gone:
         if "" in unsure:  # the root could not be listed: nothing is known to be gone
             gone = []
         tops = tuple(p + "/" for p in unsure)
         gone = [p for p in gone if p not in unsure and not p.startswith(tops)]
-    return LocalScan(w.entries, _records(store, list(w.entries), gone, by_dirs), False, w, old_dirs)
+    return LocalScan(w.entries, _records(store, list(w.entries), gone, whole_trees), False, w, old_dirs)
 
 
 def _with_kept(w: Walk, records: dict[str, Entry]) -> dict[str, Entry]:

@@ -36,6 +36,7 @@ class DirPolicy(IntEnum):
     LIST = 0  # list it and go on below
     REUSE_FILES = 1  # --assume-no-mods: do not list it; visit the subdirectories the snapshot knows
     REUSE_TREE = 2  # --exclude-dirs-older-than: do not enter it
+    DEFER = 3  # not now: the caller walks it (`Walk.deferred`), e.g. in another process
 
 
 class Known:
@@ -57,6 +58,11 @@ class Known:
     def drop_tree(self, key: bytes) -> None:
         raise NotImplementedError("a walk that reuses directories needs a view that knows them")
 
+    def forget_below(self, key: bytes) -> None:
+        """A recorded directory is no longer one: make sure the records below it are here, so
+        that they are left over (gone). This base holds every record already."""
+        return None
+
 
 @dataclass
 class Walk:
@@ -67,6 +73,7 @@ class Walk:
     reused: list[tuple[str, DirPolicy]] = field(default_factory=list)  # directories not listed
     unlisted: list[str] = field(default_factory=list)  # could not be listed: their contents are unknown
     uncertain: list[str] = field(default_factory=list)  # could not be examined (an error): neither same nor gone
+    deferred: list[str] = field(default_factory=list)  # directories met and left for the caller (DirPolicy.DEFER)
 
 
 def entry_of(path: str, st: os.stat_result, kind: str, target: str | None = None) -> Entry:
@@ -177,22 +184,58 @@ def _one(w: Walk, fd: int, name: bytes, key: bytes, full: bytes, st: os.stat_res
     """Everything but an unchanged regular file: name rules, links, filters, directories."""
     text = _text(name)
     rel = f"{rel_dir}/{text}" if rel_dir else text
+    taken = _accept(w, fd, name, text, rel, st, filters, symlinks)
+    if taken is None:  # not synchronized: its record, if any, is left over (gone, or excluded)
+        if old is not None and known is not None:
+            known.rows[key] = old
+        return
+    kind, code, st, target = taken
+    same = old is not None and old[1] == code and (
+        code == DIR or (code == LINK and old[4] == target) or (code == FILE and old[2] == st.st_size and old[3] == st.st_mtime_ns))  # fmt: skip
+    if same and not emit_unchanged:
+        w.unchanged += 1
+    else:
+        w.entries[rel] = entry_of(rel, st, kind, None if target is None else _text(target))
+    if old is not None and old[1] == DIR and code != DIR and known is not None:
+        known.forget_below(key)  # a directory no longer: what was recorded below it is gone
+    if code != DIR:
+        return
+    policy = dir_rule(rel, key, st) if dir_rule is not None else DirPolicy.LIST
+    path = full + b"/" + name
+    if policy == DirPolicy.LIST:
+        stack.append((path, rel, key, None))
+        return
+    if policy == DirPolicy.DEFER:
+        w.deferred.append(rel)
+        return
+    assert known is not None, "reusing a directory needs the snapshot's records"
+    w.reused.append((rel, policy))
+    if policy == DirPolicy.REUSE_FILES:
+        stack.append((path, rel, key, known.subdirs(key)))
+    else:
+        known.drop_tree(key)
+
+
+def _accept(w: Walk, fd: int, name: bytes, text: str, rel: str, st: os.stat_result, filters: Filter | None,
+            symlinks: str) -> tuple[str, int, os.stat_result, bytes | None] | None:  # fmt: skip
+    """(kind, kind code, stat, link target) of an entry the sync takes, or None for one it
+    leaves alone: a name it skips, a special file, a link with -n skip, an excluded path."""
     if "\n" in text or "\r" in text or "\\" in text:
         w.skipped.append((rel, "name contains a line break or backslash"))
-        return
+        return None
     if text.endswith(SKIP_SUFFIXES):
-        return
+        return None
     target = None
     if stat.S_ISLNK(st.st_mode):
         if symlinks == "skip":
-            return
+            return None
         if symlinks == "follow":
             try:
                 st = os.stat(name, dir_fd=fd)
             except OSError:
                 w.errors.append((rel, "broken symbolic link"))
                 w.uncertain.append(rel)
-                return
+                return None
         else:
             target = os.readlink(name, dir_fd=fd)
     if target is not None:
@@ -203,25 +246,7 @@ def _one(w: Walk, fd: int, name: bytes, key: bytes, full: bytes, st: os.stat_res
         kind, code = "file", FILE
     else:
         w.skipped.append((rel, "special file"))
-        return
+        return None
     if filters and filters.excluded_entry(rel, kind == "dir"):
-        return
-    same = old is not None and old[1] == code and (
-        code == DIR or (code == LINK and old[4] == target) or (code == FILE and old[2] == st.st_size and old[3] == st.st_mtime_ns))  # fmt: skip
-    if same and not emit_unchanged:
-        w.unchanged += 1
-    else:
-        w.entries[rel] = entry_of(rel, st, kind, None if target is None else _text(target))
-    if code != DIR:
-        return
-    policy = dir_rule(rel, key, st) if dir_rule is not None else DirPolicy.LIST
-    path = full + b"/" + name
-    if policy == DirPolicy.LIST:
-        stack.append((path, rel, key, None))
-        return
-    assert known is not None, "reusing a directory needs the snapshot's records"
-    w.reused.append((rel, policy))
-    if policy == DirPolicy.REUSE_FILES:
-        stack.append((path, rel, key, known.subdirs(key)))
-    else:
-        known.drop_tree(key)
+        return None
+    return kind, code, st, target

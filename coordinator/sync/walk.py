@@ -123,8 +123,8 @@ def walk(root: str, *, known: Known | None = None, emit_unchanged: bool = False,
                     continue
                 if not rel_dir:
                     names = [n for n in names if _text(n) not in top_skip]
-            else:
-                names = only
+            else:  # names from the snapshot's keys (UTF-8)
+                names = only if _UTF8 else [os.fsencode(n.decode("utf-8", "surrogateescape")) for n in only]
             _list(w, fd, names, full, rel_dir, kdir, known, emit_unchanged, filters, symlinks, dir_rule, stack)
         finally:
             os.close(fd)

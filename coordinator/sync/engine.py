@@ -99,6 +99,10 @@ class _FarEnd:
     def udp_host(self) -> str:
         return self.run.far_end().udp_host
 
+    @udp_host.setter
+    def udp_host(self, value: str) -> None:
+        self.run.far_end().udp_host = value
+
     def send(self, msg: dict[str, Any]) -> None:
         self.run.far_end().send(msg)
 

@@ -4,7 +4,7 @@ One run builds a tree of N small files (1-10 KiB of random data, a 3-level direc
 about 100 files per leaf directory) and measures, each Surge step next to its rsync counterpart:
 
 1. local to local (the far end a local ``surge agent``, data over UDP on loopback): the initial
-   sync; a no-change re-sync (plain, with ``--assume-no-mods``, with
+   sync; a no-change re-sync (plain, with ``--scan-threads 2``, with ``--assume-no-mods``, with
    ``--exclude-dirs-older-than``) repeated ``--repeats`` times; a re-sync after appending a byte
    to 100 files;
 2. to a private system sshd on 127.0.0.1 whose key's forced command runs ``surge agent``: the
@@ -261,6 +261,8 @@ class _Bench:
         for _ in range(self.cfg.repeats):
             for step_key, label, cmd in (
                 ("surge-nochange", "no change: surge sync", self.surge("bench", src, d_surge)),
+                ("surge-nochange-st2", "no change: surge sync --scan-threads 2",
+                 self.surge("bench", src, d_surge, "--scan-threads", "2")),
                 ("surge-nochange-anm", "no change: surge sync --assume-no-mods",
                  self.surge("bench", src, d_surge, "--assume-no-mods")),
                 ("surge-nochange-edot", "no change: surge sync --exclude-dirs-older-than",
@@ -384,6 +386,16 @@ def _workspace(cfg: SyncBenchConfig) -> Iterator[str]:
             shutil.rmtree(home, ignore_errors=True)
 
 
+def _compile_surge() -> None:
+    """Byte-compile Surge's packages once, so that no step pays for compiling them (an installed
+    package is compiled at install time; PYTHONDONTWRITEBYTECODE would compile them every run)."""
+    import compileall
+
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for d in ("common", "coordinator", "workers"):
+        compileall.compile_dir(os.path.join(top, d), quiet=2)
+
+
 def run_bench(
     cfg: SyncBenchConfig, *, command: str = "", log: Callable[[str], None] = print
 ) -> Report:
@@ -396,6 +408,10 @@ def run_bench(
         raise SystemExit(f"not enough space in {cfg.workdir}: {_free(cfg.workdir) / 1e9:.1f} GB free, "
                          f"need about {need / 1e9:.1f} GB")  # fmt: skip
     report = Report(cfg, machine_info(cfg.workdir), command)
+    _compile_surge()
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        report.notes.append("Surge's modules were byte-compiled first (as an installed package is): "
+                            "PYTHONDONTWRITEBYTECODE is set here, which would compile them on every run")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     report.notes.append(f"load average (1/5/15 min) before: {load}")
     with _workspace(cfg) as home:

@@ -5,7 +5,6 @@ passed to a logger."""
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 
 __all__ = ["configure_logging"]
@@ -19,8 +18,10 @@ def configure_logging(program: str, log_dir: str | None, max_bytes: int, debug: 
     for h in list(logger.handlers):
         logger.removeHandler(h)
     if log_dir:
+        from logging.handlers import RotatingFileHandler  # (socket, pickle, ...): only with -L
+
         os.makedirs(log_dir, exist_ok=True)
-        handler: logging.Handler = logging.handlers.RotatingFileHandler(
+        handler: logging.Handler = RotatingFileHandler(
             os.path.join(log_dir, f"{program}.log"), maxBytes=max_bytes, backupCount=1, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)

@@ -1,5 +1,6 @@
 """What the `surge cp` and `surge sync` command lines share: the error and information
-exceptions, and the parsers of values both accept (--tags/--tags64, --check-sshfp)."""
+exceptions, the rate policies and ciphers, and the parsers of values both accept (--tags/--tags64,
+--check-sshfp)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,22 @@ import base64
 import json
 import re
 
-__all__ = ["MAX_TAGS_BYTES", "InfoRequest", "OptionError", "ShowHelp", "ShowVersion", "parse_sshfp", "parse_tags"]
+__all__ = ["CIPHERS", "MAX_TAGS_BYTES", "POLICIES", "InfoRequest", "OptionError", "ShowHelp", "ShowVersion", "parse_sshfp", "parse_tags"]
 
 MAX_TAGS_BYTES = 4096  # --tags: "limited to 4 Kb" (--tags64: once decoded)
+POLICIES = ("fixed", "high", "fair", "low")
+CIPHERS = (
+    "aes128",
+    "aes192",
+    "aes256",
+    "aes128cfb",
+    "aes192cfb",
+    "aes256cfb",
+    "aes128gcm",
+    "aes192gcm",
+    "aes256gcm",
+    "none",
+)
 
 
 class OptionError(ValueError):

@@ -24,7 +24,7 @@ from bench.sync_bench import (  # noqa: E402
     trees_equal,
 )
 
-LOCAL_STEPS = {"rsync-initial", "surge-initial", "surge-edot-first", "surge-nochange", "surge-nochange-anm",
+LOCAL_STEPS = {"rsync-initial", "surge-initial", "surge-edot-first", "surge-nochange", "surge-nochange-st2", "surge-nochange-anm",
                "surge-nochange-edot", "rsync-nochange", "rsync-touched", "surge-touched", "rsync-big",
                "surge-big"}  # fmt: skip
 

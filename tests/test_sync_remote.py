@@ -70,3 +70,36 @@ def test_remote_path_outside_the_docroot_is_refused(far: FarEnd, tmp_path: Path)
     with pytest.raises(SyncError, match=r"escapes|outside"):
         sync(far, src, "/../outside", "--create-dir")
     assert not (tmp_path / "outside").exists()
+
+
+def test_a_push_resync_with_nothing_to_do_does_not_connect(far: FarEnd, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The snapshot stands for the remote tree: no SSH session for a re-sync that sends nothing;
+    one, checking the remote directory first, as soon as something is to be sent."""
+    from coordinator.sync import transfer
+
+    assert far.docroot is not None
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_bytes(b"one")
+    connects = []
+    real = transfer.connect_far_end
+
+    def counting(*args: object, **kw: object) -> object:
+        connects.append(1)
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(transfer, "connect_far_end", counting)
+
+    def run(*args: str) -> object:
+        opts = parse_sync_args(["-N", "lazy", "-d", str(src), "-r", far.remote("/lazy"), *far.auth(),
+                                "-O", str(free_udp_port()), "-l", "1g", *args])  # fmt: skip
+        return run_sync(opts)
+
+    assert run("--create-dir").ok  # type: ignore[attr-defined]
+    assert len(connects) == 1
+    assert run().lines == []  # type: ignore[attr-defined]
+    assert len(connects) == 1
+    (src / "d" / "g").write_bytes(b"two")
+    assert dict(run().lines) == {"d/g": "SYNCHRONIZED"}  # type: ignore[attr-defined]
+    assert len(connects) == 2 and (far.docroot / "lazy" / "d" / "g").read_bytes() == b"two"

@@ -37,7 +37,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from common.units import Rate, UnitError, format_bytes, parse_mtime_bound, parse_rate, parse_size
-from coordinator.optcommon import MAX_TAGS_BYTES, InfoRequest, OptionError, ShowHelp, ShowVersion
+from coordinator.optcommon import (
+    CIPHERS,
+    MAX_TAGS_BYTES,
+    POLICIES,
+    InfoRequest,
+    OptionError,
+    ShowHelp,
+    ShowVersion,
+)
 
 from . import _values as conv
 from ._parser import Parser, build_parser
@@ -67,19 +75,6 @@ __all__ = [
 DEFAULT_TARGET_RATE = Rate(bits_per_second=10_000_000.0)  # -l default: 10000 Kbps
 DEFAULT_MIN_RATE = Rate(bits_per_second=0.0)  # -m default: 0
 OVERWRITE_POLICIES = ("never", "always", "diff", "diff+older", "older")
-POLICIES = ("fixed", "high", "fair", "low")
-CIPHERS = (
-    "aes128",
-    "aes192",
-    "aes256",
-    "aes128cfb",
-    "aes192cfb",
-    "aes256cfb",
-    "aes128gcm",
-    "aes192gcm",
-    "aes256gcm",
-    "none",
-)
 CHECKSUMS = ("none", "md5", "sha1", "sha-256", "sha-384", "sha-512")
 MANIFESTS = ("none", "text")
 MODES = ("send", "recv")

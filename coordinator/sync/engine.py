@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from common import metrics
 from common.filters import compile_filters
 from common.snapshot import (
     Entry,
@@ -26,16 +27,19 @@ from common.snapshot import (
     SqliteSnapshot,
     default_snapshot_path,
 )
+from common.snapshot.brief import has_records
 
-from ..cp.common import CopyError
-from ..cp.endpoint import Endpoint, EndpointError
 from .decide import Action, Plan, plan_bidi, plan_one_way
 from .dedup import plan_dedup
+from .localscan import scan_local
 from .metadata import MetadataPolicy
 from .record import Recorder
-from .scan import SKIP_SUFFIXES, BackgroundChecksums, ScanResult, fill_checksums, scan_tree
+from .scan import SKIP_SUFFIXES, BackgroundChecksums, fill_checksums, scan_tree
 from .sides import LocalSide, RemoteSide, SideError
-from .transfer import Dispatcher, InProcessDispatcher, connect_far_end
+
+if TYPE_CHECKING:
+    from ..cp.endpoint import Endpoint
+    from .transfer import Dispatcher
 
 __all__ = ["SyncError", "SyncReport", "run_sync"]
 
@@ -69,21 +73,57 @@ class SyncReport:
         self.counts[status] = self.counts.get(status, 0) + 1
 
 
+def _metrics() -> ModuleType:
+    """common.metrics, imported when first needed: prometheus_client takes ~30 ms to import, which
+    a re-sync with nothing to do does not pay (nor update metrics no endpoint could serve)."""
+    from common import metrics
+
+    return metrics
+
+
+def _metrics_loaded() -> ModuleType | None:
+    return sys.modules.get("common.metrics")
+
+
 def _signature_ok(root: str, signature: str | None) -> bool:
     return signature is None or os.path.exists(signature if os.path.isabs(signature) else os.path.join(root, signature))
 
 
+class _FarEnd:
+    """The endpoint a RemoteSide talks through, connected on first use (`_Run.far_end`)."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    @property
+    def udp_host(self) -> str:
+        return self.run.far_end().udp_host
+
+    @udp_host.setter
+    def udp_host(self, value: str) -> None:
+        self.run.far_end().udp_host = value
+
+    def send(self, msg: dict[str, Any]) -> None:
+        self.run.far_end().send(msg)
+
+    def recv(self, timeout: float | None = None) -> dict[str, Any]:
+        return self.run.far_end().recv(timeout)
+
+    def close(self) -> None:
+        return None  # the run closes the connection it made
+
+
 class _Run:
     def __init__(self, opts: Any, endpoint: Endpoint | None, emit: Callable[[str, str], None] | None,
-                 dispatcher: Dispatcher) -> None:  # fmt: skip
+                 dispatcher: Dispatcher | None) -> None:  # fmt: skip
         self.opts = opts
-        self.dispatcher = dispatcher
+        self._dispatcher = dispatcher
         self.endpoint = endpoint
         self.emit = emit
         self.report = SyncReport()
         self.local = LocalSide(opts.local_dir)
-        self.remote: LocalSide | RemoteSide = (LocalSide(opts.remote_dir) if endpoint is None or opts.host is None
-                                               else RemoteSide(endpoint, opts.remote_dir))  # fmt: skip
+        self.remote: LocalSide | RemoteSide = (LocalSide(opts.remote_dir) if opts.host is None
+                                               else RemoteSide(_FarEnd(self), opts.remote_dir))  # fmt: skip
         self.filters = compile_filters(opts.filters)
         self.metadata = MetadataPolicy(opts, self.local, self.remote)
         self.old_dirs: list[str] = []  # not scanned: older than --exclude-dirs-older-than
@@ -92,47 +132,43 @@ class _Run:
         self.late_checksums: BackgroundChecksums | None = None  # computed while the files move
         self.connect: Callable[[], Endpoint] | None = None  # reaches the far end when needed
 
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The given dispatcher, or the embedded one, made when the first transfer needs it."""
+        if self._dispatcher is None:
+            from .transfer import InProcessDispatcher
+
+            self._dispatcher = InProcessDispatcher()
+        return self._dispatcher
+
     def far_end(self) -> Endpoint:
-        """The far-end connection, made on first use (a local pair's agent starts only then)."""
+        """The far-end connection, made on first use: a local pair's agent starts, and a remote
+        pair's SSH session opens, only when the run needs the far end (a push re-sync with
+        nothing to send never does: the snapshot stands for the remote tree). A remote
+        directory is checked (or created with --create-dir) once connected."""
         if self.endpoint is None:
             assert self.connect is not None
             self.endpoint = self.connect()
+            try:
+                _check_remote_root(self)
+            except SideError as exc:
+                raise SyncError(f"-r: {exc}") from None
         return self.endpoint
 
     # -- reporting and bookkeeping -----------------------------------------------------------
     def status(self, path: str, status: str) -> None:
         self.report.add(path, status)
-        metrics.file_handled(status)
+        _metrics().file_handled(status)
         if self.emit is not None:
             self.emit(path, status)
 
     def error(self, path: str, message: str) -> None:
         self.report.errors.append((path, message))
-        metrics.file_handled("ERROR")
+        _metrics().file_handled("ERROR")
         if self.emit is not None:
             self.emit(path, f"ERROR: {message}")
 
     # -- scanning ------------------------------------------------------------------------------
-    def scan_local(self, snapshot: dict[str, Entry]) -> ScanResult:
-        o = self.opts
-        skip_dir = None
-        if o.exclude_dirs_older_than is not None or o.assume_no_mods:
-            limit = o.exclude_dirs_older_than
-
-            def skip_dir(path: str, st: os.stat_result) -> bool:
-                before = snapshot.get(path)
-                if before is None or before.kind != "dir":
-                    return False
-                if limit is not None:
-                    old = max(st.st_mtime_ns, before.rmtime_ns) / 1e9 < limit
-                    if old:
-                        self.old_dirs.append(path)
-                    return old
-                return st.st_mtime_ns == before.mtime_ns
-
-        return scan_tree(o.local_dir, filters=self.filters, symlinks=o.symbolic_links, skip_dir=skip_dir,
-                         snapshot=snapshot)  # fmt: skip
-
     def scan_remote(self) -> dict[str, Entry]:
         if isinstance(self.remote, LocalSide):
             result = scan_tree(self.remote.root, filters=self.filters, symlinks=self.opts.symbolic_links)
@@ -158,13 +194,9 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
     stops it; per-file problems are in the report. The snapshot store and the dispatcher
     default to the embedded ones (SQLite beside the local tree, transfers in this process);
     the cluster passes Redis and Celery ones."""
-    from .execute import execute
-
     started = time.monotonic()
     _check_dirs(opts)
-    # A local pair needs its far end only to transfer: a re-sync with nothing to send starts none.
-    endpoint = _connect(opts, endpoint_factory) if opts.host is not None else None
-    run = _Run(opts, endpoint, emit, dispatcher or InProcessDispatcher())
+    run = _Run(opts, None, emit, dispatcher)  # the far end is reached when first needed (far_end)
     run.connect = lambda: _connect(opts, endpoint_factory)
     try:
         try:
@@ -174,14 +206,16 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
         _check_snapshot_meta(run)
         run.recorder = Recorder(run.snap)
         try:
-            _check_remote_root(run)
             plan = _plan(run)
         except SideError as exc:
             raise SyncError(f"-r: {exc}") from None
         run.report.conflicts = plan.conflicts
-        metrics.files_planned(len(plan.actions))
         try:
-            execute(run, plan, progress)
+            if plan.actions:
+                from .execute import execute
+
+                _metrics().files_planned(len(plan.actions))
+                execute(run, plan, progress)
         finally:
             if run.late_checksums is not None:
                 run.late_checksums.finish(wait=False)
@@ -191,16 +225,24 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
         _finish_meta(run)
     finally:
         if run.snap is not None:
-            metrics.sync_finished(run.snap)
+            if (metrics := _metrics_loaded()) is not None:
+                metrics.sync_finished(run.snap)
             run.snap.close()
-        if run.endpoint is not None:
-            try:
-                run.endpoint.send({"type": "bye"})
-            except EndpointError:
-                pass
-            run.endpoint.close()
+        _close_far_end(run)
     run.report.elapsed = time.monotonic() - started
     return run.report
+
+
+def _close_far_end(run: _Run) -> None:
+    if run.endpoint is None:
+        return
+    from ..cp.endpoint import EndpointError
+
+    try:
+        run.endpoint.send({"type": "bye"})
+    except EndpointError:
+        pass
+    run.endpoint.close()
 
 
 def _sqlite_snapshot(opts: Any) -> SnapshotStore:
@@ -227,6 +269,9 @@ def _check_dirs(opts: Any) -> None:
 
 
 def _connect(opts: Any, factory: Callable[[Any], Endpoint] | None) -> Endpoint:
+    from ..cp.common import CopyError
+    from .transfer import connect_far_end
+
     try:
         return connect_far_end(opts, factory)
     except CopyError as exc:
@@ -257,12 +302,13 @@ def _check_snapshot_meta(run: _Run) -> None:
                         "(use -x to start over, or --ignore_remote_host_sync_name)")  # fmt: skip
     edot = snap.get_meta("exclude_dirs_older_than")
     given = o.exclude_dirs_older_than_text
-    if snap.count("local") and (edot or None) != (given or None):
+    if (edot or None) != (given or None) and has_records(snap, "local"):
         raise SyncError("--exclude-dirs-older-than: every run of a pair must use the same value as the first "
                         f"(first run: {edot or 'not given'}, now: {given or 'not given'})")  # fmt: skip
-    snap.set_meta("remote", where)
-    snap.set_meta("exclude_dirs_older_than", given)
-    snap.set_meta("checksum", o.checksum)
+    current = {"remote": previous, "exclude_dirs_older_than": edot, "checksum": snap.get_meta("checksum")}
+    for key, value in (("remote", where), ("exclude_dirs_older_than", given), ("checksum", o.checksum)):
+        if current[key] != value:  # only what changed: each write is a transaction
+            snap.set_meta(key, value)
 
 
 def _finish_meta(run: _Run) -> None:
@@ -273,15 +319,19 @@ def _finish_meta(run: _Run) -> None:
 def _plan(run: _Run) -> Plan:
     o, snap = run.opts, run.snap
     assert snap is not None
-    snap_local = snap.load("local")
+    recorded = has_records(snap, "local")
     # A push decides from the local records alone; the remote ones only say whether it is the first run.
-    snap_remote = snap.load("remote") if o.direction != "push" or not snap_local else {}
-    local = run.scan_local(snap_local)
-    for p, m in local.errors:
+    snap_remote = snap.load("remote") if o.direction != "push" or not recorded else {}
+    first = not recorded and not snap_remote
+    # A push re-sync plans from what changed alone (localscan.py); the rest needs whole listings.
+    whole = o.direction != "push" or o.mirror or bool(o.dedup) or first
+    local = scan_local(o.local_dir, snap, o, run.filters, whole=whole)
+    run.old_dirs = local.old_dirs
+    snap_local = local.snapshot
+    for p, m in local.walk.errors:
         run.error(p, m)
-    for p, m in local.skipped:
+    for p, m in local.walk.skipped:
         log.info("skipped %s: %s", p, m)
-    first = not snap_local and not snap_remote
     need_remote = o.direction != "push" or first or o.mirror
     remote = run.scan_remote() if need_remote else None
     use_checksum = o.checksum != "none"
@@ -385,7 +435,7 @@ def open_session(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | Non
     open and checked), for a caller that runs several plans over it; `close_session` ends it."""
     _check_dirs(opts)
     endpoint = _connect(opts, endpoint_factory)
-    run = _Run(opts, endpoint, emit, dispatcher or InProcessDispatcher())
+    run = _Run(opts, endpoint, emit, dispatcher)
     try:
         run.snap = (open_snapshot or _sqlite_snapshot)(opts)
         _check_snapshot_meta(run)
@@ -412,7 +462,7 @@ def sync_all(run: _Run, progress: Callable[[dict[str, Any]], None] | None = None
     except SideError as exc:
         raise SyncError(f"-r: {exc}") from None
     run.report.conflicts += plan.conflicts
-    metrics.files_planned(len(plan.actions))
+    _metrics().files_planned(len(plan.actions))
     try:
         execute(run, plan, progress)
     finally:
@@ -428,15 +478,10 @@ def close_session(run: _Run) -> None:
             run.recorder.flush()
         except AttributeError:  # closed before the recorder existed
             pass
-        metrics.sync_finished(run.snap)
+        _metrics().sync_finished(run.snap)
         run.snap.close()
         run.snap = None
-    if run.endpoint is not None:
-        try:
-            run.endpoint.send({"type": "bye"})
-        except EndpointError:
-            pass
-        run.endpoint.close()
+    _close_far_end(run)
 
 
 __all__ += ["close_session", "open_session", "sync_all"]

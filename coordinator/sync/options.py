@@ -40,9 +40,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from common.filters import FilterError, FilterRule, Kind, compile_filters, read_rule_file
-from common.metrics import parse_metrics_port
 from common.units import Rate, UnitError, format_bytes, parse_duration, parse_size
-from coordinator.cp.options import CIPHERS, POLICIES
+from coordinator.optcommon import CIPHERS, POLICIES
 
 from . import _values as conv
 from ._optparse import InfoRequest, OptionError, ShowHelp, ShowVersion, build_parser, check_order
@@ -435,6 +434,8 @@ def _build(ns: argparse.Namespace, env: Mapping[str, str], now: float) -> SyncOp
         return default if text is None else conv.integer(text, option, 0)
 
     def metrics_port(text: str) -> int:
+        from common.metrics import parse_metrics_port  # prometheus_client: only when asked for
+
         try:
             return parse_metrics_port(text)
         except ValueError as exc:

@@ -1,30 +1,20 @@
-"""Scan a synchronized tree into snapshot entries: stat only, checksums only where a decision
-needs them. Skips names with line breaks or backslashes (as the reference says), partial and
-resume files, the snapshot directory, and everything the filters exclude. With
---exclude-dirs-older-than or --assume-no-mods, directories the snapshot says are unchanged are
-not entered: their records are carried over from the snapshot."""
+"""Scan a synchronized tree into snapshot entries (the walk itself is walk.py), and the -k
+checksums: only where a decision needs them, or in a thread while the files move."""
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
-import stat
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from common.checksums import sparse_digest
 from common.filters import Filter
 from common.snapshot import Entry
 
-__all__ = ["SKIP_SUFFIXES", "BackgroundChecksums", "ScanResult", "entry_from_attrs", "fill_checksums", "scan_tree"]
+from .walk import SKIP_SUFFIXES, walk
 
-# Transfer state, temporary names, and metadata files (--preserve-xattrs=metafile) are never
-# synchronized as files of their own.
-SKIP_SUFFIXES = (".partial", ".aspx", ".surge-tmp", ".partial.parts", ".partial.lock", ".aspera-meta")
-_DB_DIRS = (".surge", ".private-asp")
+__all__ = ["SKIP_SUFFIXES", "BackgroundChecksums", "ScanResult", "entry_from_attrs", "fill_checksums", "scan_tree"]
 
 
 @dataclass
@@ -32,82 +22,14 @@ class ScanResult:
     entries: dict[str, Entry] = field(default_factory=dict)
     errors: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    reused_dirs: int = 0  # directories not entered (snapshot carried over)
 
 
-def _entry(path: str, st: os.stat_result, kind: str, target: str | None = None) -> Entry:
-    return Entry(path, kind, st.st_size if kind == "file" else 0, st.st_mtime_ns, stat.S_IMODE(st.st_mode),
-                 st.st_ino, st.st_dev, st.st_nlink, None, target, 0, st.st_uid, st.st_gid)  # fmt: skip
-
-
-def scan_tree(root: str, *, filters: Filter | None = None, symlinks: str = "copy",
-              skip_dir: Callable[[str, os.stat_result], bool] | None = None,
-              snapshot: Mapping[str, Entry] | None = None, extra_skip: Iterable[str] = (),
+def scan_tree(root: str, *, filters: Filter | None = None, symlinks: str = "copy", extra_skip: Iterable[str] = (),
               under: str = "") -> ScanResult:  # fmt: skip
-    """Entries of the tree under `root` (paths relative to it; only below the directory `under`
-    when given). `skip_dir(path, stat)` says a directory may be taken from `snapshot` without
-    entering it."""
-    result = ScanResult()
-    skip_names = set(extra_skip)
-    stack = [under]
-    while stack:
-        rel_dir = stack.pop()
-        full_dir = os.path.join(root, rel_dir) if rel_dir else root
-        try:
-            with os.scandir(full_dir) as it:
-                children = list(it)
-        except OSError as exc:
-            result.errors.append((rel_dir or ".", exc.strerror or str(exc)))
-            continue
-        for de in children:
-            name = de.name
-            rel = f"{rel_dir}/{name}" if rel_dir else name
-            if not rel_dir and (name in _DB_DIRS or name in skip_names):
-                continue
-            if "\n" in name or "\r" in name or "\\" in name:
-                result.skipped.append((rel, "name contains a line break or backslash"))
-                continue
-            if name.endswith(SKIP_SUFFIXES):
-                continue
-            try:
-                st = de.stat(follow_symlinks=False)
-            except OSError as exc:
-                result.errors.append((rel, exc.strerror or str(exc)))
-                continue
-            target = None
-            if stat.S_ISLNK(st.st_mode):
-                if symlinks == "skip":
-                    continue
-                if symlinks == "follow":
-                    try:
-                        st = os.stat(de.path)
-                    except OSError:
-                        result.errors.append((rel, "broken symbolic link"))
-                        continue
-                else:
-                    target = os.readlink(de.path)
-            if target is not None:
-                kind = "link"
-            elif stat.S_ISDIR(st.st_mode):
-                kind = "dir"
-            elif stat.S_ISREG(st.st_mode):
-                kind = "file"
-            else:
-                result.skipped.append((rel, "special file"))
-                continue
-            if filters and filters.excluded_entry(rel, kind == "dir"):
-                continue
-            result.entries[rel] = _entry(rel, st, kind, target)
-            if kind == "dir":
-                if skip_dir is not None and snapshot is not None and rel in snapshot and skip_dir(rel, st):
-                    result.reused_dirs += 1
-                    prefix = rel + "/"
-                    for p, e in snapshot.items():
-                        if p.startswith(prefix):
-                            result.entries[p] = e
-                else:
-                    stack.append(rel)
-    return result
+    """Every entry of the tree under `root` (paths relative to it; only below the directory
+    `under` when given)."""
+    w = walk(root, filters=filters, symlinks=symlinks, extra_skip=extra_skip, under=under)
+    return ScanResult(w.entries, w.errors, w.skipped)
 
 
 _WHOLE = 256 * 4096  # up to this size, common.checksums.sparse_digest's samples cover the whole file
@@ -116,6 +38,8 @@ _WHOLE = 256 * 4096  # up to this size, common.checksums.sparse_digest's samples
 def _small_sparse_digest(fd: int, size: int) -> str:
     """sparse_digest(fd, size) for a file of at most _WHOLE bytes (its 4 KiB samples then tile
     the file), from one read instead of one per sample."""
+    import hashlib
+
     data = os.pread(fd, size, 0)
     if len(data) != size:
         raise OSError(f"file shorter than expected at offset {len(data)}")
@@ -128,6 +52,10 @@ def _small_sparse_digest(fd: int, size: int) -> str:
 def _digest(path: str, algo: str, size: int, mtime_ns: int | None = None) -> str | None:
     """The -k checksum of a file; None when `mtime_ns` is given and the file no longer has that
     size and modification time (it changed since it was scanned)."""
+    import hashlib  # here: a re-sync with nothing to checksum does not load OpenSSL
+
+    from common.checksums import sparse_digest
+
     base = algo.split("-")[0]
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -157,6 +85,9 @@ def fill_checksums(root: str, entries: dict[str, Entry], paths: Iterable[str], a
         return []
     todo = [p for p in paths if p in entries and entries[p].kind == "file" and entries[p].checksum is None]
     errors: list[tuple[str, str]] = []
+    if not todo:
+        return errors
+    from concurrent.futures import ThreadPoolExecutor
 
     def share(part: list[str]) -> list[tuple[str, str | None, str | None]]:
         out: list[tuple[str, str | None, str | None]] = []

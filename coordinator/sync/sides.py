@@ -8,12 +8,14 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from common.snapshot import Entry
 
-from ..cp.endpoint import Endpoint
 from .scan import entry_from_attrs
+
+if TYPE_CHECKING:
+    from ..cp.endpoint import Endpoint
 
 __all__ = ["LocalSide", "RemoteSide", "Side", "SideError"]
 

@@ -210,6 +210,38 @@ def test_bad_options_are_one_line_errors(tmp_path: Path, args: list[str], needle
     assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("surge cp: error:")
 
 
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["-E", "[abc"], "-E: unterminated '['"),
+        (["-N", "*.txt", "-E", "/**x"], "-E: "),
+        (["-y", "1"], "-y 1: HTTP fallback is not supported"),
+        (["--preserve-xattrs=metafile"], "--preserve-xattrs=metafile: surge cp does not preserve"),
+        (["--file-crypt=encrypt"], "--file-crypt: client-side encryption at rest is not supported"),
+    ],
+)
+def test_refused_options_and_bad_patterns_are_usage_errors_that_write_nothing(
+    tmp_path: Path, args: list[str], needle: str
+) -> None:
+    src = make_tree(tmp_path)
+    out = tmp_path / "out"
+    res = cp(*args, "-d", str(src), str(out))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [f"surge cp: error: {res.stderr.strip()[len('surge cp: error: '):]}"]
+    assert needle in res.stderr
+    assert not out.exists()
+
+
+def test_a_cloud_storage_uri_is_refused_before_connecting(tmp_path: Path) -> None:
+    src = make_tree(tmp_path)
+    res = cp(str(src), "s3://bucket/in/")
+    assert res.returncode == 2
+    assert res.stderr.strip() == (
+        "surge cp: error: s3://bucket/in/: s3:// URIs (cloud storage, stdio) are not supported; "
+        "use a local path, [user@]host:path or faux://"
+    )
+
+
 def test_missing_source_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
     res = cp(str(tmp_path / "nope"), str(out))

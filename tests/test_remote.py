@@ -350,6 +350,33 @@ def test_download_of_directory_with_outbound_link_leaks_nothing(far: FarEnd, are
     assert "secret.txt" not in {p.name for p in dst.rglob("*")}
 
 
+def test_links_owners_and_delete_before_transfer_both_ways(far: FarEnd, area: tuple[Path, str],
+                                                           tmp_path: Path) -> None:  # fmt: skip
+    """--symbolic-links copy, --delete-before-transfer and --preserve-file-owner-uid/gid act on
+    the local destination of a download and through file operations on that of an upload."""
+    local, remote = area
+    tree = local / "tree"
+    (tree / "d").mkdir(parents=True)
+    (tree / "f").write_text("f\n")
+    (tree / "lf").symlink_to("f")
+    root = os.geteuid() == 0
+    if root:
+        os.chown(tree / "f", 1234, 2345)
+    dst = tmp_path / "dst"
+    (dst / "tree" / "stale").mkdir(parents=True)
+    ok(cp(*far.auth(), "--symbolic-links=copy", "--delete-before-transfer", "--preserve-file-owner-uid",
+          "--preserve-file-owner-gid", far.remote(remote + "/tree"), str(dst)), far)  # fmt: skip
+    assert listing(dst / "tree") == {"d": "dir", "f": 2, "lf": "-> f"}
+    if root:
+        st = (dst / "tree" / "f").stat()
+        assert (st.st_uid, st.st_gid) == (1234, 2345)
+    (dst / "tree" / "new").write_text("new\n")
+    (local / "back" / "tree" / "old").mkdir(parents=True)
+    ok(cp(*far.auth(), "--symbolic-links=copy", "--delete-before-transfer", str(dst / "tree"),
+          far.remote(remote + "/back")), far)  # fmt: skip
+    assert listing(local / "back" / "tree") == {"d": "dir", "f": 2, "lf": "-> f", "new": 4}
+
+
 @pytest.mark.parametrize(("user", "cipher", "says"),
                          [("plain", "aes128", "-c none"), ("gcm256", "aes128cfb", "requires GCM")])  # fmt: skip
 def test_cipher_forbidden_by_server_refused(far: FarEnd, area: tuple[Path, str], tmp_path: Path, user: str,

@@ -3,7 +3,8 @@ snapshot of the last sync, and the options in; actions out. No I/O.
 
 Decision order for one path in a one-way sync (push; pull is the mirror image):
 
-1. Excluded by the filters: nothing (a previously synced file keeps its copy at the target).
+1. Excluded by the filters: not in the listings at all, unless the snapshot records the path
+   (coordinator/sync/tracked.py: a synchronized path stays tracked when its name is excluded).
 2. Gone from the source but in the snapshot: delete at the target (unless --ignore-delete, or the
    source's mount signature is missing), or a rename when a new path has its inode (and mtime).
 3. Unchanged since the snapshot (same kind, size, mtime, inode): nothing, unless --mirror finds

@@ -35,6 +35,7 @@ from .metadata import MetadataPolicy
 from .record import Recorder
 from .scan import SKIP_SUFFIXES, BackgroundChecksums, ScanResult, fill_checksums, scan_tree
 from .sides import LocalSide, RemoteSide, SideError
+from .tracked import TrackedFilter
 from .transfer import Dispatcher, InProcessDispatcher, connect_far_end
 
 __all__ = ["SyncError", "SyncReport", "run_sync"]
@@ -84,13 +85,18 @@ class _Run:
         self.local = LocalSide(opts.local_dir)
         self.remote: LocalSide | RemoteSide = (LocalSide(opts.remote_dir) if endpoint is None or opts.host is None
                                                else RemoteSide(endpoint, opts.remote_dir))  # fmt: skip
-        self.filters = compile_filters(opts.filters)
+        self.filters = TrackedFilter(compile_filters(opts.filters), self.tracked)
         self.metadata = MetadataPolicy(opts, self.local, self.remote)
         self.old_dirs: list[str] = []  # not scanned: older than --exclude-dirs-older-than
         self.snap: SnapshotStore | None = None
         self.recorder: Recorder
         self.late_checksums: BackgroundChecksums | None = None  # computed while the files move
         self.connect: Callable[[], Endpoint] | None = None  # reaches the far end when needed
+
+    def tracked(self, path: str) -> bool:
+        """The snapshot records `path`: it stays synchronized even when its name is excluded."""
+        snap = self.snap
+        return snap is not None and (snap.get("local", path) is not None or snap.get("remote", path) is not None)
 
     def far_end(self) -> Endpoint:
         """The far-end connection, made on first use (a local pair's agent starts only then)."""
@@ -368,7 +374,7 @@ def _clean_excluded(run: _Run) -> None:
     assert snap is not None
     for side in ("local", "remote"):
         gone = [e.path for e in snap.iter_side(side) if e.kind == "dir" and run.filters
-                and run.filters.excluded(e.path, True)]  # fmt: skip
+                and run.filters.base.excluded(e.path, True)]  # fmt: skip
         for old in run.old_dirs:
             keep = snap.get(side, old)
             snap.apply(side, delete_trees=[old], upserts=[keep] if keep is not None else [])

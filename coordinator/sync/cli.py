@@ -15,7 +15,7 @@ def main(argv: Sequence[str]) -> int:
     from common.logs import configure_logging
     from common.snapshot import SnapshotError
 
-    from .engine import SyncError
+    from .engine import SyncError, SyncUsageError
     from .options import InfoRequest, OptionError, parse_sync_args
 
     try:
@@ -46,6 +46,9 @@ def main(argv: Sequence[str]) -> int:
         return run_continuous(opts, emit, foreground_loop)
     try:
         report = _run(opts, emit)
+    except SyncUsageError as exc:  # found before anything changed
+        print(f"surge sync: error: {exc}", file=sys.stderr)
+        return 2
     except (ClusterError, SyncError, SnapshotError) as exc:  # Redis unusable: 1, as `surge worker`
         print(f"surge sync: error: {exc}", file=sys.stderr)
         return 1

@@ -31,6 +31,7 @@ from ..cp.common import CopyError
 from ..cp.endpoint import Endpoint, EndpointError
 from .decide import Action, Plan, plan_bidi, plan_one_way
 from .dedup import plan_dedup
+from .keepdirs import keep_dir_problem
 from .metadata import MetadataPolicy
 from .record import Recorder
 from .scan import SKIP_SUFFIXES, BackgroundChecksums, ScanResult, fill_checksums, scan_tree
@@ -38,7 +39,7 @@ from .sides import LocalSide, RemoteSide, SideError
 from .tracked import TrackedFilter
 from .transfer import Dispatcher, InProcessDispatcher, connect_far_end
 
-__all__ = ["SyncError", "SyncReport", "run_sync"]
+__all__ = ["SyncError", "SyncReport", "SyncUsageError", "run_sync"]
 
 log = logging.getLogger("surge.sync")
 
@@ -49,6 +50,11 @@ STATUS = {"send": "SYNCHRONIZED", "mkdir": "SYNCHRONIZED", "symlink": "SYNCHRONI
 
 class SyncError(Exception):
     """The sync cannot start or go on (the message names the option or path and the cause)."""
+
+
+class SyncUsageError(SyncError):
+    """The command line asks for what cannot be (a missing directory without --create-dir, a
+    --keep-dir inside the tree...): a usage error, exit status 2, found before anything changed."""
 
 
 @dataclass
@@ -219,17 +225,21 @@ def _check_dirs(opts: Any) -> None:
             continue
         if not os.path.isdir(path):
             if os.path.exists(path):
-                raise SyncError(f"{option}: {path!r} is not a directory")
+                raise SyncUsageError(f"{option}: {path!r} is not a directory")
             if not opts.create_dir:
-                raise SyncError(f"{option}: directory {path!r} does not exist (use --create-dir to create it)")
+                raise SyncUsageError(f"{option}: directory {path!r} does not exist (use --create-dir to create it)")
             os.makedirs(path, exist_ok=True)
     if opts.host is None:
         a, b = os.path.realpath(opts.local_dir), os.path.realpath(opts.remote_dir)
         if a == b or b.startswith(a + os.sep) or a.startswith(b + os.sep):
-            raise SyncError("-r: the remote directory must not be inside the local directory (or the reverse)")
+            raise SyncUsageError("-r: the remote directory must not be inside the local directory (or the reverse)")
     for option, keep in (("--keep-dir-local", opts.keep_dir_local), ("--keep-dir-remote", opts.keep_dir_remote if opts.host is None else None)):
         if keep and not os.path.isdir(keep):
-            raise SyncError(f"{option}: directory {keep!r} does not exist (it is not created for you)")
+            raise SyncUsageError(f"{option}: directory {keep!r} does not exist (it is not created for you)")
+        problem = keep and keep_dir_problem(option, keep, opts.local_dir if option == "--keep-dir-local" else opts.remote_dir,
+                                            opts.filters)  # fmt: skip
+        if problem:
+            raise SyncUsageError(problem)
 
 
 def _connect(opts: Any, factory: Callable[[Any], Endpoint] | None) -> Endpoint:
@@ -247,7 +257,7 @@ def _check_remote_root(run: _Run) -> None:
         run.remote.op("stat", "")
     except SideError:
         if not run.opts.create_dir:
-            raise SyncError(f"-r: directory {run.opts.remote_dir!r} does not exist (use --create-dir to create it)") from None
+            raise SyncUsageError(f"-r: directory {run.opts.remote_dir!r} does not exist (use --create-dir to create it)") from None
         run.remote.mkdir("")
 
 
@@ -259,12 +269,12 @@ def _check_snapshot_meta(run: _Run) -> None:
     where = f"{o.host or ''}:{o.remote_dir}" if o.host else os.path.realpath(o.remote_dir)
     previous = snap.get_meta("remote")
     if previous is not None and previous != where and not o.ignore_remote_host_sync_name:
-        raise SyncError(f"-r: this pair was synchronized with {previous!r}, not {where!r} "
+        raise SyncUsageError(f"-r: this pair was synchronized with {previous!r}, not {where!r} "
                         "(use -x to start over, or --ignore_remote_host_sync_name)")  # fmt: skip
     edot = snap.get_meta("exclude_dirs_older_than")
     given = o.exclude_dirs_older_than_text
     if snap.count("local") and (edot or None) != (given or None):
-        raise SyncError("--exclude-dirs-older-than: every run of a pair must use the same value as the first "
+        raise SyncUsageError("--exclude-dirs-older-than: every run of a pair must use the same value as the first "
                         f"(first run: {edot or 'not given'}, now: {given or 'not given'})")  # fmt: skip
     snap.set_meta("remote", where)
     snap.set_meta("exclude_dirs_older_than", given)

@@ -188,6 +188,7 @@ ONE_OPTION: list[tuple[list[str], str, Any]] = [
     (["-K", "1M"], "debug", 0),
     (["--preserve-acls=none", "--remote-preserve-acls=NONE"], "debug", 0),
     (["--preserve-xattrs", "none", "--remote-preserve-xattrs=none"], "debug", 0),
+    (["--proxy=dnats://gazelle:secret@10.0.0.9:9092"], "debug", 0),
     (["-y", "0", "-j", "1", "-t", "8443", "-x", "proxy:3128", "-I", "cert.pem", "-Y", "key.pem"], "debug", 0),
 ]
 
@@ -410,7 +411,8 @@ ERRORS: list[tuple[list[str], str]] = [
     (["-f", "/etc/aspera.conf", "a", "b"], "-f: a Surge client reads no aspera.conf"),
     (["--file-crypt=encrypt", "a", "b"], "--file-crypt: client-side encryption at rest is not supported"),
     (["--file-crypt=scramble", "a", "b"], "--file-crypt: invalid value 'scramble'"),
-    (["--proxy=dnats://u:p@proxy", "a", "b"], "--proxy: Aspera Proxy (dnat/dnats) is not supported"),
+    (["--proxy=dnats://u@proxy", "a", "b"], "--proxy: expected dnat[s]://USER:PASSWORD@HOST[:PORT]"),
+    (["--proxy=dnat://u:p@proxy:99999", "a", "b"], "--proxy: expected dnat[s]://"),
     (["-wr", "a", "b"], "-wr: bandwidth measurement is not supported"),
     (["-wf", "a", "b"], "-wf: bandwidth measurement is not supported"),
     (["--preserve-acls=native", "a", "b"], "--preserve-acls=native: surge cp does not preserve ACLs"),

@@ -1,6 +1,6 @@
 """ascp options for features a Surge client does not have (HTTP fallback, Aspera Proxy, pre/post
 scripts, client-side encryption at rest, bandwidth measurement, ACL/xattr metafiles, a client
-aspera.conf). Each is either accepted without effect, because leaving it out changes nothing
+aspera.conf, a local docroot). Each is either accepted without effect, because leaving it out changes nothing
 here, or refused with a one-line reason naming the option; the values of accepted ones are still
 checked. docs/PROTOCOL.md ("Deliberate differences") lists them."""
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from common.units import parse_rate
-from coordinator.optcommon import OptionError
+from coordinator.optcommon import OptionError, parse_proxy
 
 __all__ = ["PRESERVE_MODES", "check"]
 
@@ -18,10 +18,6 @@ PRESERVE_MODES = ("native", "metafile", "none")
 _REFUSED = {
     "prepost": ("-e", "pre/post-processing scripts are not supported"),
     "config_file": ("-f", "a Surge client reads no aspera.conf; give the settings as options"),
-    "proxy": (
-        "--proxy",
-        "Aspera Proxy (dnat/dnats) is not supported; connect to the server directly",
-    ),
     "measure_reverse": (
         "-wr",
         "bandwidth measurement is not supported; the rate follows -l and -a",
@@ -81,6 +77,8 @@ def check(ns: argparse.Namespace) -> None:
     for option, value in (("-x", ns.http_proxy), ("-I", ns.http_cert), ("-Y", ns.http_key)):
         if value is not None and not value.strip():
             raise OptionError(f"{option}: empty value")
+    if ns.proxy is not None:
+        parse_proxy(ns.proxy)  # accepted, as surge sync does: the connection goes direct
     if ns.probe_rate is not None:
         parse_rate(ns.probe_rate, "-K")
     _preserve_modes(ns)

@@ -245,7 +245,7 @@ def _add_inapplicable(parser: argparse.ArgumentParser) -> None:
     g("-e", dest="prepost", metavar="SCRIPT", help="pre/post-processing script: refused")
     g("-f", dest="config_file", metavar="CONFIG", help="client aspera.conf: refused")
     g("--file-crypt", metavar="encrypt|decrypt", help="client-side encryption at rest: refused")
-    g("--proxy", metavar="URL", help="Aspera Proxy: refused")
+    g("--proxy", metavar="URL", help="Aspera Proxy dnat[s]://USER:PASS@HOST[:PORT]: checked, no effect")
     g("-wr", dest="measure_reverse", action=_FLAG, help="bandwidth measurement: refused")
     g("-wf", dest="measure_forward", action=_FLAG, help="bandwidth measurement: refused")
     g = parser.add_argument_group("HTTP fallback (never used: Surge is UDP only)").add_argument

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -179,6 +180,27 @@ def test_remove_and_move_after_transfer(tmp_path: Path) -> None:
     archive = tmp_path / "archive"
     assert cp("--move-after-transfer", str(archive), str(src2), str(out)).returncode == 0
     assert (archive / "src2" / "y").read_text() == "y" and not (src2 / "y").exists()
+
+
+def test_remove_empty_directories_scans_from_the_source_base(tmp_path: Path) -> None:
+    """With --src-base, emptied directories are removed from the base down (the base and the
+    source arguments stay, unless --remove-empty-source-directory); the paths below the base
+    are kept at the destination."""
+    for extra, left in (([], ["c"]), (["--remove-empty-source-directory"], [])):
+        base = tmp_path / "base"
+        (base / "a" / "b").mkdir(parents=True)
+        (base / "c").mkdir()
+        (base / "a" / "b" / "f").write_text("f")
+        (base / "c" / "g").write_text("g")
+        out = tmp_path / "out"
+        out.mkdir()
+        res = cp(f"--src-base={base}", "--remove-after-transfer", "--remove-empty-directories", *extra,
+                 str(base / "a" / "b" / "f"), str(base / "c"), str(out))  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        assert (out / "a" / "b" / "f").read_text() == "f" and (out / "c" / "g").read_text() == "g"
+        assert sorted(p.name for p in base.iterdir()) == left
+        shutil.rmtree(base)
+        shutil.rmtree(out)
 
 
 def test_faux_source_to_faux_destination(tmp_path: Path) -> None:

@@ -308,6 +308,17 @@ def test_token_from_file(tmp_path: Path) -> None:
     assert parse("-W", f"@{token_file}", "a", "b").token == "Basic c2VjcmV0"
 
 
+def test_private_key_from_the_environment_when_no_i() -> None:
+    pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n"
+    options = parse("a", "h:b", env={"ASPERA_SCP_KEY": pem})
+    assert options.key_text == pem and options.keys == ()
+    assert "OPENSSH" not in repr(options)
+    assert parse("a", "h:b", env={"ASPERA_SCP_KEY": "/keys/id"}).keys == ("/keys/id",)
+    assert parse("a", "h:b", env={"SURGE_KEY": "/k1", "ASPERA_SCP_KEY": "/k2"}).keys == ("/k1",)
+    given = parse("-i", "/mine", "a", "h:b", env={"ASPERA_SCP_KEY": pem})
+    assert given.keys == ("/mine",) and given.key_text is None  # -i wins
+
+
 def test_secrets_are_not_in_repr() -> None:
     options = parse("-W", "sekrit-token", "a", "b", env={"SURGE_PASS": "sekrit-pass"})
     assert options.password == "sekrit-pass" and options.token == "sekrit-token"

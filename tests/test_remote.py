@@ -27,7 +27,7 @@ from common.tokens import create_token, hash_password
 USERS = ("surge", "alice", "pushonly", "plain", "gcm256")  # transfer users of the configuration
 PASSWORD = "correct horse battery staple"
 TOKEN_SECRET = secrets.token_bytes(32)
-_AUTH_ENV = ("SURGE_PASS", "ASPERA_SCP_PASS", "SURGE_TOKEN", "ASPERA_SCP_TOKEN")
+_AUTH_ENV = ("SURGE_PASS", "ASPERA_SCP_PASS", "SURGE_TOKEN", "ASPERA_SCP_TOKEN", "SURGE_KEY", "ASPERA_SCP_KEY")
 MiB = 1 << 20
 
 
@@ -348,6 +348,16 @@ def test_download_of_directory_with_outbound_link_leaks_nothing(far: FarEnd, are
     assert "secret.txt: reached through a symbolic link that leaves the docroot" in res.stderr
     assert (dst / area[1].lstrip("/") / "inside.txt").read_text() == "inside\n"
     assert "secret.txt" not in {p.name for p in dst.rglob("*")}
+
+
+def test_private_key_from_aspera_scp_key_instead_of_i(far: FarEnd, area: tuple[Path, str], tmp_path: Path) -> None:
+    local, remote = area
+    src = tmp_path / "k.txt"
+    src.write_text("keyed\n")
+    ok(cp("-P", str(far.port), str(src), far.remote(remote + "/"), env={"ASPERA_SCP_KEY": far.key().read_text()}), far)
+    assert (local / "k.txt").read_text() == "keyed\n"
+    refused(cp("-P", str(far.port), str(src), far.remote(remote + "/x"), env={"ASPERA_SCP_KEY": "-----BEGIN junk"}),
+            "ASPERA_SCP_KEY")  # fmt: skip
 
 
 def test_links_owners_and_delete_before_transfer_both_ways(far: FarEnd, area: tuple[Path, str],

@@ -85,7 +85,8 @@ class Info(argparse.Action):
 ENVIRONMENT = """environment:
   SURGE_PASS, ASPERA_SCP_PASS      password of the transfer user
   SURGE_TOKEN, ASPERA_SCP_TOKEN    authorization token (overridden by -W)
-  SURGE_COOKIE, ASPERA_SCP_COOKIE  cookie string (overridden by --cookie)"""
+  SURGE_COOKIE, ASPERA_SCP_COOKIE  cookie string (overridden by --cookie)
+  SURGE_KEY, ASPERA_SCP_KEY        private key (its text, or a key file) when no -i is given"""
 
 
 def build_parser() -> argparse.ArgumentParser:

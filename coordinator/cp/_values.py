@@ -12,7 +12,7 @@ from common.units import format_bytes, parse_size
 from coordinator.optcommon import OptionError, parse_sshfp, parse_tags
 
 __all__ = ["DEFAULT_LOG_SIZE", "MAX_TOKEN_FILE_BYTES", "byte_range", "checksum", "cipher", "cookie", "dest64",
-           "integer", "log_location", "lower", "lower_or", "multi_session", "source_prefix", "split_host", "sshfp",
+           "integer", "log_location", "lower", "lower_or", "multi_session", "private_keys", "source_prefix", "split_host", "sshfp",
            "tags", "token", "with_prefix"]  # fmt: skip
 
 MAX_TOKEN_FILE_BYTES = 64 << 10  # -W @file: a token is a few KB at most
@@ -175,3 +175,16 @@ def dest64(text: str) -> str:
     """--dest64: the destination (the path part of HOST:PATH) is base64-encoded."""
     head, encoded = split_host(text)
     return head + _b64(encoded, "--dest64")
+
+
+def private_keys(given: list[str] | None, env: Mapping[str, str]) -> tuple[tuple[str, ...], str | None]:
+    """(-i key files, key text): without -i, ASPERA_SCP_KEY (or SURGE_KEY) holds the private
+    key itself ("-----BEGIN ...") or the path of a key file."""
+    if given:
+        return tuple(given), None
+    value = env.get("SURGE_KEY") or env.get("ASPERA_SCP_KEY")
+    if not value or not value.strip():
+        return (), None
+    if value.lstrip().startswith("-----BEGIN"):
+        return (), value
+    return (value.strip(),), None

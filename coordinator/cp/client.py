@@ -29,7 +29,8 @@ def default_endpoint(opts: CopyOptions, where: Route) -> Endpoint:
         return LocalAgent(debug=opts.debug > 0, ipv6=opts.ipv6)
     from .ssh import SshEndpoint
 
-    return SshEndpoint(where.host, port=opts.ssh_port, user=where.user, keys=opts.keys, password=opts.password,
+    return SshEndpoint(where.host, port=opts.ssh_port, user=where.user, keys=opts.keys, key_text=opts.key_text,
+                       password=opts.password,
                        check_sshfp=opts.check_sshfp, command=opts.remote_command)  # fmt: skip
 
 

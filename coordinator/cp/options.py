@@ -31,6 +31,8 @@ Choices where the ascp reference is silent or loose, so that they are easy to fi
   and writes local paths, ``[user@]host:path`` and ``faux://`` only.
 * ``--source-prefix`` is joined to each source with one ``/`` between them when neither has it.
 * ``--delete-before-transfer`` takes one source (the reference: not with several sources).
+* ``ASPERA_SCP_KEY`` (or ``SURGE_KEY``) stands in for ``-i`` when no ``-i`` is given: the
+  private key itself (PEM or OpenSSH text), or the path of a key file.
 * Options for features Surge lacks are accepted without effect or refused:
   :mod:`coordinator.cp._inapplicable`.
 """
@@ -153,6 +155,7 @@ class CopyOptions:
     keys: tuple[str, ...] = ()
     password: str | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
+    key_text: str | None = field(default=None, repr=False)  # ASPERA_SCP_KEY holding the key itself
     ipv6: bool = False
     multi_session: tuple[int, int] | None = None  # (nodeid, nodecount)
     multi_session_threshold: int = 0
@@ -335,6 +338,7 @@ def _build(
     prefix = conv.source_prefix(ns.source_prefix)
     sources = tuple(_prefixed(prefix, source) for source in sources)
     destination = conv.dest64(paths[-1]) if ns.dest64 else paths[-1]
+    keys, key_text = conv.private_keys(ns.keys, env)
 
     def mtime(text: str | None, option: str) -> float | None:
         if text is None:
@@ -370,7 +374,7 @@ def _build(
         datagram_size=None if ns.datagram_size is None else conv.integer(ns.datagram_size, "-Z", 0),
         rexmsg_size=conv.integer(ns.rexmsg_size, "-X", MAX_REXMSG_SIZE),
         udp_port=conv.integer(ns.udp_port, "-O", 33001), ssh_port=conv.integer(ns.ssh_port, "-P", 22),
-        user=ns.user, host=ns.host, mode=conv.lower(ns.mode), keys=tuple(ns.keys or ()),
+        user=ns.user, host=ns.host, mode=conv.lower(ns.mode), keys=keys, key_text=key_text,
         password=env.get("SURGE_PASS") or env.get("ASPERA_SCP_PASS") or None,
         token=conv.token(ns.token, env), ipv6=ns.ipv6, multi_session=conv.multi_session(ns.multi_session),
         multi_session_threshold=0 if ns.multi_session_threshold is None else parse_size(

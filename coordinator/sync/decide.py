@@ -7,8 +7,9 @@ Decision order for one path in a one-way sync (push; pull is the mirror image):
    (coordinator/sync/tracked.py: a synchronized path stays tracked when its name is excluded).
 2. Gone from the source but in the snapshot: delete at the target (unless --ignore-delete, or the
    source's mount signature is missing), or a rename when a new path has its inode (and mtime).
-3. Unchanged since the snapshot (same kind, size, mtime, inode): nothing, unless --mirror finds
-   the target missing or different.
+3. Unchanged since the snapshot (same kind, size, mtime; with -k none the size alone, as the
+   reference says: "a size check only"): nothing, unless --mirror finds the target missing or
+   different.
 4. New or changed: skip when the target already has it (first sync or --mirror: same size, and
    the same checksum when -k asks for one) - "exists"; only attributes changed - "attributes";
    otherwise transfer, subject to -o (always / older / conflict).
@@ -51,15 +52,17 @@ class Plan:
         return [a for a in self.actions if a.kind == kind]
 
 
-def changed(now: Entry, before: Entry | None) -> bool:
-    """True when `now` differs from the snapshot record `before` (stat-level comparison)."""
+def changed(now: Entry, before: Entry | None, size_only: bool = False) -> bool:
+    """True when `now` differs from the snapshot record `before` (stat-level comparison).
+    `size_only` (-k none): "a size check only": a file whose size did not change has not changed,
+    whatever its modification time."""
     if before is None or now.kind != before.kind:
         return True
     if now.kind == "dir":
         return False
     if now.kind == "link":
         return now.target != before.target
-    return now.size != before.size or now.mtime_ns != before.mtime_ns
+    return now.size != before.size or (not size_only and now.mtime_ns != before.mtime_ns)
 
 
 def _same_content(a: Entry, b: Entry, use_checksum: bool) -> bool:
@@ -89,7 +92,7 @@ def plan_one_way(source: Mapping[str, Entry], target: Mapping[str, Entry] | None
                  *, overwrite: str = "always", mirror: bool = False, ignore_delete: bool = False,
                  delete_before: bool = False, use_checksum: bool = False, file_rename: bool = False,
                  dir_rename: bool = False, deletes_allowed: bool = True,
-                 excluded: Callable[[str, bool], bool] | None = None) -> Plan:  # fmt: skip
+                 excluded: Callable[[str, bool], bool] | None = None, size_only: bool = False) -> Plan:  # fmt: skip
     """`target` is None when the target was not scanned (a re-sync without --mirror: the
     snapshot stands for it)."""
     actions: list[Action] = []
@@ -119,7 +122,7 @@ def plan_one_way(source: Mapping[str, Entry], target: Mapping[str, Entry] | None
                             gone.pop(p)
                 continue
         there = target.get(path) if target is not None else None
-        if not changed(now, before):
+        if not changed(now, before, size_only):
             if mirror and target is not None and (there is None or not _same_content(now, there, use_checksum)):
                 actions.append(_make(now, path))
             continue
@@ -178,14 +181,14 @@ def _collapse_deletes(actions: list[Action]) -> list[Action]:
 def plan_bidi(local: Mapping[str, Entry], remote: Mapping[str, Entry], snap_local: Mapping[str, Entry],
               snap_remote: Mapping[str, Entry], *, ignore_delete: bool = False, delete_before: bool = False,
               use_checksum: bool = False, deletes_allowed_local: bool = True,
-              deletes_allowed_remote: bool = True) -> Plan:  # fmt: skip
+              deletes_allowed_remote: bool = True, size_only: bool = False) -> Plan:  # fmt: skip
     actions: list[Action] = []
     conflicts = 0
     for path in sorted(set(local) | set(remote) | set(snap_local) | set(snap_remote)):
         lnow, rnow = local.get(path), remote.get(path)
         lbefore, rbefore = snap_local.get(path), snap_remote.get(path)
-        lchg = lnow is not None and changed(lnow, lbefore)
-        rchg = rnow is not None and changed(rnow, rbefore)
+        lchg = lnow is not None and changed(lnow, lbefore, size_only)
+        rchg = rnow is not None and changed(rnow, rbefore, size_only)
         lgone = lnow is None and lbefore is not None
         rgone = rnow is None and rbefore is not None
         if lnow is not None and rnow is not None:

@@ -83,3 +83,14 @@ def test_exclude_dirs_older_than_must_match_the_first_run(pair: tuple[Path, Path
     assert surge_sync("-N", "p", "-d", str(src), "-r", str(dst)).returncode == 0
     usage_error(surge_sync("-N", "p", "-d", str(src), "-r", str(dst), "--exclude-dirs-older-than=24:00:00"),
                 "--exclude-dirs-older-than")  # fmt: skip
+
+
+def test_remote_log_dir_cookie_and_tags_reach_the_far_end(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """-R: the far end logs the session into that directory, with --cookie and --tags."""
+    src, dst = pair
+    logs = tmp_path / "far-logs"
+    res = surge_sync("-N", "p", "-d", str(src), "-r", str(dst), "-R", str(logs), "--cookie=c00kie",
+                     "--tags", '{"job": 7}')  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    text = "".join(p.read_text() for p in logs.iterdir())
+    assert "cookie 'c00kie'" in text and '{"job": 7}' in text

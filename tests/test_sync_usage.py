@@ -94,3 +94,13 @@ def test_remote_log_dir_cookie_and_tags_reach_the_far_end(pair: tuple[Path, Path
     assert res.returncode == 0, res.stderr
     text = "".join(p.read_text() for p in logs.iterdir())
     assert "cookie 'c00kie'" in text and '{"job": 7}' in text
+
+
+def test_file_manifest_path_lists_the_transferred_files(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    src, dst = pair
+    manifests = tmp_path / "manifests"
+    res = surge_sync("-N", "p", "-d", str(src), "-r", str(dst), "--file-manifest-path", str(manifests))
+    assert res.returncode == 0, res.stderr
+    (written,) = manifests.iterdir()
+    assert written.name.endswith("-manifest.txt")
+    assert sorted(written.read_text().splitlines()) == ["/a", "/d/b"]

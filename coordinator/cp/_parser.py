@@ -198,8 +198,8 @@ def _add_transfer(parser: argparse.ArgumentParser) -> None:
       help="this session is NODEID of NODECOUNT (1-128) parallel sessions")
     g("--multi-session-threshold", metavar="BYTES",
       help="split files of at least BYTES across -C sessions (default 0: never)")
-    g("-g", dest="read_block_size", metavar="SIZE", help="read block size, up to 500M")
-    g("-G", dest="write_block_size", metavar="SIZE", help="write block size, up to 500M")
+    g("-g", dest="read_block_size", metavar="SIZE", help="read block size, up to 500M; checked, no effect")
+    g("-G", dest="write_block_size", metavar="SIZE", help="write block size, up to 500M; checked, no effect")
     g("-K", dest="probe_rate", metavar="RATE",
       help="bandwidth probing rate in Kbps (default 100); accepted, no effect")
 

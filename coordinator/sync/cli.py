@@ -55,6 +55,14 @@ def main(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         print("surge sync: interrupted; the next run resumes where this one stopped", file=sys.stderr)
         return 130
+    if opts.file_manifest_path:
+        from .manifest import write_manifest
+
+        try:
+            write_manifest(opts.file_manifest_path, opts.name, report.lines, opts.local_dir)
+        except OSError as exc:
+            print(f"surge sync: error: --file-manifest-path: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     if not opts.quiet:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(report.counts.items()))
         state = "Synchronized" if report.ok else "Failed"

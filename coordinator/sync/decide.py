@@ -8,8 +8,8 @@ Decision order for one path in a one-way sync (push; pull is the mirror image):
 2. Gone from the source but in the snapshot: delete at the target (unless --ignore-delete, or the
    source's mount signature is missing), or a rename when a new path has its inode (and mtime).
 3. Unchanged since the snapshot (same kind, size, mtime; with -k none the size alone, as the
-   reference says: "a size check only"): nothing, unless --mirror finds the target missing or
-   different.
+   reference says: "a size check only"): nothing, unless its permissions changed (an attribute
+   update, without --ignore-mode) or --mirror finds the target missing or different.
 4. New or changed: skip when the target already has it (first sync or --mirror: same size, and
    the same checksum when -k asks for one) - "exists"; only attributes changed - "attributes";
    otherwise transfer, subject to -o (always / older / conflict).
@@ -65,6 +65,11 @@ def changed(now: Entry, before: Entry | None, size_only: bool = False) -> bool:
     return now.size != before.size or (not size_only and now.mtime_ns != before.mtime_ns)
 
 
+def _mode_changed(now: Entry, before: Entry | None) -> bool:
+    """The permissions of `now` differ from the snapshot's (links have none of their own)."""
+    return before is not None and now.kind == before.kind != "link" and now.mode != before.mode
+
+
 def _same_content(a: Entry, b: Entry, use_checksum: bool) -> bool:
     if a.kind != b.kind:
         return False
@@ -92,9 +97,11 @@ def plan_one_way(source: Mapping[str, Entry], target: Mapping[str, Entry] | None
                  *, overwrite: str = "always", mirror: bool = False, ignore_delete: bool = False,
                  delete_before: bool = False, use_checksum: bool = False, file_rename: bool = False,
                  dir_rename: bool = False, deletes_allowed: bool = True,
-                 excluded: Callable[[str, bool], bool] | None = None, size_only: bool = False) -> Plan:  # fmt: skip
+                 excluded: Callable[[str, bool], bool] | None = None, size_only: bool = False,
+                 modes: bool = False) -> Plan:  # fmt: skip
     """`target` is None when the target was not scanned (a re-sync without --mirror: the
-    snapshot stands for it)."""
+    snapshot stands for it). `modes` (without --ignore-mode): a change of permissions alone is
+    an attribute update."""
     actions: list[Action] = []
     gone = {p: e for p, e in snapshot.items() if p not in source}
     by_inode: dict[tuple[int, int], str] = {}
@@ -123,6 +130,9 @@ def plan_one_way(source: Mapping[str, Entry], target: Mapping[str, Entry] | None
                 continue
         there = target.get(path) if target is not None else None
         if not changed(now, before, size_only):
+            if modes and _mode_changed(now, before):
+                actions.append(Action("attrs", path, source=now, reason="permissions changed"))
+                continue
             if mirror and target is not None and (there is None or not _same_content(now, there, use_checksum)):
                 actions.append(_make(now, path))
             continue
@@ -181,7 +191,7 @@ def _collapse_deletes(actions: list[Action]) -> list[Action]:
 def plan_bidi(local: Mapping[str, Entry], remote: Mapping[str, Entry], snap_local: Mapping[str, Entry],
               snap_remote: Mapping[str, Entry], *, ignore_delete: bool = False, delete_before: bool = False,
               use_checksum: bool = False, deletes_allowed_local: bool = True,
-              deletes_allowed_remote: bool = True, size_only: bool = False) -> Plan:  # fmt: skip
+              deletes_allowed_remote: bool = True, size_only: bool = False, modes: bool = False) -> Plan:  # fmt: skip
     actions: list[Action] = []
     conflicts = 0
     for path in sorted(set(local) | set(remote) | set(snap_local) | set(snap_remote)):
@@ -193,6 +203,10 @@ def plan_bidi(local: Mapping[str, Entry], remote: Mapping[str, Entry], snap_loca
         rgone = rnow is None and rbefore is not None
         if lnow is not None and rnow is not None:
             if not lchg and not rchg:
+                lmode, rmode = modes and _mode_changed(lnow, lbefore), modes and _mode_changed(rnow, rbefore)
+                if lmode != rmode:  # permissions changed on one side only
+                    actions.append(Action("attrs", path, lmode, source=lnow if lmode else rnow,
+                                          reason="permissions changed"))  # fmt: skip
                 continue
             if _same_content(lnow, rnow, use_checksum):
                 actions.append(Action("exists", path, source=lnow))

@@ -318,14 +318,14 @@ def _plan(run: _Run) -> Plan:
                             overwrite=o.overwrite, mirror=o.mirror, ignore_delete=o.ignore_delete,
                             delete_before=o.delete_before, use_checksum=use_checksum,
                             file_rename=o.scan_file_rename, dir_rename=o.scan_dir_rename,
-                            deletes_allowed=local_ok, excluded=excluded, size_only=o.checksum == "none")  # fmt: skip
+                            deletes_allowed=local_ok, excluded=excluded, size_only=o.checksum == "none", modes=not o.ignore_mode)  # fmt: skip
         plan = plan_dedup(plan, o.dedup, local.entries, snap_local)
     elif o.direction == "pull":
         assert remote is not None
         plan = plan_one_way(remote, local.entries, {p: e for p, e in snap_remote.items() if not excluded(p, e.kind == "dir")},
                             overwrite=o.overwrite, mirror=o.mirror, ignore_delete=o.ignore_delete,
                             delete_before=o.delete_before, use_checksum=use_checksum,
-                            deletes_allowed=remote_ok, excluded=excluded, size_only=o.checksum == "none")  # fmt: skip
+                            deletes_allowed=remote_ok, excluded=excluded, size_only=o.checksum == "none", modes=not o.ignore_mode)  # fmt: skip
         plan = plan_dedup(plan, o.dedup, remote, snap_remote)
         plan.actions = [Action(a.kind, a.path, False, a.source, a.old_path, a.reason) for a in plan.actions]
     else:
@@ -333,7 +333,7 @@ def _plan(run: _Run) -> Plan:
         plan = plan_bidi(local.entries, remote, snap_local, snap_remote, ignore_delete=o.ignore_delete,
                          delete_before=o.delete_before, use_checksum=False,
                          deletes_allowed_local=remote_ok, deletes_allowed_remote=local_ok,
-                         size_only=o.checksum == "none")  # fmt: skip
+                         size_only=o.checksum == "none", modes=not o.ignore_mode)  # fmt: skip
     run.scanned = (local.entries, remote)  # type: ignore[attr-defined]
     return plan
 

@@ -204,6 +204,15 @@ def test_each_option(extra: list[str], name: str, expected: Any) -> None:
     assert changed <= {name, "log_dir", "log_size"}
 
 
+def test_a_bracketed_ipv6_host_is_the_address() -> None:
+    from coordinator.cp.remote import route
+
+    options = parse("--host=[fe80::21b:21ff:fe1c:5072%eth1]", "--mode=recv", "-6", "/in/a", "dst")
+    assert route(options).host == "fe80::21b:21ff:fe1c:5072%eth1" and route(options).direction == "pull"
+    options = parse("-6", "a", "user@[2001:0:4137:9e50:201b:63d3:ba92:da]:/path")
+    assert route(options).host == "2001:0:4137:9e50:201b:63d3:ba92:da" and route(options).user == "user"
+
+
 def test_source_prefix_goes_before_each_source() -> None:
     assert parse("--source-prefix=/data", "a", "sub/b", "dst").sources == ("/data/a", "/data/sub/b")
     assert parse("--source-prefix=/data/", "a", "dst").sources == ("/data/a",)

@@ -359,6 +359,7 @@ REMOTE_FORMS: list[tuple[list[str], tuple[str | None, str | None, str]]] = [
     (["-r", "host.example:/rdir"], ("me", "host.example", "/rdir")),  # $USER
     (["--host", "h", "-r", "/rdir"], ("me", "h", "/rdir")),
     (["-r", "/rdir", "--user=bob", "--host=h"], ("bob", "h", "/rdir")),
+    (["--host=[fe80::1]", "-r", "/rdir"], ("me", "fe80::1", "/rdir")),  # the reference writes v6 in brackets
     (["--user=g@company.com", "--host=h", "-r", "Library/images"],
      ("g@company.com", "h", "Library/images")),
     (["--host", "h", "-r", "a@b:/c"], ("me", "h", "a@b:/c")),  # '@' ':' are plain

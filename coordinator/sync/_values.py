@@ -101,8 +101,8 @@ def split_remote(text: str, host: str | None, user: str | None
     With ``--host`` the text is the directory as is. Otherwise ``[[USER@]HOST:]DIR``; a
     one-letter HOST is a Windows drive (``-r C:/data``); with ``--user``, '@' is not special.
     """
-    if host is not None:
-        return user, host, text
+    if host is not None:  # --host=[v6 address], as the reference writes it
+        return user, host[1:-1] if host.startswith("[") and host.endswith("]") else host, text
     match = _REMOTE_RE.fullmatch(text)
     if match is None:
         return user, None, text

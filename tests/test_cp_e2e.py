@@ -509,3 +509,19 @@ def test_source_prefix_applies_to_file_list_entries(tmp_path: Path) -> None:
     res = cp(f"--source-prefix={src}", f"--file-list={listing}", str(out))
     assert res.returncode == 0, res.stderr
     assert (out / "one").read_bytes() == b"x" and (out / "sub" / "a.txt").read_text() == "alpha\n"
+
+
+@pytest.mark.parametrize("flag", ["--preserve-modification-time", "-p"])
+def test_preserving_times_covers_directories(tmp_path: Path, flag: str) -> None:
+    """The reference: the modification time "of a transferred file or directory"."""
+    src = make_tree(tmp_path)
+    old = 1_500_000_000
+    for path in [src / "sub" / "deeper", src / "sub", src / "emptydir", src]:
+        os.utime(path, (old, old))
+    res = cp(flag, str(src), str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "out"
+    for rel in ("", "sub", "sub/deeper", "emptydir"):
+        assert (out / rel).stat().st_mtime == old, rel
+    res = cp(str(src), str(tmp_path / "plain"))
+    assert (tmp_path / "plain" / "sub").stat().st_mtime != old  # without the option: written now

@@ -374,17 +374,20 @@ def test_links_owners_and_delete_before_transfer_both_ways(far: FarEnd, area: tu
         os.chown(tree / "f", 1234, 2345)
     dst = tmp_path / "dst"
     (dst / "tree" / "stale").mkdir(parents=True)
+    os.utime(tree / "d", (1_500_000_000, 1_500_000_000))
     ok(cp(*far.auth(), "--symbolic-links=copy", "--delete-before-transfer", "--preserve-file-owner-uid",
-          "--preserve-file-owner-gid", far.remote(remote + "/tree"), str(dst)), far)  # fmt: skip
+          "--preserve-file-owner-gid", "-p", far.remote(remote + "/tree"), str(dst)), far)  # fmt: skip
     assert listing(dst / "tree") == {"d": "dir", "f": 2, "lf": "-> f"}
+    assert (dst / "tree" / "d").stat().st_mtime == 1_500_000_000
     if root:
         st = (dst / "tree" / "f").stat()
         assert (st.st_uid, st.st_gid) == (1234, 2345)
     (dst / "tree" / "new").write_text("new\n")
     (local / "back" / "tree" / "old").mkdir(parents=True)
-    ok(cp(*far.auth(), "--symbolic-links=copy", "--delete-before-transfer", str(dst / "tree"),
+    ok(cp(*far.auth(), "--symbolic-links=copy", "--delete-before-transfer", "-p", str(dst / "tree"),
           far.remote(remote + "/back")), far)  # fmt: skip
     assert listing(local / "back" / "tree") == {"d": "dir", "f": 2, "lf": "-> f", "new": 4}
+    assert (local / "back" / "tree" / "d").stat().st_mtime == 1_500_000_000
 
 
 @pytest.mark.parametrize(("user", "cipher", "says"),

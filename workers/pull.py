@@ -80,7 +80,7 @@ def handle_pull(chan: Channel, req: dict[str, Any], ctx: AgentContext) -> int:
         chan.send({
             "type": "offer", "cipher": cipher, "udp_port": sock.getsockname()[1], **effective,
             "files": [file_entry(f) for f in files],
-            "dirs": tree.dirs, "single_source": tree.single_source, "links": tree.links,
+            "dirs": tree.dirs, "single_source": tree.single_source, "links": tree.links, "dir_times": tree.dir_times,
             "errors": [[os.path.basename(p), m] for p, m in tree.errors],
         })  # fmt: skip
         while True:

@@ -11,7 +11,7 @@ from typing import Any
 
 from .common import CopyError, CopyResult, hello
 from .dest import RemoteDest, Where, place
-from .destactions import delete_extra, make_links, set_owners
+from .destactions import delete_extra, make_links, set_dir_times, set_owners
 from .endpoint import Endpoint, EndpointError, LocalAgent
 from .options import CopyOptions
 from .postactions import after_transfer
@@ -43,7 +43,8 @@ def _upload(opts: CopyOptions, tree: SourceTree, destination: str, endpoint: End
     from .upload import upload
 
     side = RemoteDest(endpoint)
-    acting = tree.links or opts.delete_before_transfer or opts.preserve_uid or opts.preserve_gid
+    dir_times = tree.dir_times if opts.preserve_mtime or opts.preserve_atime else {}
+    acting = tree.links or dir_times or opts.delete_before_transfer or opts.preserve_uid or opts.preserve_gid
     where = Where(destination, side.leads_to_dir(destination) if acting else True, tree.single_source,
                   opts.destination_must_be_directory)  # fmt: skip
     if opts.delete_before_transfer:
@@ -55,6 +56,8 @@ def _upload(opts: CopyOptions, tree: SourceTree, destination: str, endpoint: End
         done = [(place(where, f.rel), f.uid, f.gid) for i, f in enumerate(tree.files)
                 if f.uid >= 0 and result.status.get(i, {}).get("status") == "done"]  # fmt: skip
         result.errors.extend(set_owners(side, done, opts.preserve_uid, opts.preserve_gid))
+    if dir_times and not is_faux(destination):
+        result.errors.extend(set_dir_times(side, where, dir_times, opts.preserve_mtime, opts.preserve_atime))
 
 
 def _delete_extra(opts: CopyOptions, tree: SourceTree, side: RemoteDest, where: Where) -> list[tuple[str, str]]:

@@ -1,5 +1,6 @@
 """The destination's file system as the options that act on it outside the data transfer see it
-(--symbolic-links copy, --preserve-file-owner-uid/gid, --delete-before-transfer): this machine
+(--symbolic-links copy, --preserve-file-owner-uid/gid, --delete-before-transfer, the times of
+directories): this machine
 for a download, the far end's file operations over the control channel otherwise.
 
 :func:`place` puts a path where the receiver puts a file of the same relative path
@@ -51,6 +52,9 @@ class DestSide(Protocol):
 
     def chown(self, path: str, uid: int | None, gid: int | None) -> None: ...
 
+    def set_times(self, path: str, mtime: float | None, atime: float | None) -> None:
+        """Set the times given (None: leave that one)."""
+
     def listing(self, path: str) -> list[tuple[str, str]]:
         """(path relative to `path`, kind) of everything below the directory `path`."""
 
@@ -87,6 +91,10 @@ class LocalDest:
 
     def chown(self, path: str, uid: int | None, gid: int | None) -> None:
         os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid, follow_symlinks=False)
+
+    def set_times(self, path: str, mtime: float | None, atime: float | None) -> None:
+        st = os.stat(path)
+        os.utime(path, (st.st_atime if atime is None else atime, st.st_mtime if mtime is None else mtime))
 
     def listing(self, path: str) -> list[tuple[str, str]]:
         out = []
@@ -138,6 +146,10 @@ class RemoteDest:
 
     def chown(self, path: str, uid: int | None, gid: int | None) -> None:
         self._op("chown", path, user=uid, group=gid)
+
+    def set_times(self, path: str, mtime: float | None, atime: float | None) -> None:
+        times = {k: v for k, v in (("mtime", mtime), ("atime", atime)) if v is not None}
+        self._op("setattr", path, **times)
 
     def listing(self, path: str) -> list[tuple[str, str]]:
         msg = self._op("list", path, page=self.PAGE)

@@ -6,6 +6,9 @@
   symbolic link handling).
 * ``--preserve-file-owner-uid``/``-gid``: each transferred file gets its source owner or group
   (it takes root at the destination; a failure is an error of that file).
+* ``--preserve-modification-time``/``--preserve-access-time`` (``-p``): the reference sets the
+  times of each transferred "file or directory"; directories get theirs after the files went
+  in (deepest first, as writing into a directory changes its time).
 * ``--delete-before-transfer``: before the transfer, what the destination counterpart of the
   source directory holds and the source does not is deleted (paths the -E/-N filters exclude
   are left alone).
@@ -18,7 +21,7 @@ from collections.abc import Callable, Iterable
 
 from .dest import DestSide, Where, place
 
-__all__ = ["delete_extra", "make_links", "set_owners"]
+__all__ = ["delete_extra", "make_links", "set_dir_times", "set_owners"]
 
 log = logging.getLogger("surge.cp")
 
@@ -78,4 +81,19 @@ def delete_extra(side: DestSide, where: Where, root: str, keep: set[str],
             log.info("deleted %s (--delete-before-transfer)", path)
         except OSError as exc:
             problems.append((path, f"cannot delete (--delete-before-transfer): {exc.strerror or exc}"))
+    return problems
+
+
+def set_dir_times(side: DestSide, where: Where, times: dict[str, tuple[float, float]], mtime: bool,
+                  atime: bool) -> list[tuple[str, str]]:  # fmt: skip
+    """Give each directory (relative path -> (mtime, atime)) its source's times, deepest first;
+    returns (path, problem) for failures."""
+    problems: list[tuple[str, str]] = []
+    for rel in sorted(times, key=lambda r: r.count("/"), reverse=True):
+        path = place(where, rel)
+        source_mtime, source_atime = times[rel]
+        try:
+            side.set_times(path, source_mtime if mtime else None, source_atime if atime else None)
+        except OSError as exc:
+            problems.append((path, f"cannot set the directory's times: {exc.strerror or exc}"))
     return problems

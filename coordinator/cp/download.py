@@ -20,7 +20,7 @@ from workers.sink import Entry, FileSink
 
 from .common import CopyError, CopyResult, expect, transfer_fields
 from .dest import LocalDest, Where
-from .destactions import delete_extra, make_links, set_owners
+from .destactions import delete_extra, make_links, set_dir_times, set_owners
 from .endpoint import Endpoint, EndpointError
 from .options import CopyOptions
 from .sources import SourceFile, is_faux, source_filters
@@ -146,6 +146,9 @@ def download(opts: CopyOptions, sources: tuple[str, ...], destination: str, endp
     except (EndpointError, TimeoutError) as exc:
         raise CopyError(str(exc)) from None
     result.errors.extend(make_links(LocalDest(), where, links, opts.symbolic_links == "copy+force"))
+    if (opts.preserve_mtime or opts.preserve_atime) and not is_faux(destination):
+        times = {check_relative(str(rel)): (float(t[0]), float(t[1])) for rel, t in offer.get("dir_times", {}).items()}
+        result.errors.extend(set_dir_times(LocalDest(), where, times, opts.preserve_mtime, opts.preserve_atime))
     if opts.preserve_uid or opts.preserve_gid:
         owners = [(targets[i], int(offer["files"][i].get("uid", -1)), int(offer["files"][i].get("gid", -1)))
                   for i, s in result.status.items() if s.get("status") == "done"]  # fmt: skip

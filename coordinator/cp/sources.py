@@ -58,6 +58,7 @@ class SourceTree:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why) not an error
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
     links: list[tuple[str, str]] = field(default_factory=list)  # --symbolic-links copy: (rel, target)
+    dir_times: dict[str, tuple[float, float]] = field(default_factory=dict)  # rel -> (mtime, atime)
     single_source: bool = True
 
     @property
@@ -163,6 +164,7 @@ class _Scanner:
             return
         above = above | {key}
         self.tree.dirs.append(rel)
+        self.tree.dir_times[rel] = (st.st_mtime, st.st_atime)
         try:
             entries = sorted(os.scandir(path), key=lambda e: e.name)
         except OSError as exc:
@@ -234,7 +236,8 @@ def select_share(tree: SourceTree, node: int, count: int, threshold: int) -> Sou
     when it is 0) go whole to one session each, round robin; larger files are split into
     `count` byte ranges, one per session, assembled into one file at the far end."""
     share = SourceTree(dirs=list(tree.dirs), skipped=list(tree.skipped), errors=list(tree.errors),
-                       links=list(tree.links) if node == 1 else [], single_source=False)  # fmt: skip
+                       links=list(tree.links) if node == 1 else [], dir_times=dict(tree.dir_times),
+                       single_source=False)  # fmt: skip
     whole = 0
     for f in tree.files:
         if threshold and f.size >= threshold and count > 1:

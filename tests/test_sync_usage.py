@@ -84,23 +84,3 @@ def test_exclude_dirs_older_than_must_match_the_first_run(pair: tuple[Path, Path
     usage_error(surge_sync("-N", "p", "-d", str(src), "-r", str(dst), "--exclude-dirs-older-than=24:00:00"),
                 "--exclude-dirs-older-than")  # fmt: skip
 
-
-def test_remote_log_dir_cookie_and_tags_reach_the_far_end(pair: tuple[Path, Path], tmp_path: Path) -> None:
-    """-R: the far end logs the session into that directory, with --cookie and --tags."""
-    src, dst = pair
-    logs = tmp_path / "far-logs"
-    res = surge_sync("-N", "p", "-d", str(src), "-r", str(dst), "-R", str(logs), "--cookie=c00kie",
-                     "--tags", '{"job": 7}')  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    text = "".join(p.read_text() for p in logs.iterdir())
-    assert "cookie 'c00kie'" in text and '{"job": 7}' in text
-
-
-def test_file_manifest_path_lists_the_transferred_files(pair: tuple[Path, Path], tmp_path: Path) -> None:
-    src, dst = pair
-    manifests = tmp_path / "manifests"
-    res = surge_sync("-N", "p", "-d", str(src), "-r", str(dst), "--file-manifest-path", str(manifests))
-    assert res.returncode == 0, res.stderr
-    (written,) = manifests.iterdir()
-    assert written.name.endswith("-manifest.txt")
-    assert sorted(written.read_text().splitlines()) == ["/a", "/d/b"]

@@ -17,8 +17,9 @@ Decision order for one path in a one-way sync (push; pull is the mirror image):
 
 Bidirectional: a path changed on one side only goes to the other; changed on both sides is a
 conflict (-o conflict: the newer wins and the older is kept as a conflict copy); deleted on one
-side and unchanged on the other is deleted; deleted on one side and changed on the other is sent
-again (a change wins over a deletion).
+side and unchanged on the other is deleted (with --ignore-delete: not now, and copied back by the
+next run); deleted on one side and changed on the other is sent again (a change wins over a
+deletion).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ __all__ = ["Action", "Plan", "changed", "plan_bidi", "plan_one_way"]
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """`kind`: send, mkdir, symlink, delete, rename, attrs, exists, conflict, dedup, skip."""
+    """`kind`: send, mkdir, symlink, delete, rename, attrs, exists, conflict, dedup, skip, forget
+    (bidi --ignore-delete: drop the snapshot record of the side `reason` names, so that the next
+    run copies the path back to it, as the reference says)."""
 
     kind: str
     path: str
@@ -222,12 +225,16 @@ def plan_bidi(local: Mapping[str, Entry], remote: Mapping[str, Entry], snap_loca
             if rgone and not lchg:
                 if deletes_allowed_remote and not ignore_delete:
                     actions.append(Action("delete", path, False, source=lnow, reason="deleted on the remote side"))
+                elif deletes_allowed_remote:  # --ignore-delete: recopied by the next run
+                    actions.append(Action("forget", path, source=lnow, reason="remote"))
             else:
                 actions.append(_make(lnow, path, True))
         elif rnow is not None:
             if lgone and not rchg:
                 if deletes_allowed_local and not ignore_delete:
                     actions.append(Action("delete", path, True, source=rnow, reason="deleted on the local side"))
+                elif deletes_allowed_local:  # --ignore-delete: recopied by the next run
+                    actions.append(Action("forget", path, source=rnow, reason="local"))
             else:
                 actions.append(_make(rnow, path, False))
     return Plan(_order(_collapse_deletes(actions), delete_before), conflicts)

@@ -137,6 +137,8 @@ def _simple(run: _Run, a: Action, now: tuple[Entry | None, Entry | None], side: 
                 run.status(a.path, "SYNCHRONIZED(exs)")
         elif a.kind == "skip":
             run.status(a.path, "SYNCHRONIZED(skp)")
+        elif a.kind == "forget":  # bidi --ignore-delete: the next run sees the path as new there
+            rec.put(a.reason, None, a.path)
     except SideError as exc:
         run.error(a.path, str(exc))
 

@@ -92,6 +92,7 @@ class _Run:
         self.remote: LocalSide | RemoteSide = (LocalSide(opts.remote_dir) if endpoint is None or opts.host is None
                                                else RemoteSide(endpoint, opts.remote_dir))  # fmt: skip
         self.filters = TrackedFilter(compile_filters(opts.filters), self.tracked)
+        self.known: tuple[dict[str, Entry], ...] | None = None  # snapshot records loaded by _plan
         self.metadata = MetadataPolicy(opts, self.local, self.remote)
         self.old_dirs: list[str] = []  # not scanned: older than --exclude-dirs-older-than
         self.snap: SnapshotStore | None = None
@@ -100,7 +101,10 @@ class _Run:
         self.connect: Callable[[], Endpoint] | None = None  # reaches the far end when needed
 
     def tracked(self, path: str) -> bool:
-        """The snapshot records `path`: it stays synchronized even when its name is excluded."""
+        """The snapshot records `path`: it stays synchronized even when its name is excluded
+        (asked only about excluded paths; from the records `_plan` loaded while it runs)."""
+        if self.known is not None:
+            return any(path in records for records in self.known)
         snap = self.snap
         return snap is not None and (snap.get("local", path) is not None or snap.get("remote", path) is not None)
 
@@ -287,11 +291,19 @@ def _finish_meta(run: _Run) -> None:
 
 
 def _plan(run: _Run) -> Plan:
+    try:
+        return _scan_and_plan(run)
+    finally:
+        run.known = None  # the records loaded for this plan are stale after it
+
+
+def _scan_and_plan(run: _Run) -> Plan:
     o, snap = run.opts, run.snap
     assert snap is not None
     snap_local = snap.load("local")
     # A push decides from the local records alone; the remote ones only say whether it is the first run.
     snap_remote = snap.load("remote") if o.direction != "push" or not snap_local else {}
+    run.known = (snap_local, snap_remote)  # what tracked() asks while scanning and planning
     local = run.scan_local(snap_local)
     for p, m in local.errors:
         run.error(p, m)

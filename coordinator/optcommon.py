@@ -8,7 +8,8 @@ import base64
 import json
 import re
 
-__all__ = ["CIPHERS", "MAX_TAGS_BYTES", "POLICIES", "InfoRequest", "OptionError", "ShowHelp", "ShowVersion", "parse_sshfp", "parse_tags"]
+__all__ = ["CIPHERS", "MAX_TAGS_BYTES", "POLICIES", "InfoRequest", "OptionError", "ShowHelp", "ShowVersion",
+           "parse_proxy", "parse_sshfp", "parse_tags"]
 
 MAX_TAGS_BYTES = 4096  # --tags: "limited to 4 Kb" (--tags64: once decoded)
 POLICIES = ("fixed", "high", "fair", "low")
@@ -73,3 +74,12 @@ def parse_sshfp(text: str, shown: str) -> str:
         raise OptionError(f"--check-sshfp: invalid fingerprint {shown}: expected hex digits "
                           "(e.g. f74e5de9ed0d62feaf0616ed1e851133c42a0082)")  # fmt: skip
     return digits
+
+
+def parse_proxy(text: str) -> str:
+    """--proxy ``dnat[s]://USER:PASSWORD@HOST[:PORT]``; the text holds a secret, so never quoted."""
+    match = re.fullmatch(r"dnats?://([^:@/\s]+):([^@/\s]+)@([^:/@\s]+|\[[^\]\s]+\])"
+                         r"(?::([0-9]{1,5}))?/?", text.strip(), re.IGNORECASE)  # fmt: skip
+    if match is None or (match[4] is not None and not 1 <= int(match[4]) <= 65535):
+        raise OptionError("--proxy: expected dnat[s]://USER:PASSWORD@HOST[:PORT] (the proxy password is required)")
+    return text.strip()

@@ -173,6 +173,23 @@ ONE_OPTION: list[tuple[list[str], str, Any]] = [
     (["-G", "256K"], "write_block_size", 256 << 10),
     (["-G", "500M"], "write_block_size", 500 << 20),
     (["-g", "4096"], "read_block_size", 4096),
+    (["--symbolic-links=skip"], "symbolic_links", "skip"),
+    (["--symbolic-links", "copy+force"], "symbolic_links", "copy+force"),
+    (["--symbolic-links=COPY"], "symbolic_links", "copy"),
+    (["--preserve-file-owner-uid"], "preserve_uid", True),
+    (["--preserve-file-owner-gid"], "preserve_gid", True),
+    (["--delete-before-transfer"], "delete_before_transfer", True),
+    (["-v"], "debug", 1),
+    # Accepted without effect (docs/PROTOCOL.md): nothing of the options changes.
+    (["--preserve-creation-time"], "debug", 0),
+    (["--apply-local-docroot"], "debug", 0),
+    (["-u", "batch 7"], "debug", 0),
+    (["-K", "100"], "debug", 0),
+    (["-K", "1M"], "debug", 0),
+    (["--preserve-acls=none", "--remote-preserve-acls=NONE"], "debug", 0),
+    (["--preserve-xattrs", "none", "--remote-preserve-xattrs=none"], "debug", 0),
+    (["--proxy=dnats://gazelle:secret@10.0.0.9:9092"], "debug", 0),
+    (["-y", "0", "-j", "1", "-t", "8443", "-x", "proxy:3128", "-I", "cert.pem", "-Y", "key.pem"], "debug", 0),
 ]
 
 
@@ -185,6 +202,32 @@ def test_each_option(extra: list[str], name: str, expected: Any) -> None:
         if getattr(options, field.name) != getattr(parse("src", "dst"), field.name)
     }
     assert changed <= {name, "log_dir", "log_size"}
+
+
+def test_a_bracketed_ipv6_host_is_the_address() -> None:
+    from coordinator.cp.remote import route
+
+    options = parse("--host=[fe80::21b:21ff:fe1c:5072%eth1]", "--mode=recv", "-6", "/in/a", "dst")
+    assert route(options).host == "fe80::21b:21ff:fe1c:5072%eth1" and route(options).direction == "pull"
+    options = parse("-6", "a", "user@[2001:0:4137:9e50:201b:63d3:ba92:da]:/path")
+    assert route(options).host == "2001:0:4137:9e50:201b:63d3:ba92:da" and route(options).user == "user"
+
+
+def test_source_prefix_goes_before_each_source() -> None:
+    assert parse("--source-prefix=/data", "a", "sub/b", "dst").sources == ("/data/a", "/data/sub/b")
+    assert parse("--source-prefix=/data/", "a", "dst").sources == ("/data/a",)
+    assert parse("--source-prefix=/data", "alice@host:in/a", "dst").sources == ("alice@host:/data/in/a",)
+    encoded = base64.b64encode(b"/b64").decode()
+    assert parse(f"--source-prefix64={encoded}", "a", "dst").sources == ("/b64/a",)
+    # The last of --source-prefix and --source-prefix64 wins.
+    assert parse("--source-prefix=/x", f"--source-prefix64={encoded}", "a", "dst").sources == ("/b64/a",)
+    assert parse(f"--source-prefix64={encoded}", "--source-prefix=/x", "a", "dst").source_prefix == "/x"
+
+
+def test_dest64_decodes_the_destination_path() -> None:
+    encoded = base64.b64encode("/in/voilà".encode()).decode()
+    assert parse("--dest64", "a", encoded).destination == "/in/voilà"
+    assert parse("--dest64", "a", f"alice@host:{encoded}").destination == "alice@host:/in/voilà"
 
 
 def test_p_preserves_both_times() -> None:
@@ -274,6 +317,17 @@ def test_token_from_file(tmp_path: Path) -> None:
     assert parse("-W", f"@{token_file}", "a", "b").token == "Basic c2VjcmV0"
 
 
+def test_private_key_from_the_environment_when_no_i() -> None:
+    pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n"
+    options = parse("a", "h:b", env={"ASPERA_SCP_KEY": pem})
+    assert options.key_text == pem and options.keys == ()
+    assert "OPENSSH" not in repr(options)
+    assert parse("a", "h:b", env={"ASPERA_SCP_KEY": "/keys/id"}).keys == ("/keys/id",)
+    assert parse("a", "h:b", env={"SURGE_KEY": "/k1", "ASPERA_SCP_KEY": "/k2"}).keys == ("/k1",)
+    given = parse("-i", "/mine", "a", "h:b", env={"ASPERA_SCP_KEY": pem})
+    assert given.keys == ("/mine",) and given.key_text is None  # -i wins
+
+
 def test_secrets_are_not_in_repr() -> None:
     options = parse("-W", "sekrit-token", "a", "b", env={"SURGE_PASS": "sekrit-pass"})
     assert options.password == "sekrit-pass" and options.token == "sekrit-token"
@@ -290,7 +344,7 @@ def test_cookie_from_environment() -> None:
 
 ERRORS: list[tuple[list[str], str]] = [
     (["--bogus", "a", "b"], "--bogus: unknown option"),
-    (["-Y", "a", "b"], "-Y: unknown option"),
+    (["-Q", "a", "b"], "-Q: unknown option"),
     (["--file-lis=x", "a", "b"], "--file-lis=x: unknown option"),  # no abbreviations
     (["a", "b", "-l"], "-l: expected one argument"),
     (["-l", "10x", "a", "b"], "-l: invalid rate '10x'"),
@@ -356,6 +410,34 @@ ERRORS: list[tuple[list[str], str]] = [
     (["-W", "", "a", "b"], "-W: empty token"),
     (["-W", "@", "a", "b"], "-W: missing token file name"),
     (["-W", "@/nonexistent/surge-token", "a", "b"], "-W: cannot read token file"),
+    (["--symbolic-links=hard", "a", "b"], "--symbolic-links: unknown method 'hard': expected one of follow, copy"),
+    (["--delete-before-transfer", "a", "b", "c"], "--delete-before-transfer: takes one source directory"),
+    (["--delete-before-transfer", "--file-list=l", "c"], "--delete-before-transfer: takes one source"),
+    (["-E", "[abc", "a", "b"], "-E: unterminated '['"),
+    (["-N", "x", "-E", "a**", "a", "b"], "-E: '**' must follow a '/'"),
+    (["--exclude", "[z-a]", "a", "b"], "-E: "),
+    (["s3://bucket/key", "dst"], "s3://bucket/key: s3:// URIs (cloud storage, stdio) are not supported"),
+    (["a", "azu://account/container/"], "azu://account/container/: azu:// URIs"),
+    (["a", "stdio://"], "stdio://: stdio:// URIs"),
+    (["--dest64", "a", "not base64!"], "--dest64: 'not base64!' is not base64-encoded UTF-8 text"),
+    (["--source-prefix64=%%%", "a", "b"], "--source-prefix64: '%%%' is not base64"),
+    (["--source-prefix=", "a", "b"], "--source-prefix: empty prefix"),
+    (["-K", "fast", "a", "b"], "-K: invalid rate 'fast'"),
+    (["-y", "1", "a", "b"], "-y 1: HTTP fallback is not supported: Surge transfers over UDP only"),
+    (["-y", "yes", "a", "b"], "-y: invalid value 'yes': expected 0 or 1"),
+    (["-j", "2", "a", "b"], "-j: invalid value '2': expected 0 or 1"),
+    (["-t", "0", "a", "b"], "-t: invalid port '0'"),
+    (["-e", "/usr/local/bin/prepost", "a", "b"], "-e: pre/post-processing scripts are not supported"),
+    (["-f", "/etc/aspera.conf", "a", "b"], "-f: a Surge client reads no aspera.conf"),
+    (["--file-crypt=encrypt", "a", "b"], "--file-crypt: client-side encryption at rest is not supported"),
+    (["--file-crypt=scramble", "a", "b"], "--file-crypt: invalid value 'scramble'"),
+    (["--proxy=dnats://u@proxy", "a", "b"], "--proxy: expected dnat[s]://USER:PASSWORD@HOST[:PORT]"),
+    (["--proxy=dnat://u:p@proxy:99999", "a", "b"], "--proxy: expected dnat[s]://"),
+    (["-wr", "a", "b"], "-wr: bandwidth measurement is not supported"),
+    (["-wf", "a", "b"], "-wf: bandwidth measurement is not supported"),
+    (["--preserve-acls=native", "a", "b"], "--preserve-acls=native: surge cp does not preserve ACLs"),
+    (["--remote-preserve-xattrs=metafile", "a", "b"], "--remote-preserve-xattrs=metafile: surge cp does not"),
+    (["--preserve-xattrs=all", "a", "b"], "--preserve-xattrs: unknown mode 'all'"),
     ([], "missing destination"),
     (["only-one"], "missing source or destination: only 'only-one' given"),
     (["--file-list=l"], "missing destination"),
@@ -446,10 +528,21 @@ def test_parse_only_raises_option_error_or_info(argv: list[str]) -> None:
 
 
 @given(st.lists(st.tuples(st.sampled_from(["-E", "-N", "--exclude", "--include"]),
-                          st.text(min_size=1, max_size=8).filter(lambda p: p != "--")),
+                          st.text(alphabet=st.characters(blacklist_characters="[]\\*/"), min_size=1,
+                                  max_size=8).filter(lambda p: p != "--")),
                 max_size=6))
 def test_filter_order_property(rules: list[tuple[str, str]]) -> None:
     argv = [word for rule in rules for word in rule]
     options = parse(*argv, "src", "dst")
     kinds = {"-E": "exclude", "--exclude": "exclude", "-N": "include", "--include": "include"}
     assert options.filters == tuple((kinds[flag], pattern) for flag, pattern in rules)
+
+
+@given(st.sampled_from(["-E", "-N"]), st.text(max_size=10))
+def test_any_pattern_is_accepted_or_refused_naming_its_option(option: str, pattern: str) -> None:
+    try:
+        options = parse(option, pattern, "src", "dst")
+    except OptionError as error:
+        assert str(error).startswith(f"{option}: ")
+        return
+    assert options.filters == (("exclude" if option == "-E" else "include", pattern),)

@@ -27,7 +27,7 @@ from common.tokens import create_token, hash_password
 USERS = ("surge", "alice", "pushonly", "plain", "gcm256")  # transfer users of the configuration
 PASSWORD = "correct horse battery staple"
 TOKEN_SECRET = secrets.token_bytes(32)
-_AUTH_ENV = ("SURGE_PASS", "ASPERA_SCP_PASS", "SURGE_TOKEN", "ASPERA_SCP_TOKEN")
+_AUTH_ENV = ("SURGE_PASS", "ASPERA_SCP_PASS", "SURGE_TOKEN", "ASPERA_SCP_TOKEN", "SURGE_KEY", "ASPERA_SCP_KEY")
 MiB = 1 << 20
 
 
@@ -348,6 +348,46 @@ def test_download_of_directory_with_outbound_link_leaks_nothing(far: FarEnd, are
     assert "secret.txt: reached through a symbolic link that leaves the docroot" in res.stderr
     assert (dst / area[1].lstrip("/") / "inside.txt").read_text() == "inside\n"
     assert "secret.txt" not in {p.name for p in dst.rglob("*")}
+
+
+def test_private_key_from_aspera_scp_key_instead_of_i(far: FarEnd, area: tuple[Path, str], tmp_path: Path) -> None:
+    local, remote = area
+    src = tmp_path / "k.txt"
+    src.write_text("keyed\n")
+    ok(cp("-P", str(far.port), str(src), far.remote(remote + "/"), env={"ASPERA_SCP_KEY": far.key().read_text()}), far)
+    assert (local / "k.txt").read_text() == "keyed\n"
+    refused(cp("-P", str(far.port), str(src), far.remote(remote + "/x"), env={"ASPERA_SCP_KEY": "-----BEGIN junk"}),
+            "ASPERA_SCP_KEY")  # fmt: skip
+
+
+def test_links_owners_and_delete_before_transfer_both_ways(far: FarEnd, area: tuple[Path, str],
+                                                           tmp_path: Path) -> None:  # fmt: skip
+    """--symbolic-links copy, --delete-before-transfer and --preserve-file-owner-uid/gid act on
+    the local destination of a download and through file operations on that of an upload."""
+    local, remote = area
+    tree = local / "tree"
+    (tree / "d").mkdir(parents=True)
+    (tree / "f").write_text("f\n")
+    (tree / "lf").symlink_to("f")
+    root = os.geteuid() == 0
+    if root:
+        os.chown(tree / "f", 1234, 2345)
+    dst = tmp_path / "dst"
+    (dst / "tree" / "stale").mkdir(parents=True)
+    os.utime(tree / "d", (1_500_000_000, 1_500_000_000))
+    ok(cp(*far.auth(), "--symbolic-links=copy", "--delete-before-transfer", "--preserve-file-owner-uid",
+          "--preserve-file-owner-gid", "-p", far.remote(remote + "/tree"), str(dst)), far)  # fmt: skip
+    assert listing(dst / "tree") == {"d": "dir", "f": 2, "lf": "-> f"}
+    assert (dst / "tree" / "d").stat().st_mtime == 1_500_000_000
+    if root:
+        st = (dst / "tree" / "f").stat()
+        assert (st.st_uid, st.st_gid) == (1234, 2345)
+    (dst / "tree" / "new").write_text("new\n")
+    (local / "back" / "tree" / "old").mkdir(parents=True)
+    ok(cp(*far.auth(), "--symbolic-links=copy", "--delete-before-transfer", "-p", str(dst / "tree"),
+          far.remote(remote + "/back")), far)  # fmt: skip
+    assert listing(local / "back" / "tree") == {"d": "dir", "f": 2, "lf": "-> f", "new": 4}
+    assert (local / "back" / "tree" / "d").stat().st_mtime == 1_500_000_000
 
 
 @pytest.mark.parametrize(("user", "cipher", "says"),

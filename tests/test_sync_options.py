@@ -264,7 +264,8 @@ ONE_OPTION: list[tuple[list[str], str, Any]] = [
 
 # Options with dedicated tests below rather than rows of ONE_OPTION.
 TESTED_ELSEWHERE = {"-h", "--help", "-A", "--version", "-N", "--name", "-d", "--local-dir",
-                    "-r", "--remote-dir", "-I", "--include-from", "-E", "--exclude-from"}
+                    "-r", "--remote-dir", "-I", "--include-from", "-E", "--exclude-from",
+                    "--remote-preserve-acles"}  # test_the_first_example_of_the_reference_parses
 
 
 @pytest.mark.parametrize(("argv", "attribute", "expected"), ONE_OPTION,
@@ -280,9 +281,40 @@ def test_every_option_of_the_parser_has_a_test() -> None:
                 if len(word) > 2 and word[0] == "-" and word[1] != "-"}  # -DDD
     every = {name for action in build_parser()._actions for name in action.option_strings}
     assert every - covered - TESTED_ELSEWHERE == set()
-    for name in ("--ignore_remote_host_sync_name", "--alt-logdir", "--private-key-path",
+    for name in ("--ignore_remote_host_sync_name", "--alt-logdir", "--private-key-path", "--remote-preserve-acles",
                  "--tcp-port", "--rate-policy", "--remote-logdir", "--tags64"):
         assert name in every
+
+
+def test_the_first_example_of_the_reference_parses() -> None:
+    """001's first example, its misspelt --remote-preserve-acles included (the host part made
+    plain: the example's remote directory is a Windows path)."""
+    options = parse_raw("-L", "/sync/logs", "-N", "backup", "-d", "/sync/backup", "-r",
+                        "alligator@everglades.company.com:/data/", "-i", "/.ssh/lion_private_key",
+                        "-K", "pull", "--remote-scan-interval=4h", "--preserve-acls=metafile",
+                        "--remote-preserve-acles=metafile", "-C",
+                        "--exclude-dirs-older-than=1w0d0h0m0s")  # fmt: skip
+    assert options.remote_preserve_acls == options.preserve_acls == "metafile"
+    assert options.remote_scan_interval == 4 * 3600 and options.continuous
+    assert (options.user, options.host, options.direction) == ("alligator", "everglades.company.com", "pull")
+
+
+def test_the_second_example_of_the_reference_parses() -> None:
+    options = parse_raw("-L", "c:/logs:200", "-q", "-N", "small-files", "-c", "none", "--pending-max=10000",
+                        "--transfer-threads=4", "-R", "c:/logs:200", "-d", "c:/data/", "-r",
+                        "bobcat@host:/data/", "-K", "push", "-l", "500m")  # fmt: skip
+    assert (options.log_dir, options.log_size, options.remote_log_size) == ("c:/logs", 200 << 20, 200 << 20)
+    assert options.pending_max == 10000 and options.cipher == "none" and options.transfer_threads == ((4, None),)
+    assert options.target_rate.bits_per_second == 500_000_000
+
+
+def test_the_third_example_of_the_reference_parses() -> None:
+    options = parse_raw("-L", "/sync/logs", "-q", "-N", "sync-2017-01-01", "--user=gazelle@company.com",
+                        "--host=10.0.0.2", "-r", "Library/daimages", "-d", "/images",
+                        "-i", "/lion/.ssh/lion_private_key", "-R", "Library/sync/logs",
+                        "--transfer-threads=2:100000", "-K", "bidi")  # fmt: skip
+    assert (options.user, options.host, options.remote_dir) == ("gazelle@company.com", "10.0.0.2", "Library/daimages")
+    assert options.transfer_threads == ((2, 100000),) and options.overwrite == "conflict"
 
 
 def test_required_options_long_forms_and_attached_values() -> None:
@@ -327,6 +359,7 @@ REMOTE_FORMS: list[tuple[list[str], tuple[str | None, str | None, str]]] = [
     (["-r", "host.example:/rdir"], ("me", "host.example", "/rdir")),  # $USER
     (["--host", "h", "-r", "/rdir"], ("me", "h", "/rdir")),
     (["-r", "/rdir", "--user=bob", "--host=h"], ("bob", "h", "/rdir")),
+    (["--host=[fe80::1]", "-r", "/rdir"], ("me", "fe80::1", "/rdir")),  # the reference writes v6 in brackets
     (["--user=g@company.com", "--host=h", "-r", "Library/images"],
      ("g@company.com", "h", "Library/images")),
     (["--host", "h", "-r", "a@b:/c"], ("me", "h", "a@b:/c")),  # '@' ':' are plain

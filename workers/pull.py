@@ -40,6 +40,8 @@ def _scan(ctx: AgentContext, req: dict[str, Any]) -> Any:
         exclude_newer_than=opts.get("exclude_newer_than"), exclude_older_than=opts.get("exclude_older_than"),
         skip_special_files=bool(opts.get("skip_special_files")),
         byte_range=(byte_range[0], byte_range[1]) if byte_range else None,
+        symbolic_links=str(opts.get("symbolic_links", "follow")),
+        preserve_uid=bool(opts.get("owners")), preserve_gid=bool(opts.get("owners")),
     )  # fmt: skip
     tree = scan_sources(copts)
     leaked = [f for f in tree.files if f.path and not ctx.confined(f.path)]
@@ -78,7 +80,7 @@ def handle_pull(chan: Channel, req: dict[str, Any], ctx: AgentContext) -> int:
         chan.send({
             "type": "offer", "cipher": cipher, "udp_port": sock.getsockname()[1], **effective,
             "files": [file_entry(f) for f in files],
-            "dirs": tree.dirs, "single_source": tree.single_source,
+            "dirs": tree.dirs, "single_source": tree.single_source, "links": tree.links, "dir_times": tree.dir_times,
             "errors": [[os.path.basename(p), m] for p, m in tree.errors],
         })  # fmt: skip
         while True:

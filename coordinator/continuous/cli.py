@@ -19,7 +19,7 @@ def run_continuous(opts: Any, emit: Callable[[str, str], None], make_loop: Calla
     cluster's, coordinator/cluster/continuous.py); default: the embedded ContinuousSync."""
     from common.metrics import MetricsPortError, serve_metrics
 
-    from ..sync.engine import SyncError, SyncReport
+    from ..sync.engine import SyncError, SyncReport, SyncUsageError
     from .loop import ContinuousSync
 
     def warn(text: str) -> None:
@@ -42,7 +42,7 @@ def run_continuous(opts: Any, emit: Callable[[str, str], None], make_loop: Calla
         loop = ContinuousSync(opts, emit, warn=warn, ready=ready) if make_loop is None else make_loop(opts, emit, warn, ready)
     except SyncError as exc:
         print(f"surge sync: error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, SyncUsageError) else 1
     previous = {}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -56,7 +56,7 @@ def run_continuous(opts: Any, emit: Callable[[str, str], None], make_loop: Calla
         loop.run()
     except SyncError as exc:
         print(f"surge sync: error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, SyncUsageError) else 1
     except KeyboardInterrupt:
         print(
             "surge sync: interrupted; the next run resumes where this one stopped", file=sys.stderr

@@ -215,7 +215,8 @@ def _plan(run: Any, local: dict[str, Entry], remote: dict[str, Entry] | None, sn
         }
 
     common = {"overwrite": o.overwrite, "ignore_delete": o.ignore_delete, "delete_before": o.delete_before,
-              "use_checksum": use_checksum}  # fmt: skip
+              "use_checksum": use_checksum, "size_only": o.checksum == "none",
+              "modes": not o.ignore_mode}  # fmt: skip
     if o.direction == "push":
         return plan_one_way(local, None, kept(snap_local), deletes_allowed=local_ok, **common)
     assert remote is not None
@@ -227,4 +228,5 @@ def _plan(run: Any, local: dict[str, Entry], remote: dict[str, Entry] | None, sn
         return plan
     return plan_bidi(local, remote, snap_local, snap_remote, ignore_delete=o.ignore_delete,
                      delete_before=o.delete_before, use_checksum=False,
-                     deletes_allowed_local=remote_ok, deletes_allowed_remote=local_ok)  # fmt: skip
+                     deletes_allowed_local=remote_ok, deletes_allowed_remote=local_ok,
+                     size_only=o.checksum == "none", modes=not o.ignore_mode)  # fmt: skip

@@ -85,7 +85,8 @@ class Info(argparse.Action):
 ENVIRONMENT = """environment:
   SURGE_PASS, ASPERA_SCP_PASS      password of the transfer user
   SURGE_TOKEN, ASPERA_SCP_TOKEN    authorization token (overridden by -W)
-  SURGE_COOKIE, ASPERA_SCP_COOKIE  cookie string (overridden by --cookie)"""
+  SURGE_COOKIE, ASPERA_SCP_COOKIE  cookie string (overridden by --cookie)
+  SURGE_KEY, ASPERA_SCP_KEY        private key (its text, or a key file) when no -i is given"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_transfer(parser)
     _add_connection(parser)
     _add_output(parser)
+    _add_inapplicable(parser)
     return parser
 
 
@@ -160,6 +162,21 @@ def _add_files(parser: argparse.ArgumentParser) -> None:
     g("--file-manifest-path", metavar="PATH", help="where to write the text manifest")
     g("--file-manifest-inprogress-suffix", metavar="SUFFIX", default=".aspera-inprogress",
       help="suffix of the manifest while written (default .aspera-inprogress)")
+    g("--source-prefix", action=Append, dest="source_prefix", const="text", metavar="PREFIX",
+      help="prepend PREFIX to each source path")
+    g("--source-prefix64", action=Append, dest="source_prefix", const="base64", metavar="BASE64",
+      help="the same, base64-encoded (the last of the two wins)")
+    g("--dest64", action=_FLAG, help="the destination path is base64-encoded")
+    g("--symbolic-links", metavar="METHOD",
+      help="follow (default), copy, copy+force or skip symbolic links")
+    g("--preserve-file-owner-uid", dest="preserve_uid", action=_FLAG,
+      help="give files their source owner (uid); needs root at the destination")
+    g("--preserve-file-owner-gid", dest="preserve_gid", action=_FLAG,
+      help="give files their source group (gid); needs root at the destination")
+    g("--preserve-creation-time", dest="preserve_ctime", action=_FLAG,
+      help="Windows only: ignored, as the reference says for other systems")
+    g("--delete-before-transfer", action=_FLAG,
+      help="first delete destination files the source directory does not have")
 
 
 def _add_transfer(parser: argparse.ArgumentParser) -> None:
@@ -181,8 +198,10 @@ def _add_transfer(parser: argparse.ArgumentParser) -> None:
       help="this session is NODEID of NODECOUNT (1-128) parallel sessions")
     g("--multi-session-threshold", metavar="BYTES",
       help="split files of at least BYTES across -C sessions (default 0: never)")
-    g("-g", dest="read_block_size", metavar="SIZE", help="read block size, up to 500M")
-    g("-G", dest="write_block_size", metavar="SIZE", help="write block size, up to 500M")
+    g("-g", dest="read_block_size", metavar="SIZE", help="read block size, up to 500M; checked, no effect")
+    g("-G", dest="write_block_size", metavar="SIZE", help="write block size, up to 500M; checked, no effect")
+    g("-K", dest="probe_rate", metavar="RATE",
+      help="bandwidth probing rate in Kbps (default 100); accepted, no effect")
 
 
 def _add_connection(parser: argparse.ArgumentParser) -> None:
@@ -211,6 +230,32 @@ def _add_output(parser: argparse.ArgumentParser) -> None:
     g("-S", dest="remote_command", metavar="COMMAND", default="surge agent",
       help="the remote program to run over SSH (default: surge agent)")
     g("-D", dest="debug", action="count", default=0, help="debug logging; -DD, -DDD for more")
+    g("-v", dest="verbose", action=_FLAG, help="verbose: log connection details (as -D)")
+
+
+def _add_inapplicable(parser: argparse.ArgumentParser) -> None:
+    """ascp options for features Surge does not have: accepted without effect, or refused with
+    a one-line reason, by :func:`coordinator.cp._inapplicable.check` (docs/PROTOCOL.md)."""
+    g = parser.add_argument_group("accepted for compatibility (docs/PROTOCOL.md)").add_argument
+    g("--apply-local-docroot", action=_FLAG, help="no local docroot on a Surge client: no effect")
+    g("-u", dest="user_string", metavar="STRING", help="pre/post-processing string: no effect")
+    g("--preserve-acls", metavar="MODE", help="none only (surge sync preserves ACLs)")
+    g("--remote-preserve-acls", metavar="MODE", help="none only")
+    g("--preserve-xattrs", metavar="MODE", help="none only (surge sync preserves xattrs)")
+    g("--remote-preserve-xattrs", metavar="MODE", help="none only")
+    g("-e", dest="prepost", metavar="SCRIPT", help="pre/post-processing script: refused")
+    g("-f", dest="config_file", metavar="CONFIG", help="client aspera.conf: refused")
+    g("--file-crypt", metavar="encrypt|decrypt", help="client-side encryption at rest: refused")
+    g("--proxy", metavar="URL", help="Aspera Proxy dnat[s]://USER:PASS@HOST[:PORT]: checked, no effect")
+    g("-wr", dest="measure_reverse", action=_FLAG, help="bandwidth measurement: refused")
+    g("-wf", dest="measure_forward", action=_FLAG, help="bandwidth measurement: refused")
+    g = parser.add_argument_group("HTTP fallback (never used: Surge is UDP only)").add_argument
+    g("-y", dest="http_fallback", metavar="{0,1}", help="0 (default) only; 1 is refused")
+    g("-j", dest="http_jpeg", metavar="{0,1}", help="encode HTTP transfers as JPEG: no effect")
+    g("-t", dest="http_port", metavar="PORT", help="HTTP fallback port: no effect")
+    g("-x", dest="http_proxy", metavar="PROXY", help="HTTP fallback proxy: no effect")
+    g("-I", dest="http_cert", metavar="CERTFILE", help="HTTPS fallback certificate: no effect")
+    g("-Y", dest="http_key", metavar="KEYFILE", help="HTTPS fallback key: no effect")
 
 
 # fmt: on

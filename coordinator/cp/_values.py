@@ -3,14 +3,17 @@ them). Each raises :class:`OptionError` with a one-line message that starts with
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
 
 from common.units import format_bytes, parse_size
 from coordinator.optcommon import OptionError, parse_sshfp, parse_tags
 
-__all__ = ["DEFAULT_LOG_SIZE", "MAX_TOKEN_FILE_BYTES", "byte_range", "checksum", "cipher", "cookie",
-           "integer", "log_location", "lower", "lower_or", "multi_session", "sshfp", "tags", "token"]  # fmt: skip
+__all__ = ["DEFAULT_LOG_SIZE", "MAX_TOKEN_FILE_BYTES", "byte_range", "checksum", "cipher", "cookie", "dest64",
+           "integer", "log_location", "lower", "lower_or", "multi_session", "private_keys", "source_prefix", "split_host", "sshfp",
+           "tags", "token", "with_prefix"]  # fmt: skip
 
 MAX_TOKEN_FILE_BYTES = 64 << 10  # -W @file: a token is a few KB at most
 DEFAULT_LOG_SIZE = 10 << 20  # -L dir[:size] default
@@ -130,3 +133,58 @@ def lower(text: str | None) -> str | None:
 
 def lower_or(text: str | None, default: str) -> str:
     return default if text is None else text.strip().lower()
+
+
+def _b64(text: str, option: str) -> str:
+    try:
+        return base64.b64decode(text.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise OptionError(f"{option}: {text[:40]!r} is not base64-encoded UTF-8 text") from None
+
+
+def source_prefix(given: list[tuple[str, str]] | None) -> str | None:
+    """The last of --source-prefix/--source-prefix64 (the reference: the last one wins)."""
+    if not given:
+        return None
+    kind, text = given[-1]
+    prefix = _b64(text, "--source-prefix64") if kind == "base64" else text
+    if not prefix:
+        raise OptionError("--source-prefix: empty prefix")
+    return prefix
+
+
+def with_prefix(prefix: str | None, path: str) -> str:
+    """`prefix` prepended to `path`, with one '/' between them when neither has it."""
+    if prefix is None:
+        return path
+    if prefix.endswith("/") or path.startswith("/"):
+        return prefix + path
+    return f"{prefix}/{path}"
+
+
+_HOST_HEAD = re.compile(r"((?:[^@/:\[\]]+@)?(?:\[[0-9A-Fa-f:.%\w]+\]|[^@/:\[\]\s]{2,}):)(.*)", re.S)
+
+
+def split_host(text: str) -> tuple[str, str]:
+    """(``[user@]host:``, path) of a remote argument; ("", text) for a local one (``C:\\x`` too)."""
+    match = None if text.startswith("faux://") else _HOST_HEAD.fullmatch(text)
+    return (match[1], match[2]) if match else ("", text)
+
+
+def dest64(text: str) -> str:
+    """--dest64: the destination (the path part of HOST:PATH) is base64-encoded."""
+    head, encoded = split_host(text)
+    return head + _b64(encoded, "--dest64")
+
+
+def private_keys(given: list[str] | None, env: Mapping[str, str]) -> tuple[tuple[str, ...], str | None]:
+    """(-i key files, key text): without -i, ASPERA_SCP_KEY (or SURGE_KEY) holds the private
+    key itself ("-----BEGIN ...") or the path of a key file."""
+    if given:
+        return tuple(given), None
+    value = env.get("SURGE_KEY") or env.get("ASPERA_SCP_KEY")
+    if not value or not value.strip():
+        return (), None
+    if value.lstrip().startswith("-----BEGIN"):
+        return (), value
+    return (value.strip(),), None

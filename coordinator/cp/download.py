@@ -4,12 +4,13 @@ receives over UDP and commits locally."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from common.control.messages import session_config_from
-from common.paths import PathError
+from common.paths import PathError, check_relative
 from common.transport.ranges import RangeSet
 from common.transport.receiver import ReceiverSession
 from common.transport.sockopts import open_udp_socket
@@ -18,9 +19,11 @@ from workers.receive import IncomingFile, PlanError, ReceiveOptions, plan_receiv
 from workers.sink import Entry, FileSink
 
 from .common import CopyError, CopyResult, expect, transfer_fields
+from .dest import LocalDest, Where
+from .destactions import delete_extra, make_links, set_dir_times, set_owners
 from .endpoint import Endpoint, EndpointError
 from .options import CopyOptions
-from .sources import SourceFile, is_faux
+from .sources import SourceFile, is_faux, source_filters
 
 __all__ = ["download"]
 
@@ -38,6 +41,8 @@ def _pull_request(opts: CopyOptions, sources: tuple[str, ...], host: str) -> dic
             "exclude_newer_than": opts.exclude_newer_than, "exclude_older_than": opts.exclude_older_than,
             "skip_special_files": opts.skip_special_files,
             "byte_range": list(opts.byte_range) if opts.byte_range else None,
+            "symbolic_links": opts.symbolic_links,
+            "owners": opts.preserve_uid or opts.preserve_gid,
         },
     }  # fmt: skip
 
@@ -83,6 +88,10 @@ def download(opts: CopyOptions, sources: tuple[str, ...], destination: str, endp
         result.files[:] = [SourceFile("", f.rel, f.size, f.mtime, f.atime) for f in files]
         result.errors.extend((str(p), str(m)) for p, m in offer.get("errors", []))
         ropts = _receive_options(opts, destination, bool(offer.get("single_source")))
+        links = [(check_relative(str(rel)), str(target)) for rel, target in offer.get("links", [])]
+        where = Where(destination, os.path.isdir(destination), ropts.single_source, ropts.dest_must_be_dir)
+        if opts.delete_before_transfer:
+            result.errors.extend(_delete_extra(opts, offer, where, links))
         targets, plans = plan_receive(ropts, files, [str(d) for d in offer.get("dirs", [])])
         skip, restart = _check_digests(endpoint, plans)
     except (PlanError, PathError) as exc:
@@ -136,3 +145,24 @@ def download(opts: CopyOptions, sources: tuple[str, ...], destination: str, endp
         result.stats["sender"] = expect(endpoint, "done", 60.0).get("stats", {})
     except (EndpointError, TimeoutError) as exc:
         raise CopyError(str(exc)) from None
+    result.errors.extend(make_links(LocalDest(), where, links, opts.symbolic_links == "copy+force"))
+    if (opts.preserve_mtime or opts.preserve_atime) and not is_faux(destination):
+        times = {check_relative(str(rel)): (float(t[0]), float(t[1])) for rel, t in offer.get("dir_times", {}).items()}
+        result.errors.extend(set_dir_times(LocalDest(), where, times, opts.preserve_mtime, opts.preserve_atime))
+    if opts.preserve_uid or opts.preserve_gid:
+        owners = [(targets[i], int(offer["files"][i].get("uid", -1)), int(offer["files"][i].get("gid", -1)))
+                  for i, s in result.status.items() if s.get("status") == "done"]  # fmt: skip
+        result.errors.extend(set_owners(LocalDest(), [o for o in owners if o[1] >= 0], opts.preserve_uid,
+                                        opts.preserve_gid))  # fmt: skip
+
+
+def _delete_extra(opts: CopyOptions, offer: dict[str, Any], where: Where,
+                  links: list[tuple[str, str]]) -> list[tuple[str, str]]:  # fmt: skip
+    """--delete-before-transfer of a download: the offer is the source tree."""
+    dirs = [check_relative(str(d)) for d in offer.get("dirs", [])]
+    if not dirs or len(opts.sources) != 1:
+        raise CopyError("--delete-before-transfer: the source must be a directory")
+    keep = {str(f["rel"]) for f in offer["files"]} | set(dirs) | {rel for rel, _ in links}
+    filters = source_filters(opts)
+    return delete_extra(LocalDest(), where, dirs[0], keep,
+                        lambda rel, is_dir: bool(filters) and filters.excluded(rel, is_dir))  # fmt: skip

@@ -26,16 +26,27 @@ Choices where the ascp reference is silent or loose, so that they are easy to fi
 * ``--tags`` must be a JSON object of at most 4096 bytes (for ``--tags64``, once decoded).
 * Cipher spellings are normalised: ``AES-128``, ``aes_256_gcm`` -> ``aes128``, ``aes256gcm``;
   checksums to the reference's spelling: ``sha256`` -> ``sha-256``.
+* ``-E``/``-N`` patterns are compiled here, so a bad one is a usage error before anything runs.
+* Sources and destinations that are URIs (``s3://``, ``stdio://``...) are refused: Surge reads
+  and writes local paths, ``[user@]host:path`` and ``faux://`` only.
+* ``--source-prefix`` is joined to each source with one ``/`` between them when neither has it.
+* ``--delete-before-transfer`` takes one source (the reference: not with several sources).
+* ``ASPERA_SCP_KEY`` (or ``SURGE_KEY``) stands in for ``-i`` when no ``-i`` is given: the
+  private key itself (PEM or OpenSSH text), or the path of a key file.
+* Options for features Surge lacks are accepted without effect or refused:
+  :mod:`coordinator.cp._inapplicable`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from common.filters import FilterError, FilterRule, compile_filters
 from common.units import Rate, UnitError, format_bytes, parse_mtime_bound, parse_rate, parse_size
 from coordinator.optcommon import (
     CIPHERS,
@@ -47,6 +58,7 @@ from coordinator.optcommon import (
     ShowVersion,
 )
 
+from . import _inapplicable
 from . import _values as conv
 from ._parser import Parser, build_parser
 from ._values import DEFAULT_LOG_SIZE, MAX_TOKEN_FILE_BYTES
@@ -82,6 +94,7 @@ MAX_BLOCK_SIZE = 500 << 20  # -g/-G: "Range: up to 500 MB"
 MAX_MULTI_SESSION = 128  # -C: nodeid and nodecount 1-128
 DATAGRAM_RANGE = (296, 65535)  # -Z
 MAX_REXMSG_SIZE = 1440  # -X maximum and default
+SYMLINK_METHODS = ("follow", "copy", "copy+force", "skip")
 MIN_REXMSG_SIZE = 98  # one retransmission range with its header and tag (deliberate: the reference sets no minimum)
 
 
@@ -137,6 +150,7 @@ class CopyOptions:
     keys: tuple[str, ...] = ()
     password: str | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
+    key_text: str | None = field(default=None, repr=False)  # ASPERA_SCP_KEY holding the key itself
     ipv6: bool = False
     multi_session: tuple[int, int] | None = None  # (nodeid, nodecount)
     multi_session_threshold: int = 0
@@ -158,6 +172,11 @@ class CopyOptions:
     write_block_size: int | None = None
     destination_must_be_directory: bool = False  # several sources, or a file list
     ignored_sources: tuple[str, ...] = ()  # command-line sources next to a file list
+    source_prefix: str | None = None  # already on `sources`; put before file-list entries
+    symbolic_links: str = "follow"
+    preserve_uid: bool = False
+    preserve_gid: bool = False
+    delete_before_transfer: bool = False
 
     def __post_init__(self) -> None:
         self._check_values()
@@ -175,6 +194,10 @@ class CopyOptions:
         _check_choice("--mode", "mode", self.mode, MODES)
         _check_choice("--file-checksum", "checksum", self.file_checksum, CHECKSUMS)
         _check_choice("--file-manifest", "manifest type", self.file_manifest, MANIFESTS)
+        _check_choice("--symbolic-links", "method", self.symbolic_links, SYMLINK_METHODS)
+        for path in (*self.sources, self.destination):
+            _check_not_uri(path)
+        _check_filters(self.filters)
         if self.datagram_size is not None:
             _check_range("-Z", "datagram size", self.datagram_size, *DATAGRAM_RANGE)
         _check_range(
@@ -224,6 +247,9 @@ class CopyOptions:
             raise OptionError("--mode: requires --host")
         if self.host is not None and self.mode is None:
             raise OptionError("--host: requires --mode (send or recv)")
+        if self.delete_before_transfer and (len(self.sources) > 1 or listed):
+            raise OptionError("--delete-before-transfer: takes one source directory, not several sources "
+                              "or a file list")  # fmt: skip
         target, minimum = self.target_rate, self.min_rate
         if (
             target.bits_per_second is not None
@@ -245,6 +271,22 @@ class CopyOptions:
             )
         if self.resume > 0:
             raise OptionError(f"-@: does not support resume; drop -k {self.resume}")
+
+
+def _check_not_uri(path: str) -> None:
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", path)
+    if scheme and scheme[1].lower() != "faux":
+        raise OptionError(f"{path[:60]}: {scheme[1]}:// URIs (cloud storage, stdio) are not supported; "
+                          "use a local path, [user@]host:path or faux://")  # fmt: skip
+
+
+def _check_filters(filters: tuple[tuple[str, str], ...]) -> None:
+    rules = [FilterRule("exclude" if kind == "exclude" else "include", pattern, "-E" if kind == "exclude" else "-N")
+             for kind, pattern in filters]  # fmt: skip
+    try:
+        compile_filters(rules)
+    except FilterError as error:
+        raise OptionError(str(error)) from None
 
 
 def parse_cp_args(
@@ -285,8 +327,13 @@ def _sources(listed: str | None, paths: list[str]) -> tuple[tuple[str, ...], tup
 def _build(
     ns: argparse.Namespace, paths: list[str], env: Mapping[str, str], now: float | None
 ) -> CopyOptions:
+    _inapplicable.check(ns)
     kind, listed = (ns.source_list or [(None, None)])[-1]
     sources, ignored = _sources(listed, paths)
+    prefix = conv.source_prefix(ns.source_prefix)
+    sources = tuple(_prefixed(prefix, source) for source in sources)
+    destination = conv.dest64(paths[-1]) if ns.dest64 else paths[-1]
+    keys, key_text = conv.private_keys(ns.keys, env)
 
     def mtime(text: str | None, option: str) -> float | None:
         if text is None:
@@ -297,7 +344,7 @@ def _build(
     # One keyword a field, several to a line: a table, not reflowed by ruff format.
     # fmt: off
     return CopyOptions(
-        sources=sources, destination=paths[-1],
+        sources=sources, destination=destination,
         file_list=listed if kind == "file_list" else None,
         file_pair_list=listed if kind == "file_pair_list" else None,
         src_base=ns.src_base, create_dir=ns.create_dir, filters=tuple(ns.filters or ()),
@@ -322,7 +369,7 @@ def _build(
         datagram_size=None if ns.datagram_size is None else conv.integer(ns.datagram_size, "-Z", 0),
         rexmsg_size=conv.integer(ns.rexmsg_size, "-X", MAX_REXMSG_SIZE),
         udp_port=conv.integer(ns.udp_port, "-O", 33001), ssh_port=conv.integer(ns.ssh_port, "-P", 22),
-        user=ns.user, host=ns.host, mode=conv.lower(ns.mode), keys=tuple(ns.keys or ()),
+        user=ns.user, host=ns.host, mode=conv.lower(ns.mode), keys=keys, key_text=key_text,
         password=env.get("SURGE_PASS") or env.get("ASPERA_SCP_PASS") or None,
         token=conv.token(ns.token, env), ipv6=ns.ipv6, multi_session=conv.multi_session(ns.multi_session),
         multi_session_threshold=0 if ns.multi_session_threshold is None else parse_size(
@@ -332,7 +379,7 @@ def _build(
         file_manifest_path=ns.file_manifest_path,
         file_manifest_inprogress_suffix=ns.file_manifest_inprogress_suffix,
         partial_file_suffix=ns.partial_file_suffix, quiet=ns.quiet,
-        log_dir=log_dir, log_size=log_size, debug=ns.debug, check_sshfp=conv.sshfp(ns.check_sshfp),
+        log_dir=log_dir, log_size=log_size, debug=max(ns.debug, int(ns.verbose)), check_sshfp=conv.sshfp(ns.check_sshfp),
         cookie=conv.cookie(ns.cookie, env), tags=conv.tags(ns.tags), remote_log_dir=ns.remote_log_dir,
         remote_command=ns.remote_command,
         read_block_size=None if ns.read_block_size is None else parse_size(
@@ -340,6 +387,15 @@ def _build(
         write_block_size=None if ns.write_block_size is None else parse_size(
             ns.write_block_size, "-G", minimum=1, maximum=MAX_BLOCK_SIZE),
         destination_must_be_directory=len(sources) > 1 or listed is not None,
-        ignored_sources=ignored,
+        ignored_sources=ignored, source_prefix=prefix,
+        symbolic_links=conv.lower_or(ns.symbolic_links, "follow"),
+        preserve_uid=ns.preserve_uid, preserve_gid=ns.preserve_gid,
+        delete_before_transfer=ns.delete_before_transfer,
     )
     # fmt: on
+
+
+def _prefixed(prefix: str | None, source: str) -> str:
+    """--source-prefix before a source; for HOST:PATH, before its path."""
+    head, path = conv.split_host(source)
+    return head + conv.with_prefix(prefix, path)

@@ -33,14 +33,27 @@ def after_transfer(opts: CopyOptions, tree: SourceTree, status: dict[int, dict[s
             why = "archive directory is on another file system" if exc.errno == errno.EXDEV else exc.strerror
             problems.append((f.path, str(why)))
     if opts.remove_empty_directories:
-        args = {f.argument for f in tree.files if f.faux is None}
-        for arg in sorted(args):
-            path = arg.rstrip("/") or "/"
-            if os.path.isdir(path):
-                _prune(path, keep_top=not opts.remove_empty_source_directory)
-            elif not opts.src_base:
-                _rmdir_if_empty(os.path.dirname(os.path.abspath(path)))
+        _remove_empty_directories(opts, tree)
     return problems
+
+
+def _remove_empty_directories(opts: CopyOptions, tree: SourceTree) -> None:
+    """The reference: scanning starts at --src-base when given (the base itself stays), else at
+    each source directory; a source argument that is a directory stays unless
+    --remove-empty-source-directory; for a file argument without --src-base only its parent
+    directory is removed, if empty."""
+    args = sorted({(f.argument.rstrip("/") or "/") for f in tree.files if f.faux is None})
+    arg_dirs = [os.path.abspath(a) for a in args if os.path.isdir(a)]
+    keep = set() if opts.remove_empty_source_directory else set(arg_dirs)
+    if opts.src_base:
+        base = os.path.abspath(opts.src_base)
+        _prune(base, keep | {base})
+        return
+    for top in arg_dirs:
+        _prune(top, keep)
+    for arg in args:
+        if not os.path.isdir(arg):
+            _rmdir_if_empty(os.path.dirname(os.path.abspath(arg)))
 
 
 def _rmdir_if_empty(path: str) -> bool:
@@ -51,8 +64,8 @@ def _rmdir_if_empty(path: str) -> bool:
         return False
 
 
-def _prune(top: str, keep_top: bool) -> None:
+def _prune(top: str, keep: set[str]) -> None:
+    """Remove the empty directories below and including `top`, deepest first, except `keep`."""
     for dirpath, _dirnames, _files in os.walk(top, topdown=False):
-        if dirpath == top and keep_top:
-            continue
-        _rmdir_if_empty(dirpath)
+        if os.path.abspath(dirpath) not in keep:
+            _rmdir_if_empty(dirpath)

@@ -52,9 +52,10 @@ class RouteError(ValueError):
 def route(opts: CopyOptions) -> Route:
     """Decide upload, download or local from the arguments (ascp's rules)."""
     if opts.host is not None:
+        host = opts.host[1:-1] if opts.host.startswith("[") and opts.host.endswith("]") else opts.host  # --host=[v6]
         if opts.mode == "recv":
-            return Route("pull", opts.host, opts.user, opts.sources, opts.destination)
-        return Route("push", opts.host, opts.user, opts.sources, opts.destination)
+            return Route("pull", host, opts.user, opts.sources, opts.destination)
+        return Route("push", host, opts.user, opts.sources, opts.destination)
     dest = parse_remote(opts.destination)
     remote_sources = [parse_remote(s) for s in opts.sources]
     if dest is not None:

@@ -10,15 +10,16 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from common.filters import Filter, FilterRule, compile_filters
 from common.units import UnitError, parse_size
 
+from ._values import with_prefix
 from .options import CopyOptions
 
 __all__ = ["FauxSpec", "SourceError", "SourceFile", "SourceTree", "is_faux", "parse_faux", "scan_sources",
-           "select_share"]
+           "select_share", "source_filters"]
 
 _FAUX = re.compile(r"^faux://(?P<path>/?[^?]*)(?:\?(?P<query>.*))?$")
 
@@ -46,6 +47,8 @@ class SourceFile:
     argument: str = ""  # the source argument this file came from
     start: int = 0  # first byte of the source sent (-@, or a multi-session part)
     part: tuple[int, int, int] | None = None  # multi-session: (part index, part count, whole size)
+    uid: int = -1  # the source's owner and group, when --preserve-file-owner-uid/gid asks
+    gid: int = -1
 
 
 @dataclass
@@ -54,6 +57,8 @@ class SourceTree:
     dirs: list[str] = field(default_factory=list)  # destination-relative directories to create
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why) not an error
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
+    links: list[tuple[str, str]] = field(default_factory=list)  # --symbolic-links copy: (rel, target)
+    dir_times: dict[str, tuple[float, float]] = field(default_factory=dict)  # rel -> (mtime, atime)
     single_source: bool = True
 
     @property
@@ -105,7 +110,6 @@ class _Scanner:
         self.opts = opts
         self.filters = filters
         self.tree = tree
-        self._seen_dirs: set[tuple[int, int]] = set()
 
     def _time_excluded(self, st: os.stat_result) -> bool:
         o = self.opts
@@ -123,21 +127,44 @@ class _Scanner:
         if not os.access(path, os.R_OK):
             self.tree.errors.append((path, "permission denied"))
             return
-        self.tree.files.append(SourceFile(path, rel, st.st_size, st.st_mtime, st.st_atime, None, argument))
+        owners = self.opts.preserve_uid or self.opts.preserve_gid
+        self.tree.files.append(SourceFile(path, rel, st.st_size, st.st_mtime, st.st_atime, None, argument,
+                                          uid=st.st_uid if owners else -1, gid=st.st_gid if owners else -1))
 
-    def walk(self, path: str, rel: str, match_prefix: str, argument: str) -> None:
-        """Add the tree under directory `path`; `match_prefix` is its filter path ('' at the root)."""
+    def symlink(self, path: str, rel: str, match: str) -> bool:
+        """True when `path`, a symbolic link, is dealt with by --symbolic-links skip or copy
+        (follow: the caller goes on with what it points to)."""
+        method = self.opts.symbolic_links
+        if method == "follow":
+            return False
+        if method == "skip":
+            self.tree.skipped.append((path, "symbolic link (--symbolic-links skip)"))
+        elif self.filters and self.filters.excluded(match, False):
+            self.tree.skipped.append((path, "excluded by filter"))
+        else:
+            try:
+                self.tree.links.append((rel, os.readlink(path)))
+            except OSError as exc:
+                self.tree.errors.append((path, exc.strerror or str(exc)))
+        return True
+
+    def walk(self, path: str, rel: str, match_prefix: str, argument: str,
+             above: frozenset[tuple[int, int]] = frozenset()) -> None:  # fmt: skip
+        """Add the tree under directory `path`; `match_prefix` is its filter path ('' at the root),
+        `above` the (device, inode) of the directories it is inside: a link back to one of them is
+        a loop. (A link to a directory elsewhere is followed: its files go twice, as with ascp.)"""
         try:
             st = os.stat(path)
         except OSError as exc:
             self.tree.errors.append((path, exc.strerror or str(exc)))
             return
         key = (st.st_dev, st.st_ino)
-        if key in self._seen_dirs:
+        if key in above:
             self.tree.skipped.append((path, "directory loop through a symbolic link"))
             return
-        self._seen_dirs.add(key)
+        above = above | {key}
         self.tree.dirs.append(rel)
+        self.tree.dir_times[rel] = (st.st_mtime, st.st_atime)
         try:
             entries = sorted(os.scandir(path), key=lambda e: e.name)
         except OSError as exc:
@@ -150,6 +177,8 @@ class _Scanner:
                 continue
             child_rel = f"{rel}/{name}"
             match = f"{match_prefix}/{name}" if match_prefix else name
+            if entry.is_symlink() and self.symlink(entry.path, child_rel, match):
+                continue
             try:
                 est = entry.stat()  # follows symbolic links (ascp's default: follow)
             except OSError as exc:
@@ -159,18 +188,23 @@ class _Scanner:
                 if self.filters and self.filters.excluded(match, True):
                     self.tree.skipped.append((entry.path, "excluded by filter"))
                     continue
-                self.walk(entry.path, child_rel, match, argument)
+                self.walk(entry.path, child_rel, match, argument, above)
             elif stat.S_ISREG(est.st_mode):
                 self.add_file(entry.path, child_rel, match, est, argument)
             elif not self.opts.skip_special_files:
                 self.tree.errors.append((entry.path, "special file (device, pipe or socket) not transferred"))
 
 
+def source_filters(opts: CopyOptions) -> Filter:
+    """The -E/-N rules of `opts`, compiled."""
+    return compile_filters(FilterRule("exclude" if kind == "exclude" else "include", pattern,
+                                      "-E" if kind == "exclude" else "-N")
+                           for kind, pattern in opts.filters)  # fmt: skip
+
+
 def scan_sources(opts: CopyOptions) -> SourceTree:
     """Expand the sources of `opts`. Raises SourceError when a source argument is unusable."""
-    filters = compile_filters(FilterRule("exclude" if kind == "exclude" else "include", pattern,
-                                         "-E" if kind == "exclude" else "-N")
-                              for kind, pattern in opts.filters)  # fmt: skip
+    filters = source_filters(opts)
     tree = SourceTree()
     scanner = _Scanner(opts, filters, tree)
     pairs: list[tuple[str, str | None]]
@@ -181,6 +215,8 @@ def scan_sources(opts: CopyOptions) -> SourceTree:
         pairs = [(lines[i], lines[i + 1]) for i in range(0, len(lines), 2)]
     elif opts.file_list:
         pairs = [(line, None) for line in _read_list(opts.file_list)]
+    if opts.source_prefix is not None and (opts.file_list or opts.file_pair_list):
+        pairs = [(with_prefix(opts.source_prefix, arg), dest) for arg, dest in pairs]
     else:
         pairs = [(s, None) for s in opts.sources]
     # One plain source may be renamed to a destination that does not exist (as with cp/scp);
@@ -200,14 +236,14 @@ def select_share(tree: SourceTree, node: int, count: int, threshold: int) -> Sou
     when it is 0) go whole to one session each, round robin; larger files are split into
     `count` byte ranges, one per session, assembled into one file at the far end."""
     share = SourceTree(dirs=list(tree.dirs), skipped=list(tree.skipped), errors=list(tree.errors),
+                       links=list(tree.links) if node == 1 else [], dir_times=dict(tree.dir_times),
                        single_source=False)  # fmt: skip
     whole = 0
     for f in tree.files:
         if threshold and f.size >= threshold and count > 1:
             k = node - 1
             start, end = f.size * k // count, f.size * (k + 1) // count
-            share.files.append(SourceFile(f.path, f.rel, end - start, f.mtime, f.atime, f.faux, f.argument,
-                                          f.start + start, (k, count, f.size)))  # fmt: skip
+            share.files.append(replace(f, size=end - start, start=f.start + start, part=(k, count, f.size)))
         else:
             if whole % count == node - 1:
                 share.files.append(f)
@@ -224,7 +260,7 @@ def _apply_byte_range(opts: CopyOptions, tree: SourceTree) -> None:
     last = opts.byte_range[1] if opts.byte_range[1] is not None else f.size - 1  # type: ignore[index]
     if first >= f.size or last >= f.size:
         raise SourceError(f"-@: range {first}:{last} is outside {f.path or f.rel} ({f.size} bytes)")
-    tree.files[0] = SourceFile(f.path, f.rel, max(last - first + 1, 0), f.mtime, f.atime, f.faux, f.argument, first)
+    tree.files[0] = replace(f, size=max(last - first + 1, 0), start=first)
 
 
 def _add_argument(scanner: _Scanner, opts: CopyOptions, arg: str, dest_rel: str | None) -> None:
@@ -238,7 +274,7 @@ def _add_argument(scanner: _Scanner, opts: CopyOptions, arg: str, dest_rel: str 
         return
     path = arg.rstrip("/") or "/"
     try:
-        st = os.stat(path)
+        st = os.stat(path) if opts.symbolic_links == "follow" else os.lstat(path)
     except FileNotFoundError:
         raise SourceError(f"source not found: {arg}") from None
     except OSError as exc:
@@ -258,7 +294,9 @@ def _add_argument(scanner: _Scanner, opts: CopyOptions, arg: str, dest_rel: str 
         match_prefix = ""
     if dest_rel is not None:
         rel = dest_rel.strip("/") or rel
-    if stat.S_ISDIR(st.st_mode):
+    if stat.S_ISLNK(st.st_mode):
+        scanner.symlink(path, rel, match_prefix or os.path.basename(path))
+    elif stat.S_ISDIR(st.st_mode):
         scanner.walk(path, rel, match_prefix, arg)
     elif stat.S_ISREG(st.st_mode):
         scanner.add_file(path, rel, match_prefix or os.path.basename(path), st, arg)

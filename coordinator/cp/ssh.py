@@ -35,7 +35,7 @@ def _key_path(name: str) -> str:
 
 class SshEndpoint:
     def __init__(self, host: str, *, port: int = 22, user: str | None = None, keys: tuple[str, ...] = (),
-                 password: str | None = None, check_sshfp: str | None = None,
+                 key_text: str | None = None, password: str | None = None, check_sshfp: str | None = None,
                  command: str = "surge agent", connect_timeout: float = 30.0) -> None:  # fmt: skip
         self._inbox: queue.Queue[Message | BaseException] = queue.Queue(maxsize=10_000)
         self._loop = asyncio.new_event_loop()
@@ -45,7 +45,7 @@ class SshEndpoint:
         self._proc: asyncssh.SSHClientProcess[bytes] | None = None
         where = f"{user + '@' if user else ''}{host}:{port}"
         future = asyncio.run_coroutine_threadsafe(
-            self._open(host, port, user, keys, password, check_sshfp, command), self._loop)
+            self._open(host, port, user, keys, key_text, password, check_sshfp, command), self._loop)
         try:
             future.result(timeout=connect_timeout + 5)
         except asyncssh.PermissionDenied:
@@ -64,14 +64,20 @@ class SshEndpoint:
             self._stop()
             raise
 
-    async def _open(self, host: str, port: int, user: str | None, keys: tuple[str, ...],
+    async def _open(self, host: str, port: int, user: str | None, keys: tuple[str, ...], key_text: str | None,
                     password: str | None, check_sshfp: str | None, command: str) -> None:  # fmt: skip
+        client_keys: list[Any] = [_key_path(k) for k in keys]
+        if key_text is not None:
+            try:
+                client_keys.insert(0, asyncssh.import_private_key(key_text))
+            except (asyncssh.KeyImportError, ValueError):
+                raise EndpointError("ASPERA_SCP_KEY: not a private key this client can read "
+                                    "(PEM or OpenSSH text, unencrypted)") from None  # fmt: skip
         options: dict[str, Any] = {
             "port": port, "known_hosts": None, "password": password,
-            "client_keys": [_key_path(k) for k in keys] if keys else (),
-            "agent_path": None, "connect_timeout": 30,
+            "client_keys": client_keys, "agent_path": None, "connect_timeout": 30,
         }  # fmt: skip
-        if not keys and password is None:
+        if not client_keys and password is None:
             options.pop("client_keys")  # fall back to the user's default keys
         if user:
             options["username"] = user

@@ -53,6 +53,8 @@ def file_entry(f: SourceFile) -> dict[str, Any]:
     entry: dict[str, Any] = {"rel": f.rel, "size": f.size, "mtime": f.mtime, "atime": f.atime}
     if f.part is not None:
         entry["part"] = {"index": f.part[0], "count": f.part[1], "start": f.start, "size": f.part[2]}
+    if f.uid >= 0:  # --preserve-file-owner-uid/gid of a download: the far end's owners
+        entry["uid"], entry["gid"] = f.uid, f.gid
     return entry
 
 

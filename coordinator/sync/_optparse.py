@@ -231,7 +231,9 @@ def _add_files(parser: argparse.ArgumentParser) -> None:
     g("--write-gid", action=Store, metavar="GID", help="write files as this group")
     for side in ("", "remote-"):
         for what in ("xattrs", "acls"):
-            g(f"--{side}preserve-{what}", action=Store, metavar="MODE",
+            # "--remote-preserve-acles": the spelling of the reference's first example (001).
+            typo = ("--remote-preserve-acles",) if side and what == "acls" else ()
+            g(f"--{side}preserve-{what}", *typo, action=Store, metavar="MODE",
               help=f"{side}{what}: native, metafile or none")
     g("--preserve-object-lock-legal-hold", action=Flag, help="S3 only; no effect here")
     g("--preserve-object-lock-retention", action=Flag, help="S3 only; no effect here")

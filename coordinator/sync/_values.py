@@ -15,7 +15,7 @@ from common.units import (
     parse_size,
     parse_utc_timestamp,
 )
-from coordinator.optcommon import MAX_TAGS_BYTES, parse_sshfp, parse_tags
+from coordinator.optcommon import MAX_TAGS_BYTES, parse_proxy, parse_sshfp, parse_tags
 
 from ._optparse import OptionError
 
@@ -101,8 +101,8 @@ def split_remote(text: str, host: str | None, user: str | None
     With ``--host`` the text is the directory as is. Otherwise ``[[USER@]HOST:]DIR``; a
     one-letter HOST is a Windows drive (``-r C:/data``); with ``--user``, '@' is not special.
     """
-    if host is not None:
-        return user, host, text
+    if host is not None:  # --host=[v6 address], as the reference writes it
+        return user, host[1:-1] if host.startswith("[") and host.endswith("]") else host, text
     match = _REMOTE_RE.fullmatch(text)
     if match is None:
         return user, None, text
@@ -194,14 +194,7 @@ def check_sshfp(text: str) -> str:
 
 def proxy(text: str) -> str:
     """``dnat[s]://USER:PASSWORD@HOST[:PORT]``; the text is a secret, so never quoted."""
-    match = re.fullmatch(r"dnats?://([^:@/\s]+):([^@/\s]+)@([^:/@\s]+|\[[^\]\s]+\])"
-                         r"(?::([0-9]{1,5}))?/?", text.strip(), re.IGNORECASE)
-    if match is None:
-        raise OptionError("--proxy: expected dnat[s]://USER:PASSWORD@HOST[:PORT] (the proxy "
-                          "password is required)")
-    if match[4] is not None:
-        integer(match[4], "--proxy", 1, 65535)
-    return text.strip()
+    return parse_proxy(text)
 
 
 def watchd(text: str) -> str:

@@ -15,7 +15,7 @@ def main(argv: Sequence[str]) -> int:
     from common.logs import configure_logging
     from common.snapshot import SnapshotError
 
-    from .engine import SyncError
+    from .engine import SyncError, SyncUsageError
     from .options import InfoRequest, OptionError, parse_sync_args
 
     try:
@@ -46,12 +46,23 @@ def main(argv: Sequence[str]) -> int:
         return run_continuous(opts, emit, foreground_loop)
     try:
         report = _run(opts, emit)
+    except SyncUsageError as exc:  # found before anything changed
+        print(f"surge sync: error: {exc}", file=sys.stderr)
+        return 2
     except (ClusterError, SyncError, SnapshotError) as exc:  # Redis unusable: 1, as `surge worker`
         print(f"surge sync: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("surge sync: interrupted; the next run resumes where this one stopped", file=sys.stderr)
         return 130
+    if opts.file_manifest_path:
+        from .manifest import write_manifest
+
+        try:
+            write_manifest(opts.file_manifest_path, opts.name, report.lines, opts.local_dir)
+        except OSError as exc:
+            print(f"surge sync: error: --file-manifest-path: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     if not opts.quiet:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(report.counts.items()))
         state = "Synchronized" if report.ok else "Failed"

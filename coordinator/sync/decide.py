@@ -3,11 +3,13 @@ snapshot of the last sync, and the options in; actions out. No I/O.
 
 Decision order for one path in a one-way sync (push; pull is the mirror image):
 
-1. Excluded by the filters: nothing (a previously synced file keeps its copy at the target).
+1. Excluded by the filters: not in the listings at all, unless the snapshot records the path
+   (coordinator/sync/tracked.py: a synchronized path stays tracked when its name is excluded).
 2. Gone from the source but in the snapshot: delete at the target (unless --ignore-delete, or the
    source's mount signature is missing), or a rename when a new path has its inode (and mtime).
-3. Unchanged since the snapshot (same kind, size, mtime, inode): nothing, unless --mirror finds
-   the target missing or different.
+3. Unchanged since the snapshot (same kind, size, mtime; with -k none the size alone, as the
+   reference says: "a size check only"): nothing, unless its permissions changed (an attribute
+   update, without --ignore-mode) or --mirror finds the target missing or different.
 4. New or changed: skip when the target already has it (first sync or --mirror: same size, and
    the same checksum when -k asks for one) - "exists"; only attributes changed - "attributes";
    otherwise transfer, subject to -o (always / older / conflict).
@@ -15,8 +17,9 @@ Decision order for one path in a one-way sync (push; pull is the mirror image):
 
 Bidirectional: a path changed on one side only goes to the other; changed on both sides is a
 conflict (-o conflict: the newer wins and the older is kept as a conflict copy); deleted on one
-side and unchanged on the other is deleted; deleted on one side and changed on the other is sent
-again (a change wins over a deletion).
+side and unchanged on the other is deleted (with --ignore-delete: not now, and copied back by the
+next run); deleted on one side and changed on the other is sent again (a change wins over a
+deletion).
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ __all__ = ["Action", "Plan", "changed", "plan_bidi", "plan_one_way"]
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """`kind`: send, mkdir, symlink, delete, rename, attrs, exists, conflict, dedup, skip."""
+    """`kind`: send, mkdir, symlink, delete, rename, attrs, exists, conflict, dedup, skip, forget
+    (bidi --ignore-delete: drop the snapshot record of the side `reason` names, so that the next
+    run copies the path back to it, as the reference says)."""
 
     kind: str
     path: str
@@ -50,15 +55,22 @@ class Plan:
         return [a for a in self.actions if a.kind == kind]
 
 
-def changed(now: Entry, before: Entry | None) -> bool:
-    """True when `now` differs from the snapshot record `before` (stat-level comparison)."""
+def changed(now: Entry, before: Entry | None, size_only: bool = False) -> bool:
+    """True when `now` differs from the snapshot record `before` (stat-level comparison).
+    `size_only` (-k none): "a size check only": a file whose size did not change has not changed,
+    whatever its modification time."""
     if before is None or now.kind != before.kind:
         return True
     if now.kind == "dir":
         return False
     if now.kind == "link":
         return now.target != before.target
-    return now.size != before.size or now.mtime_ns != before.mtime_ns
+    return now.size != before.size or (not size_only and now.mtime_ns != before.mtime_ns)
+
+
+def _mode_changed(now: Entry, before: Entry | None) -> bool:
+    """The permissions of `now` differ from the snapshot's (links have none of their own)."""
+    return before is not None and now.kind == before.kind != "link" and now.mode != before.mode
 
 
 def _same_content(a: Entry, b: Entry, use_checksum: bool) -> bool:
@@ -88,9 +100,11 @@ def plan_one_way(source: Mapping[str, Entry], target: Mapping[str, Entry] | None
                  *, overwrite: str = "always", mirror: bool = False, ignore_delete: bool = False,
                  delete_before: bool = False, use_checksum: bool = False, file_rename: bool = False,
                  dir_rename: bool = False, deletes_allowed: bool = True,
-                 excluded: Callable[[str, bool], bool] | None = None) -> Plan:  # fmt: skip
+                 excluded: Callable[[str, bool], bool] | None = None, size_only: bool = False,
+                 modes: bool = False) -> Plan:  # fmt: skip
     """`target` is None when the target was not scanned (a re-sync without --mirror: the
-    snapshot stands for it)."""
+    snapshot stands for it). `modes` (without --ignore-mode): a change of permissions alone is
+    an attribute update."""
     actions: list[Action] = []
     gone = {p: e for p, e in snapshot.items() if p not in source}
     by_inode: dict[tuple[int, int], str] = {}
@@ -118,7 +132,10 @@ def plan_one_way(source: Mapping[str, Entry], target: Mapping[str, Entry] | None
                             gone.pop(p)
                 continue
         there = target.get(path) if target is not None else None
-        if not changed(now, before):
+        if not changed(now, before, size_only):
+            if modes and _mode_changed(now, before):
+                actions.append(Action("attrs", path, source=now, reason="permissions changed"))
+                continue
             if mirror and target is not None and (there is None or not _same_content(now, there, use_checksum)):
                 actions.append(_make(now, path))
             continue
@@ -177,18 +194,22 @@ def _collapse_deletes(actions: list[Action]) -> list[Action]:
 def plan_bidi(local: Mapping[str, Entry], remote: Mapping[str, Entry], snap_local: Mapping[str, Entry],
               snap_remote: Mapping[str, Entry], *, ignore_delete: bool = False, delete_before: bool = False,
               use_checksum: bool = False, deletes_allowed_local: bool = True,
-              deletes_allowed_remote: bool = True) -> Plan:  # fmt: skip
+              deletes_allowed_remote: bool = True, size_only: bool = False, modes: bool = False) -> Plan:  # fmt: skip
     actions: list[Action] = []
     conflicts = 0
     for path in sorted(set(local) | set(remote) | set(snap_local) | set(snap_remote)):
         lnow, rnow = local.get(path), remote.get(path)
         lbefore, rbefore = snap_local.get(path), snap_remote.get(path)
-        lchg = lnow is not None and changed(lnow, lbefore)
-        rchg = rnow is not None and changed(rnow, rbefore)
+        lchg = lnow is not None and changed(lnow, lbefore, size_only)
+        rchg = rnow is not None and changed(rnow, rbefore, size_only)
         lgone = lnow is None and lbefore is not None
         rgone = rnow is None and rbefore is not None
         if lnow is not None and rnow is not None:
             if not lchg and not rchg:
+                lmode, rmode = modes and _mode_changed(lnow, lbefore), modes and _mode_changed(rnow, rbefore)
+                if lmode != rmode:  # permissions changed on one side only
+                    actions.append(Action("attrs", path, lmode, source=lnow if lmode else rnow,
+                                          reason="permissions changed"))  # fmt: skip
                 continue
             if _same_content(lnow, rnow, use_checksum):
                 actions.append(Action("exists", path, source=lnow))
@@ -204,12 +225,16 @@ def plan_bidi(local: Mapping[str, Entry], remote: Mapping[str, Entry], snap_loca
             if rgone and not lchg:
                 if deletes_allowed_remote and not ignore_delete:
                     actions.append(Action("delete", path, False, source=lnow, reason="deleted on the remote side"))
+                elif deletes_allowed_remote:  # --ignore-delete: recopied by the next run
+                    actions.append(Action("forget", path, source=lnow, reason="remote"))
             else:
                 actions.append(_make(lnow, path, True))
         elif rnow is not None:
             if lgone and not rchg:
                 if deletes_allowed_local and not ignore_delete:
                     actions.append(Action("delete", path, True, source=rnow, reason="deleted on the local side"))
+                elif deletes_allowed_local:  # --ignore-delete: recopied by the next run
+                    actions.append(Action("forget", path, source=rnow, reason="local"))
             else:
                 actions.append(_make(rnow, path, False))
     return Plan(_order(_collapse_deletes(actions), delete_before), conflicts)

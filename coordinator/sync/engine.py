@@ -26,22 +26,25 @@ from common.snapshot import (
     SnapshotStore,
     SqliteSnapshot,
     default_snapshot_path,
+    path_sort_key,
 )
-from common.snapshot.brief import has_records
+from common.snapshot.brief import has_records, load_brief
 
 from .decide import Action, Plan, plan_bidi, plan_one_way
 from .dedup import plan_dedup
+from .keepdirs import keep_dir_problem
 from .localscan import scan_local
 from .metadata import MetadataPolicy
 from .record import Recorder
 from .scan import SKIP_SUFFIXES, BackgroundChecksums, fill_checksums, scan_tree
 from .sides import LocalSide, RemoteSide, SideError
+from .tracked import TrackedFilter
 
 if TYPE_CHECKING:
     from ..cp.endpoint import Endpoint
     from .transfer import Dispatcher
 
-__all__ = ["SyncError", "SyncReport", "run_sync"]
+__all__ = ["SyncError", "SyncReport", "SyncUsageError", "run_sync"]
 
 log = logging.getLogger("surge.sync")
 
@@ -52,6 +55,11 @@ STATUS = {"send": "SYNCHRONIZED", "mkdir": "SYNCHRONIZED", "symlink": "SYNCHRONI
 
 class SyncError(Exception):
     """The sync cannot start or go on (the message names the option or path and the cause)."""
+
+
+class SyncUsageError(SyncError):
+    """The command line asks for what cannot be (a missing directory without --create-dir, a
+    --keep-dir inside the tree...): a usage error, exit status 2, found before anything changed."""
 
 
 @dataclass
@@ -124,7 +132,10 @@ class _Run:
         self.local = LocalSide(opts.local_dir)
         self.remote: LocalSide | RemoteSide = (LocalSide(opts.remote_dir) if opts.host is None
                                                else RemoteSide(_FarEnd(self), opts.remote_dir))  # fmt: skip
-        self.filters = compile_filters(opts.filters)
+        self.filters = TrackedFilter(compile_filters(opts.filters), self.tracked)
+        # Keys of the paths the snapshot records (both sides), loaded by _plan when the pair has
+        # filters: what tracked() asks about the excluded paths while scanning and planning.
+        self.known: tuple[set[bytes], ...] | None = None
         self.metadata = MetadataPolicy(opts, self.local, self.remote)
         self.old_dirs: list[str] = []  # not scanned: older than --exclude-dirs-older-than
         self.snap: SnapshotStore | None = None
@@ -140,6 +151,15 @@ class _Run:
 
             self._dispatcher = InProcessDispatcher()
         return self._dispatcher
+
+    def tracked(self, path: str) -> bool:
+        """The snapshot records `path`: it stays synchronized even when its name is excluded
+        (asked only about excluded paths; from the keys `_plan` loaded while it runs)."""
+        if self.known is not None:
+            key = path_sort_key(path)
+            return any(key in keys for keys in self.known)
+        snap = self.snap
+        return snap is not None and (snap.get("local", path) is not None or snap.get("remote", path) is not None)
 
     def far_end(self) -> Endpoint:
         """The far-end connection, made on first use: a local pair's agent starts, and a remote
@@ -255,17 +275,21 @@ def _check_dirs(opts: Any) -> None:
             continue
         if not os.path.isdir(path):
             if os.path.exists(path):
-                raise SyncError(f"{option}: {path!r} is not a directory")
+                raise SyncUsageError(f"{option}: {path!r} is not a directory")
             if not opts.create_dir:
-                raise SyncError(f"{option}: directory {path!r} does not exist (use --create-dir to create it)")
+                raise SyncUsageError(f"{option}: directory {path!r} does not exist (use --create-dir to create it)")
             os.makedirs(path, exist_ok=True)
     if opts.host is None:
         a, b = os.path.realpath(opts.local_dir), os.path.realpath(opts.remote_dir)
         if a == b or b.startswith(a + os.sep) or a.startswith(b + os.sep):
-            raise SyncError("-r: the remote directory must not be inside the local directory (or the reverse)")
+            raise SyncUsageError("-r: the remote directory must not be inside the local directory (or the reverse)")
     for option, keep in (("--keep-dir-local", opts.keep_dir_local), ("--keep-dir-remote", opts.keep_dir_remote if opts.host is None else None)):
         if keep and not os.path.isdir(keep):
-            raise SyncError(f"{option}: directory {keep!r} does not exist (it is not created for you)")
+            raise SyncUsageError(f"{option}: directory {keep!r} does not exist (it is not created for you)")
+        problem = keep and keep_dir_problem(option, keep, opts.local_dir if option == "--keep-dir-local" else opts.remote_dir,
+                                            opts.filters)  # fmt: skip
+        if problem:
+            raise SyncUsageError(problem)
 
 
 def _connect(opts: Any, factory: Callable[[Any], Endpoint] | None) -> Endpoint:
@@ -286,7 +310,7 @@ def _check_remote_root(run: _Run) -> None:
         run.remote.op("stat", "")
     except SideError:
         if not run.opts.create_dir:
-            raise SyncError(f"-r: directory {run.opts.remote_dir!r} does not exist (use --create-dir to create it)") from None
+            raise SyncUsageError(f"-r: directory {run.opts.remote_dir!r} does not exist (use --create-dir to create it)") from None
         run.remote.mkdir("")
 
 
@@ -298,12 +322,12 @@ def _check_snapshot_meta(run: _Run) -> None:
     where = f"{o.host or ''}:{o.remote_dir}" if o.host else os.path.realpath(o.remote_dir)
     previous = snap.get_meta("remote")
     if previous is not None and previous != where and not o.ignore_remote_host_sync_name:
-        raise SyncError(f"-r: this pair was synchronized with {previous!r}, not {where!r} "
+        raise SyncUsageError(f"-r: this pair was synchronized with {previous!r}, not {where!r} "
                         "(use -x to start over, or --ignore_remote_host_sync_name)")  # fmt: skip
     edot = snap.get_meta("exclude_dirs_older_than")
     given = o.exclude_dirs_older_than_text
     if (edot or None) != (given or None) and has_records(snap, "local"):
-        raise SyncError("--exclude-dirs-older-than: every run of a pair must use the same value as the first "
+        raise SyncUsageError("--exclude-dirs-older-than: every run of a pair must use the same value as the first "
                         f"(first run: {edot or 'not given'}, now: {given or 'not given'})")  # fmt: skip
     current = {"remote": previous, "exclude_dirs_older_than": edot, "checksum": snap.get_meta("checksum")}
     for key, value in (("remote", where), ("exclude_dirs_older_than", given), ("checksum", o.checksum)):
@@ -317,12 +341,21 @@ def _finish_meta(run: _Run) -> None:
 
 
 def _plan(run: _Run) -> Plan:
+    try:
+        return _scan_and_plan(run)
+    finally:
+        run.known = None  # the records loaded for this plan are stale after it
+
+
+def _scan_and_plan(run: _Run) -> Plan:
     o, snap = run.opts, run.snap
     assert snap is not None
     recorded = has_records(snap, "local")
     # A push decides from the local records alone; the remote ones only say whether it is the first run.
     snap_remote = snap.load("remote") if o.direction != "push" or not recorded else {}
     first = not recorded and not snap_remote
+    if run.filters:  # one query a side, and only paths' keys: tracked() answers from them
+        run.known = (set(load_brief(snap, "local")), set(load_brief(snap, "remote")))
     # A push re-sync plans from what changed alone (localscan.py); the rest needs whole listings.
     whole = o.direction != "push" or o.mirror or bool(o.dedup) or first
     local = scan_local(o.local_dir, snap, o, run.filters, whole=whole)
@@ -352,21 +385,22 @@ def _plan(run: _Run) -> Plan:
                             overwrite=o.overwrite, mirror=o.mirror, ignore_delete=o.ignore_delete,
                             delete_before=o.delete_before, use_checksum=use_checksum,
                             file_rename=o.scan_file_rename, dir_rename=o.scan_dir_rename,
-                            deletes_allowed=local_ok, excluded=excluded)  # fmt: skip
+                            deletes_allowed=local_ok, excluded=excluded, size_only=o.checksum == "none", modes=not o.ignore_mode)  # fmt: skip
         plan = plan_dedup(plan, o.dedup, local.entries, snap_local)
     elif o.direction == "pull":
         assert remote is not None
         plan = plan_one_way(remote, local.entries, {p: e for p, e in snap_remote.items() if not excluded(p, e.kind == "dir")},
                             overwrite=o.overwrite, mirror=o.mirror, ignore_delete=o.ignore_delete,
                             delete_before=o.delete_before, use_checksum=use_checksum,
-                            deletes_allowed=remote_ok, excluded=excluded)  # fmt: skip
+                            deletes_allowed=remote_ok, excluded=excluded, size_only=o.checksum == "none", modes=not o.ignore_mode)  # fmt: skip
         plan = plan_dedup(plan, o.dedup, remote, snap_remote)
         plan.actions = [Action(a.kind, a.path, False, a.source, a.old_path, a.reason) for a in plan.actions]
     else:
         assert remote is not None
         plan = plan_bidi(local.entries, remote, snap_local, snap_remote, ignore_delete=o.ignore_delete,
                          delete_before=o.delete_before, use_checksum=False,
-                         deletes_allowed_local=remote_ok, deletes_allowed_remote=local_ok)  # fmt: skip
+                         deletes_allowed_local=remote_ok, deletes_allowed_remote=local_ok,
+                         size_only=o.checksum == "none", modes=not o.ignore_mode)  # fmt: skip
     run.scanned = (local.entries, remote)  # type: ignore[attr-defined]
     return plan
 
@@ -418,7 +452,7 @@ def _clean_excluded(run: _Run) -> None:
     assert snap is not None
     for side in ("local", "remote"):
         gone = [e.path for e in snap.iter_side(side) if e.kind == "dir" and run.filters
-                and run.filters.excluded(e.path, True)]  # fmt: skip
+                and run.filters.base.excluded(e.path, True)]  # fmt: skip
         for old in run.old_dirs:
             keep = snap.get(side, old)
             snap.apply(side, delete_trees=[old], upserts=[keep] if keep is not None else [])

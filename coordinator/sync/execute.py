@@ -91,6 +91,7 @@ def execute(run: _Run, plan: Plan, progress: Callable[[dict[str, Any]], None] | 
     if not o.delete_before:
         for a in deletes:
             do_delete(a)
+    _late_modes(run)
 
 
 def _simple(run: _Run, a: Action, now: tuple[Entry | None, Entry | None], side: Any) -> None:
@@ -104,7 +105,7 @@ def _simple(run: _Run, a: Action, now: tuple[Entry | None, Entry | None], side: 
             else:
                 assert a.source is not None and a.source.target is not None
                 side.symlink(a.path, a.source.target)
-            made = side.stat(a.path)
+            made = _same_mode(run, side, a.path, a.source, side.stat(a.path))
             rec.pair(a.path, *((local, made) if a.to_target else (made, remote)))
             run.status(a.path, "SYNCHRONIZED")
         elif a.kind == "rename":
@@ -125,6 +126,9 @@ def _simple(run: _Run, a: Action, now: tuple[Entry | None, Entry | None], side: 
             rec.pair(a.path, *((local, updated) if a.to_target else (updated, remote)))
             run.status(a.path, "SYNCHRONIZED(mov)")
         elif a.kind == "exists":
+            if o.direction != "bidi" and a.source is not None and a.source.kind == "file":
+                there = _same_mode(run, side, a.path, a.source, remote if a.to_target else local)
+                local, remote = (local, there) if a.to_target else (there, remote)
             if local is not None:
                 rec.put("local", local)
             if remote is not None:
@@ -133,6 +137,8 @@ def _simple(run: _Run, a: Action, now: tuple[Entry | None, Entry | None], side: 
                 run.status(a.path, "SYNCHRONIZED(exs)")
         elif a.kind == "skip":
             run.status(a.path, "SYNCHRONIZED(skp)")
+        elif a.kind == "forget":  # bidi --ignore-delete: the next run sees the path as new there
+            rec.put(a.reason, None, a.path)
     except SideError as exc:
         run.error(a.path, str(exc))
 
@@ -188,9 +194,10 @@ def _after_commit(run: _Run, committed: list[tuple[str, Entry]], upload: bool, l
     rec = run.recorder
     for path, made in committed:
         before = (local_now if upload else remote_now).get(path)
+        moded = _same_mode(run, run.remote if upload else run.local, path, before, made)
         source = _with_metadata(run, path, before, upload)
-        if source is not before:
-            rec.pair(path, *((source, made) if upload else (made, source)))
+        if source is not before or moded is not made:
+            rec.pair(path, *((source, moded) if upload else (moded, source)))
             if path in unsummed and source is not None:
                 unsummed[path] = source  # the late checksum keeps the attributes
         if run.opts.remove_after_transfer:
@@ -200,6 +207,34 @@ def _after_commit(run: _Run, committed: list[tuple[str, Entry]], upload: bool, l
                 rec.put("local" if upload else "remote", None, path)
             except SideError as exc:
                 run.error(path, f"--remove-after-transfer: {exc}")
+
+
+def _same_mode(run: _Run, side: Any, path: str, source: Entry | None, made: Entry | None) -> Entry | None:
+    """Without --ignore-mode, give `made` (what the destination now holds) the permissions of
+    `source`; returns its record. A file written with the mode its source has costs nothing. A
+    directory its owner may not write or enter gets its mode after the transfers (`late`)."""
+    if run.opts.ignore_mode or source is None or made is None or source.kind == "link" or made.mode == source.mode:
+        return made
+    mode = source.mode
+    if source.kind == "dir" and mode & 0o300 != 0o300:
+        late: list[tuple[Any, str, int]] = run.__dict__.setdefault("late_modes", [])
+        late.append((side, path, mode))
+        mode |= 0o300
+    try:
+        side.set_attrs(path, None, mode)
+    except SideError as exc:
+        run.error(path, str(exc))
+        return made
+    return dataclasses.replace(made, mode=source.mode)
+
+
+def _late_modes(run: _Run) -> None:
+    """The modes of directories their owner may not write or enter, deepest first."""
+    for side, path, mode in sorted(run.__dict__.pop("late_modes", []), key=lambda item: item[1], reverse=True):
+        try:
+            side.set_attrs(path, None, mode)
+        except SideError as exc:
+            run.error(path, str(exc))
 
 
 def _late_checksums(run: _Run, local_now: dict[str, Entry], recorded: dict[str, Entry], wait: bool = True) -> None:

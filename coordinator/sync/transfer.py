@@ -86,6 +86,7 @@ def copy_options(opts: Any, source: str, destination: str) -> CopyOptions:
         rexmsg_size=opts.rexmsg_size, overwrite="always", resume=1, preserve_mtime=opts.preserve_mtime,
         preserve_atime=opts.preserve_atime, token=opts.token, password=opts.password, keys=tuple(opts.keys),
         ssh_port=opts.ssh_port, check_sshfp=opts.check_sshfp, create_dir=True,
+        cookie=opts.cookie, tags=opts.tags, remote_log_dir=opts.remote_log_dir,  # -R, logged there with both
     )  # fmt: skip
 
 

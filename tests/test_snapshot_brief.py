@@ -88,7 +88,7 @@ def test_an_older_snapshot_gets_the_directory_index(tmp_path: Path) -> None:
     db.commit()
     db.close()
     with SqliteSnapshot(path) as store:
-        assert store.brief("local", dirs_only=True) == {b"d": (b"d", 1, 0, 1, None)}
+        assert store.brief("local", dirs_only=True) == {b"d": (b"d", 1, 0, 1, None, 0o755)}
     db = sqlite3.connect(path)
     assert db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'entries_dirs'").fetchone()
     db.close()

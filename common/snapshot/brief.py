@@ -3,9 +3,10 @@ mtime, link target), read without building an :class:`~common.snapshot.base.Entr
 
 A re-sync compares its scan with these and builds full entries only for the paths that differ,
 so an unchanged file costs a stat and a dictionary lookup. A brief record is the row
-``(key, kind, size, mtime_ns, target)``: ``key`` is :func:`~common.snapshot.base.path_sort_key`
-of the path, ``kind`` an index into :data:`~common.snapshot.base.KINDS`, ``target`` the link
-target as UTF-8 bytes (surrogateescape) or None.
+``(key, kind, size, mtime_ns, target, mode)``: ``key`` is
+:func:`~common.snapshot.base.path_sort_key` of the path, ``kind`` an index into
+:data:`~common.snapshot.base.KINDS`, ``target`` the link target as UTF-8 bytes (surrogateescape)
+or None, ``mode`` the permission bits (a chmod alone is a change to synchronize).
 
 The SQLite store reads them in one query (:meth:`SqliteSnapshot.brief`); any other store gets
 them from its entries (:func:`load_brief`)."""
@@ -18,7 +19,7 @@ from common.snapshot.base import KINDS, Entry, path_sort_key
 
 __all__ = ["DIR", "FILE", "LINK", "Brief", "brief_of", "has_records", "key_path", "load_brief", "load_brief_below"]
 
-Brief: TypeAlias = tuple[bytes, int, int, int, "bytes | None"]
+Brief: TypeAlias = tuple[bytes, int, int, int, "bytes | None", int]
 FILE: Final = KINDS.index("file")
 DIR: Final = KINDS.index("dir")
 LINK: Final = KINDS.index("link")
@@ -31,7 +32,7 @@ def key_path(key: bytes) -> str:
 
 def brief_of(e: Entry) -> Brief:
     target = None if e.target is None else e.target.encode("utf-8", "surrogateescape")
-    return (path_sort_key(e.path), KINDS.index(e.kind), e.size, e.mtime_ns, target)
+    return (path_sort_key(e.path), KINDS.index(e.kind), e.size, e.mtime_ns, target, e.mode)
 
 
 def load_brief(store: object, side: str, *, dirs_only: bool = False,

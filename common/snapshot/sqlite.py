@@ -97,7 +97,7 @@ _SCHEMA: Final = (
     _DIRS_INDEX,
 )
 _UPSERT: Final = f"INSERT OR REPLACE INTO entries (side, {_COLUMNS}) VALUES ({', '.join('?' * 15)})"
-_BRIEF: Final = "key, kind, size, mtime_ns, target"
+_BRIEF: Final = "key, kind, size, mtime_ns, target, mode"
 _IN_TREE: Final = "side = ? AND key >= ? AND key < ?"
 
 _CORRUPT_CODES: Final = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}

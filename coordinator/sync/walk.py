@@ -165,7 +165,8 @@ def _list(w: Walk, fd: int, names: list[bytes], full: bytes, rel_dir: str, kdir:
         # The common case, quickly: a regular file with its recorded size and mtime (the rule
         # of decide.changed(); names a scan skips are never recorded).
         if old is not None and (st.st_mode & 0o170000) == 0o100000 and old[2] == st.st_size \
-                and old[3] == st.st_mtime_ns and old[1] == FILE and not emit_unchanged:  # fmt: skip
+                and old[3] == st.st_mtime_ns and old[5] == st.st_mode & 0o7777 and old[1] == FILE \
+                and not emit_unchanged:  # fmt: skip
             unchanged += 1
             continue
         _one(w, fd, name, key, full, st, old, rel_dir, filters, symlinks, dir_rule, known, emit_unchanged, stack)
@@ -190,7 +191,8 @@ def _one(w: Walk, fd: int, name: bytes, key: bytes, full: bytes, st: os.stat_res
             known.rows[key] = old
         return
     kind, code, st, target = taken
-    same = old is not None and old[1] == code and (
+    # (the mode counts too: a chmod alone is an attribute change to synchronize)
+    same = old is not None and old[1] == code and (code == LINK or old[5] == st.st_mode & 0o7777) and (
         code == DIR or (code == LINK and old[4] == target) or (code == FILE and old[2] == st.st_size and old[3] == st.st_mtime_ns))  # fmt: skip
     if same and not emit_unchanged:
         w.unchanged += 1

@@ -7,6 +7,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from common.transport.packets import DATA_HEADER_SIZE
+
 __all__ = ["LABELS", "MBIT", "MTU", "SECTION", "SURGE_OVERHEAD", "TOOLS", "BenchConfig", "Report",
            "Run", "fmt", "from_json", "render", "surge_carry_mbps", "table", "targets", "to_json"]  # fmt: skip
 
@@ -14,9 +16,9 @@ SECTION = "## WAN: surge cp vs rsync, scp and TCP on an emulated 100 Mbit/s link
 TOOLS = ("surge", "rsync", "scp", "iperf3-cubic", "iperf3-bbr")
 LABELS = {"surge": "surge cp", "rsync": "rsync -e ssh", "scp": "scp",
           "iperf3-cubic": "iperf3 cubic", "iperf3-bbr": "iperf3 bbr"}  # fmt: skip
-#: Per 1500-byte IP packet Surge carries 1500 - 20 (IP) - 8 (UDP) - 36 (data header) - 16 (AEAD
-#: tag) = 1420 file bytes.
-SURGE_OVERHEAD = 20 + 8 + 36 + 16
+#: Per 1500-byte IP packet Surge carries 1500 - 20 (IP) - 8 (UDP) - 27 (data header, wire version 2;
+#: 36 in version 1) - 16 (AEAD tag) = 1429 file bytes.
+SURGE_OVERHEAD = 20 + 8 + DATA_HEADER_SIZE + 16
 MTU = 1500
 MBIT = 1e6
 

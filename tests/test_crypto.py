@@ -36,8 +36,8 @@ def pair(cipher: str, label: str = "data", *, secret: bytes = SECRET, sid: int =
             Opener(derive_protection(cipher, secret, label), sid, window))  # fmt: skip
 
 
-def seal_data(sealer: Sealer, payload: bytes, file_index: int = 3, offset: int = 4096,
-              send_time: int = 777, flags: int = 0, in_place: bool = False) -> bytes:  # fmt: skip
+def seal_data(sealer: Sealer, payload: bytes, offset: int = 4096, send_time: int = 777,
+              flags: int = 0, in_place: bool = False) -> bytes:  # fmt: skip
     """A DATA datagram, its payload passed apart (as the driver does for a cipher) or already
     placed in the datagram buffer (as it does for `none`)."""
     buf = bytearray(DATA_HEADER_SIZE + len(payload) + sealer.protection.overhead)
@@ -46,9 +46,7 @@ def seal_data(sealer: Sealer, payload: bytes, file_index: int = 3, offset: int =
         buf[DATA_HEADER_SIZE : DATA_HEADER_SIZE + len(payload)] = payload
     else:
         plain = memoryview(bytearray(payload))
-    n = sealer.seal_data_into(
-        memoryview(buf), file_index, offset, send_time, len(payload), flags, plain
-    )
+    n = sealer.seal_data_into(memoryview(buf), offset, send_time, len(payload), flags, plain)
     assert n == len(buf)
     return bytes(buf[:n])
 
@@ -57,7 +55,7 @@ def sample_feedback() -> bytes:
     return Feedback(1, 2, 3, 4, 5, 6, 7, 8, ((100, 1400), (5000, 2800))).encode()
 
 
-def open_data(opener: Opener, datagram: bytes, into: bool) -> tuple[int, int, int, int, memoryview]:
+def open_data(opener: Opener, datagram: bytes, into: bool) -> tuple[int, int, int, memoryview]:
     """Open a DATA datagram held in a receive buffer, its payload decrypted into a buffer of the
     caller's (as the driver does) or into the opener's scratch."""
     if into:
@@ -102,16 +100,15 @@ def test_short_secret_is_refused(cipher: str) -> None:
 @pytest.mark.parametrize("in_place", [False, True], ids=["apart", "in-place"])
 @pytest.mark.parametrize("cipher", CIPHERS)
 @given(payload=st.binary(max_size=MAX_PAYLOAD), flags=st.sampled_from([0, 1]),
-       file_index=st.integers(0, 2**32 - 1), offset=st.integers(0, 2**64 - 1),
-       send_time=st.integers(0, 2**32 - 1))  # fmt: skip
+       offset=st.integers(0, 2**64 - 1), send_time=st.integers(0, 2**32 - 1))  # fmt: skip
 @settings(max_examples=25)
 def test_data_round_trip(into: bool, in_place: bool, cipher: str, payload: bytes, flags: int,
-                         file_index: int, offset: int, send_time: int) -> None:  # fmt: skip
+                         offset: int, send_time: int) -> None:  # fmt: skip
     sealer, opener = pair(cipher)
-    datagram = seal_data(sealer, payload, file_index, offset, send_time, flags, in_place)
+    datagram = seal_data(sealer, payload, offset, send_time, flags, in_place)
     assert len(datagram) == DATA_HEADER_SIZE + len(payload) + sealer.protection.overhead
-    got_flags, got_index, got_offset, got_time, got_payload = open_data(opener, datagram, into)
-    assert (got_flags, got_index, got_offset, got_time) == (flags, file_index, offset, send_time)
+    got_flags, got_offset, got_time, got_payload = open_data(opener, datagram, into)
+    assert (got_flags, got_offset, got_time) == (flags, offset, send_time)
     assert bytes(got_payload) == payload
 
 
@@ -125,7 +122,7 @@ def test_plaintext_and_ciphertext_never_share_memory(cipher: str) -> None:
     assert apart == seal_data(pair(cipher)[0], payload, in_place=True)
     received = bytearray(apart)
     out = memoryview(bytearray(len(received)))
-    got = pair(cipher)[1].open_data(memoryview(received), out)[4]
+    got = pair(cipher)[1].open_data(memoryview(received), out)[3]
     assert bytes(got) == payload and bytes(received) == apart
     if cipher != "none":
         assert got.obj is out.obj  # the payload lives in the caller's buffer
@@ -189,9 +186,10 @@ def _flip_all_bits(
         buf[bit // 8] ^= 1 << (bit % 8)
         why = reason(opener.open_data if data else opener.open, bytes(buf), into)
         where = bit // 8
+        session = range(3, 7) if data else range(4, 12)  # DATA carries the id's low 32 bits
         if where == 0:
             assert why == DropReason.VERSION
-        elif 4 <= where < 12:
+        elif where in session:
             assert why == DropReason.FOREIGN
         elif where == 1 and not data:
             # the type byte of a control datagram is checked before the tag
@@ -207,13 +205,13 @@ def _flip_all_bits(
 def test_any_bit_flip_in_data_is_rejected(cipher: str, into: bool) -> None:
     """Every flipped bit is dropped: the header is associated data, so apart from the version
     byte and the session id (checked first, with their own drop reasons) a flip anywhere, the
-    type, flags, packet number, file index, offset and send time included, fails the tag."""
+    type, flags, packet number, stream offset and send time included, fails the tag."""
     sealer, opener = pair(cipher)
     datagram = seal_data(sealer, bytes(range(256)) * 2, flags=1)
     reasons = _flip_all_bits(datagram, opener, data=True, into=into)
-    assert reasons[DropReason.AUTH] == (len(datagram) - 9) * 8
+    assert reasons[DropReason.AUTH] == (len(datagram) - 5) * 8
     # the corruptions neither consumed the packet number nor poisoned the replay window
-    assert bytes(open_data(opener, datagram, into)[4]) == bytes(range(256)) * 2
+    assert bytes(open_data(opener, datagram, into)[3]) == bytes(range(256)) * 2
 
 
 @pytest.mark.parametrize("cipher", AEAD)
@@ -279,6 +277,15 @@ def test_foreign_session_is_dropped(cipher: str) -> None:
 
 
 @pytest.mark.parametrize("cipher", AEAD)
+def test_session_sharing_the_low_half_of_the_id_fails_authentication(cipher: str) -> None:
+    """DATA carries only the session id's low 32 bits: another session whose id shares them
+    passes that check, but its datagrams are sealed under its own secret and are dropped."""
+    _, opener = pair(cipher)
+    other, _ = pair(cipher, secret=OTHER_SECRET, sid=SID + (7 << 32))
+    assert reason(opener.open_data, seal_data(other, b"x" * 64)) == DropReason.AUTH
+
+
+@pytest.mark.parametrize("cipher", AEAD)
 @pytest.mark.parametrize(
     "other",
     [
@@ -299,7 +306,7 @@ def test_wrong_key_is_dropped(cipher: str, other: dict[str, object]) -> None:
     assert reason(opener.open, forged_ctl) == DropReason.AUTH
     # nothing forged reached the replay window: the real datagram 0 still opens
     genuine = seal_data(sealer, b"good" * 100)
-    assert bytes(opener.open_data(memoryview(genuine))[4]) == b"good" * 100
+    assert bytes(opener.open_data(memoryview(genuine))[3]) == b"good" * 100
 
 
 @pytest.mark.parametrize(("sealed_with", "opened_with"),
@@ -407,10 +414,7 @@ def test_batch_sealing_equals_datagram_by_datagram(cipher: str) -> None:
     ]
     payloads = [bytes([i]) * b.length for i, b in enumerate(blocks)]
     one_by_one, batch = pair(cipher)[0], pair(cipher)[0]
-    expected = [
-        seal_data(one_by_one, p, b.file_index, b.offset, 5, int(b.retransmit))
-        for p, b in zip(payloads, blocks)
-    ]
+    expected = [seal_data(one_by_one, p, b.stream_offset, 5, int(b.retransmit)) for p, b in zip(payloads, blocks)]
     size = DATA_HEADER_SIZE + 100 + one_by_one.protection.overhead
     slots = [memoryview(bytearray(size)) for _ in blocks]
     last = batch.seal_data_batch(slots, blocks, 5, [memoryview(p) for p in payloads], 1)

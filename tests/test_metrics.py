@@ -242,7 +242,7 @@ def test_forged_datagrams_to_a_live_receiver_are_dropped_and_counted_by_reason()
 
 def _data(sealer: Sealer, offset: int) -> bytes:
     buf = bytearray(2048)
-    n = sealer.seal_data_into(memoryview(buf), 0, offset, 0, 1024)
+    n = sealer.seal_data_into(memoryview(buf), offset, 0, 1024)
     return bytes(buf[:n])
 
 

@@ -16,6 +16,7 @@ from .packets import (
     DATA_HEADER_SIZE,
     HEADER,
     HEADER_SIZE,
+    SESSION_LOW,
     VERSION,
     DecodeError,
     PacketType,
@@ -28,9 +29,7 @@ class DataBlock(Protocol):
     """What `Sealer.seal_data_batch` reads of a block (the sender's `Block`)."""
 
     @property
-    def file_index(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
+    def stream_offset(self) -> int: ...
     @property
     def length(self) -> int: ...
     @property
@@ -56,16 +55,15 @@ class Sealer:
         self.session_id = session_id
         self.packet_number = 0
 
-    def seal_data_into(self, buf: memoryview, file_index: int, offset: int, send_time_us: int,
-                       payload_len: int, flags: int = 0,
-                       plain: memoryview | None = None) -> int:  # fmt: skip
+    def seal_data_into(self, buf: memoryview, stream_offset: int, send_time_us: int, payload_len: int,
+                       flags: int = 0, plain: memoryview | None = None) -> int:  # fmt: skip
         """Write header, sealed payload and tag into `buf`; returns the length. The payload is
         `plain` (not overlapping `buf`), or with `plain` None already at DATA_HEADER_SIZE in
         `buf` (free for `none`, a copy for the ciphers: see PacketProtection)."""
         pn = self.packet_number
         self.packet_number = pn + 1
-        DATA_HEADER.pack_into(buf, 0, VERSION, PacketType.DATA, flags, self.session_id, pn,
-                              file_index, offset, send_time_us)  # fmt: skip
+        DATA_HEADER.pack_into(buf, 0, VERSION, PacketType.DATA, flags, self.session_id & SESSION_LOW, pn,
+                              stream_offset, send_time_us)  # fmt: skip
         return self.protection.seal_into(buf, DATA_HEADER_SIZE, payload_len, pn, plain)
 
     def seal_data_batch(self, slots: list[memoryview], blocks: Sequence[DataBlock], send_time_us: int,
@@ -73,13 +71,13 @@ class Sealer:
         """`seal_data_into` for consecutive datagram slots at once (the hot path: one call per
         GSO batch, not three per datagram). `plains[j]` is block j's payload (None: in place);
         a block's `retransmit` sets `retransmit_flag`. Returns the last datagram's length."""
-        pack, seal, sid = DATA_HEADER.pack_into, self.protection.seal_into, self.session_id
+        pack, seal, sid = DATA_HEADER.pack_into, self.protection.seal_into, self.session_id & SESSION_LOW
         pn = self.packet_number
         n = 0
         for j, b in enumerate(blocks):
             buf = slots[j]
             pack(buf, 0, VERSION, PacketType.DATA, retransmit_flag if b.retransmit else 0, sid, pn + j,
-                 b.file_index, b.offset, send_time_us)  # fmt: skip
+                 b.stream_offset, send_time_us)  # fmt: skip
             n = seal(buf, DATA_HEADER_SIZE, b.length, pn + j, None if plains is None else plains[j])
         self.packet_number = pn + len(blocks)
         return n
@@ -100,17 +98,17 @@ class Opener:
         self.replay = ReplayWindow(window)
 
     def open_data(self, datagram: memoryview,
-                  out: memoryview | None = None) -> tuple[int, int, int, int, memoryview]:  # fmt: skip
-        """(flags, file index, offset, send time, payload) of a DATA datagram, or DecodeError
+                  out: memoryview | None = None) -> tuple[int, int, int, memoryview]:  # fmt: skip
+        """(flags, stream offset, send time, payload) of a DATA datagram, or DecodeError
         whose message is a DropReason. With `out` (writable, not overlapping the datagram) the
         payload is decrypted into it and lives as long as that buffer (with `none` it stays in
         the datagram); without, it is valid until the next call."""
         if len(datagram) < DATA_HEADER_SIZE:
             raise DecodeError(DropReason.MALFORMED)
-        version, _ptype, flags, sid, pn, index, offset, ts = DATA_HEADER.unpack_from(datagram)
+        version, _ptype, flags, sid, pn, offset, ts = DATA_HEADER.unpack_from(datagram)
         if version != VERSION:
             raise DecodeError(DropReason.VERSION)
-        if sid != self.session_id:
+        if sid != self.session_id & SESSION_LOW:
             raise DecodeError(DropReason.FOREIGN)
         try:
             payload = self.protection.open(datagram, DATA_HEADER_SIZE, pn, out)
@@ -118,7 +116,7 @@ class Opener:
             raise DecodeError(DropReason.AUTH) from None
         if not self.replay.check_and_mark(pn):
             raise DecodeError(DropReason.REPLAY)
-        return flags, index, offset, ts, payload
+        return flags, offset, ts, payload
 
     def open(self, datagram: memoryview) -> tuple[PacketType, int, memoryview]:
         """(type, flags, plaintext body) of a non-DATA datagram; DecodeError(DropReason)."""

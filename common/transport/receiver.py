@@ -173,11 +173,15 @@ class ReceiverSession:
 
     def _on_data(self, datagram: memoryview, now: float,
                  out: memoryview | None) -> tuple[int, int, memoryview] | None:  # fmt: skip
-        _flags, index, offset, ts, payload = self.opener.open_data(datagram, out)
+        _flags, start, ts, payload = self.opener.open_data(datagram, out)
         self._last_heard = now
         layout = self.layout
         length = len(payload)
-        if index >= len(layout.sizes) or offset + length > layout.sizes[index] or not length:
+        if not length or start + length > layout.total:
+            self.drops[DropReason.OUT_OF_RANGE] += 1
+            return None
+        index, offset, left = layout.locate(start)  # a block never crosses a file boundary
+        if length > left:
             self.drops[DropReason.OUT_OF_RANGE] += 1
             return None
         now_us = int(now * _US)
@@ -190,7 +194,6 @@ class ReceiverSession:
             self._delay_min = rel
         self._delay_sum += rel
         self._delay_n += 1
-        start = layout.bases[index] + offset
         self.bytes_received += length
         self._arrived_interval += length
         if start + length > self.highest:

@@ -296,8 +296,7 @@ class SenderSession:
                    plain: memoryview | None = None) -> int:  # fmt: skip
         """Seal a block into the datagram buffer `buf`: its bytes are `plain` (not overlapping
         `buf`), or already at DATA_HEADER_SIZE in `buf`. Returns the datagram length."""
-        return self.sealer.seal_data_into(buf, block.file_index, block.offset,
-                                          int(now * _US) & _MASK32, block.length,
+        return self.sealer.seal_data_into(buf, block.stream_offset, int(now * _US) & _MASK32, block.length,
                                           FLAG_RETRANSMIT if block.retransmit else 0, plain)  # fmt: skip
 
     def poll_datagrams(self, now: float) -> list[bytes]:

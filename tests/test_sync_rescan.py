@@ -266,8 +266,6 @@ def test_a_directory_that_cannot_be_listed_is_an_error_and_deletes_nothing(tmp_p
         assert "SYNCHRONIZED(del)" not in dict(report.lines).values()
 
 
-@pytest.mark.xfail(strict=True, reason="known bug before this work: the plan makes the directory without "
-                   "deleting the file of the same name at the target first")
 def test_a_file_replaced_by_a_directory_and_back(tmp_path: Path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     write(src, "x", b"file")

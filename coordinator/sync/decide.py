@@ -14,6 +14,8 @@ Decision order for one path in a one-way sync (push; pull is the mirror image):
    the same checksum when -k asks for one) - "exists"; only attributes changed - "attributes";
    otherwise transfer, subject to -o (always / older / conflict).
 5. --mirror: every target path the source does not have is deleted.
+6. A path whose kind changed (a file that became a directory or a link, or the reverse): the
+   target's entry of the old kind is removed first ("replace"), then the new one is made.
 
 Bidirectional: a path changed on one side only goes to the other; changed on both sides is a
 conflict (-o conflict: the newer wins and the older is kept as a conflict copy); deleted on one
@@ -36,7 +38,9 @@ __all__ = ["Action", "Plan", "changed", "plan_bidi", "plan_one_way"]
 class Action:
     """`kind`: send, mkdir, symlink, delete, rename, attrs, exists, conflict, dedup, skip, forget
     (bidi --ignore-delete: drop the snapshot record of the side `reason` names, so that the next
-    run copies the path back to it, as the reference says)."""
+    run copies the path back to it, as the reference says), replace (remove the target's entry
+    of another kind - a file where a directory comes, or the reverse - before the new one takes
+    its name; `source` is the entry removed)."""
 
     kind: str
     path: str
@@ -90,7 +94,7 @@ def _same_content(a: Entry, b: Entry, use_checksum: bool) -> bool:
 def _order(actions: list[Action], delete_before: bool) -> list[Action]:
     """mkdir first (parents before children), then renames, transfers and attribute updates;
     deletes (children before parents) last, or first with --delete-before."""
-    rank = {"mkdir": 0, "rename": 1}
+    rank = {"replace": -1, "mkdir": 0, "rename": 1}
     rest = sorted((a for a in actions if a.kind != "delete"), key=lambda a: (rank.get(a.kind, 2), a.path))
     deletes = sorted((a for a in actions if a.kind == "delete"), key=lambda a: a.path, reverse=True)
     return deletes + rest if delete_before else rest + deletes
@@ -137,11 +141,11 @@ def plan_one_way(source: Mapping[str, Entry], target: Mapping[str, Entry] | None
                 actions.append(Action("attrs", path, source=now, reason="permissions changed"))
                 continue
             if mirror and target is not None and (there is None or not _same_content(now, there, use_checksum)):
-                actions.append(_make(now, path))
+                actions += _made(now, path, there, before if target is None else None)
             continue
         if now.kind == "dir":
             if there is None or there.kind != "dir":
-                actions.append(Action("mkdir", path, source=now))
+                actions += _made(now, path, there, before if target is None else None)
             else:
                 actions.append(Action("exists", path, source=now))
             continue
@@ -155,7 +159,7 @@ def plan_one_way(source: Mapping[str, Entry], target: Mapping[str, Entry] | None
         if overwrite == "older" and there is not None and there.mtime_ns >= now.mtime_ns:
             actions.append(Action("skip", path, source=now, reason="target not older"))
             continue
-        actions.append(_make(now, path))
+        actions += _made(now, path, there, before if target is None else None)
     if deletes_allowed and not ignore_delete:
         for path, e in gone.items():
             if target is not None and path not in target:
@@ -178,9 +182,20 @@ def _make(entry: Entry, path: str, to_target: bool = True) -> Action:
     return Action("send", path, to_target, source=entry)
 
 
+def _made(now: Entry, path: str, there: Entry | None, before: Entry | None, to_target: bool = True) -> list[Action]:
+    """The action making `now` at the target, after a "replace" when the target holds (as
+    scanned, or as the snapshot last saw it when it was not scanned) an entry of another kind."""
+    old = there if there is not None else before
+    make = _make(now, path, to_target)
+    if old is None or old.kind == now.kind:
+        return [make]
+    return [Action("replace", path, to_target, source=old, reason=f"a {old.kind} becomes a {now.kind}"), make]
+
+
 def _collapse_deletes(actions: list[Action]) -> list[Action]:
-    """A deleted directory takes its contents with it: drop the deletes below it."""
-    dirs = sorted(a.path for a in actions if a.kind == "delete" and a.source is not None and a.source.kind == "dir")
+    """A deleted (or replaced) directory takes its contents with it: drop the deletes below it."""
+    dirs = sorted(a.path for a in actions
+                  if a.kind in ("delete", "replace") and a.source is not None and a.source.kind == "dir")
     if not dirs:
         return actions
     out = []
@@ -220,7 +235,7 @@ def plan_bidi(local: Mapping[str, Entry], remote: Mapping[str, Entry], snap_loca
                 actions.append(Action("conflict", path, newer_local, source=lnow if newer_local else rnow,
                                       reason="changed on both sides; the newer wins, the older is kept"))  # fmt: skip
                 continue
-            actions.append(_make(lnow, path, True) if lchg else _make(rnow, path, False))
+            actions += _made(lnow, path, rnow, None, True) if lchg else _made(rnow, path, lnow, None, False)
         elif lnow is not None:
             if rgone and not lchg:
                 if deletes_allowed_remote and not ignore_delete:

@@ -48,10 +48,6 @@ __all__ = ["SyncError", "SyncReport", "SyncUsageError", "run_sync"]
 
 log = logging.getLogger("surge.sync")
 
-STATUS = {"send": "SYNCHRONIZED", "mkdir": "SYNCHRONIZED", "symlink": "SYNCHRONIZED", "conflict": "SYNCHRONIZED",
-          "skip": "SYNCHRONIZED(skp)", "delete": "SYNCHRONIZED(del)", "exists": "SYNCHRONIZED(exs)",
-          "rename": "SYNCHRONIZED(mov)", "attrs": "SYNCHRONIZED(mov)", "dedup": "SYNCHRONIZED(ddp)"}  # fmt: skip
-
 
 class SyncError(Exception):
     """The sync cannot start or go on (the message names the option or path and the cause)."""

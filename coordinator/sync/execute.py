@@ -137,6 +137,12 @@ def _simple(run: _Run, a: Action, now: tuple[Entry | None, Entry | None], side: 
                 run.status(a.path, "SYNCHRONIZED(exs)")
         elif a.kind == "skip":
             run.status(a.path, "SYNCHRONIZED(skp)")
+        elif a.kind == "replace":  # the entry of the old kind goes; the make action follows
+            side.delete(a.path, o.keep_dir_remote if a.to_target else o.keep_dir_local)
+            if a.source is not None and a.source.kind == "dir":
+                rec.delete_tree(a.path)
+            else:
+                rec.pair(a.path, None, None)
         elif a.kind == "forget":  # bidi --ignore-delete: the next run sees the path as new there
             rec.put(a.reason, None, a.path)
     except SideError as exc:

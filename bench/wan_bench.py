@@ -168,7 +168,6 @@ def run_bench(cfg: BenchConfig, *, command: str = "", log: Callable[[str], None]
     home = os.path.join(cfg.workdir, "surge-wan-bench")
     os.makedirs(home, exist_ok=True)
     report = Report(cfg, machine_info(home), command)
-    report.machine["iperf3"] = first_line(["iperf3", "--version"])
     report.machine["commit"] = _source_state()
     src = prepare_source(home, cfg.size)
     dst_dir = tempfile.mkdtemp(prefix="dst-", dir=home)
@@ -178,6 +177,7 @@ def run_bench(cfg: BenchConfig, *, command: str = "", log: Callable[[str], None]
         sshd = _ssh_peer(cfg, key_dir, report)
         if any(t.startswith("iperf3") for t in cfg.tools):
             ensure_iperf3()
+            report.machine["iperf3"] = first_line(["iperf3", "--version"])  # once it is installed
         for rtt, loss, tools in _cells(cfg):
             spec = LinkSpec(rate_bps=cfg.rate_bps, rtt_ms=rtt, loss=loss, seed=cfg.seed)
             with WanLink(spec, prefix=prefix) as link:

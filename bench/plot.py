@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bench.wan_report import Report
@@ -30,8 +30,6 @@ def plot_goodput(report: Report, path: str, repeats: Sequence[tuple[str, Report]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bench.wan_report import LABELS, TOOLS, surge_carry_mbps
-
     cfg = report.config
     losses = sorted({r.loss for r in report.runs})
     cols = min(3, len(losses))
@@ -42,34 +40,8 @@ def plot_goodput(report: Report, path: str, repeats: Sequence[tuple[str, Report]
     flat = [ax for row in axes for ax in row]
     for ax in flat[len(losses) :]:
         ax.set_visible(False)
-    carry = surge_carry_mbps(cfg.rate_bps)
     for ax, loss in zip(flat, losses):
-        for tool in TOOLS:
-            runs = sorted((r for r in report.runs if r.tool == tool and r.loss == loss and r.goodput_mbps is not None),
-                          key=lambda r: r.rtt_ms)  # fmt: skip
-            if not runs:
-                continue
-            colour, marker = _STYLE[tool]
-            xs = [r.rtt_ms for r in runs]
-            ys = [r.goodput_mbps for r in runs]
-            ax.plot(xs, ys, color=colour, lw=1.4, label=LABELS[tool])
-            for r in runs:
-                ax.plot(r.rtt_ms, r.goodput_mbps, marker=marker, ms=5, color=colour,
-                        markerfacecolor="white" if r.capped else colour)  # fmt: skip
-        for k, (label, other) in enumerate(repeats):
-            ls, mk = (("--", "o"), (":", "x"), ("-.", "+"))[k % 3]
-            runs = sorted((r for r in other.runs if r.tool == "surge" and r.loss == loss and r.goodput_mbps is not None),
-                          key=lambda r: r.rtt_ms)  # fmt: skip
-            if runs:
-                ax.plot([r.rtt_ms for r in runs], [r.goodput_mbps for r in runs], color=_STYLE["surge"][0], lw=1.1,
-                        ls=ls, marker=mk, ms=4, alpha=0.6, label=label)  # fmt: skip
-        ax.axhline(cfg.rate_bps / 1e6, color="#bbbbbb", lw=0.8, ls=":")
-        ax.axhline(carry, color="#d62728", lw=0.6, ls=":")
-        ax.set_title(f"loss {loss * 100:g} %")
-        ax.set_xlabel("RTT (ms)")
-        ax.set_xticks(list(cfg.rtts))
-        ax.set_ylim(0, cfg.rate_bps / 1e6 * 1.05)
-        ax.grid(True, alpha=0.3)
+        _goodput_panel(ax, report, loss, repeats)
     for row in axes:
         row[0].set_ylabel("goodput (Mbit/s of file bytes)")
     handles, labels = flat[0].get_legend_handles_labels()
@@ -86,3 +58,34 @@ def plot_goodput(report: Report, path: str, repeats: Sequence[tuple[str, Report]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _goodput_panel(ax: Any, report: Report, loss: float, repeats: Sequence[tuple[str, Report]]) -> None:
+    """One loss rate: a line per tool over RTT, the repeats dashed, the link and Surge's ceiling dotted."""
+    from bench.wan_report import LABELS, TOOLS, surge_carry_mbps
+
+    cfg = report.config
+    for tool in TOOLS:
+        runs = sorted((r for r in report.runs if r.tool == tool and r.loss == loss and r.goodput_mbps is not None),
+                      key=lambda r: r.rtt_ms)  # fmt: skip
+        if not runs:
+            continue
+        colour, marker = _STYLE[tool]
+        ax.plot([r.rtt_ms for r in runs], [r.goodput_mbps for r in runs], color=colour, lw=1.4, label=LABELS[tool])
+        for r in runs:
+            ax.plot(r.rtt_ms, r.goodput_mbps, marker=marker, ms=5, color=colour,
+                    markerfacecolor="white" if r.capped else colour)  # fmt: skip
+    for k, (label, other) in enumerate(repeats):
+        ls, mk = (("--", "o"), (":", "x"), ("-.", "+"))[k % 3]
+        runs = sorted((r for r in other.runs if r.tool == "surge" and r.loss == loss and r.goodput_mbps is not None),
+                      key=lambda r: r.rtt_ms)  # fmt: skip
+        if runs:
+            ax.plot([r.rtt_ms for r in runs], [r.goodput_mbps for r in runs], color=_STYLE["surge"][0], lw=1.1,
+                    ls=ls, marker=mk, ms=4, alpha=0.6, label=label)  # fmt: skip
+    ax.axhline(cfg.rate_bps / 1e6, color="#bbbbbb", lw=0.8, ls=":")
+    ax.axhline(surge_carry_mbps(cfg.rate_bps), color="#d62728", lw=0.6, ls=":")
+    ax.set_title(f"loss {loss * 100:g} %")
+    ax.set_xlabel("RTT (ms)")
+    ax.set_xticks(list(cfg.rtts))
+    ax.set_ylim(0, cfg.rate_bps / 1e6 * 1.05)
+    ax.grid(True, alpha=0.3)

@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from typing import Any
 
 from bench.wan.link import WanLink
 from bench.wan.measure import AccuracyConfig, Check, host_steal_ms, measure
@@ -63,75 +64,46 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
-    spec = LinkSpec(
-        rate_bps=parse_rate(args.rate),
-        rtt_ms=args.rtt,
-        loss=args.loss,
-        jitter_ms=args.jitter,
-        queue_bytes=args.queue,
-        seed=args.seed,
-    )
+    spec = LinkSpec(rate_bps=parse_rate(args.rate), rtt_ms=args.rtt, loss=args.loss, jitter_ms=args.jitter,
+                    queue_bytes=args.queue, seed=args.seed)  # fmt: skip
     tool = args.tool
     if tool == "auto":
         tool = "iperf3" if shutil.which("iperf3") else "python"
-    config = AccuracyConfig(
-        rtt_probes=args.rtt_probes,
-        loss_packets=args.loss_packets,
-        load=args.load,
-        rate_seconds=args.seconds,
-        overload=args.overload,
-        rate_tolerance=args.rate_tolerance,
-        rtt_tolerance_ms=args.rtt_tolerance,
-        tool=tool,
-    )
-    with WanLink(
-        spec,
-        prefix=args.prefix,
-        cpu=None if args.no_pin else -1,
-        rt_priority=0 if args.no_realtime else 50,
-    ) as link:
+    config = AccuracyConfig(rtt_probes=args.rtt_probes, loss_packets=args.loss_packets, load=args.load,
+                            rate_seconds=args.seconds, overload=args.overload, rate_tolerance=args.rate_tolerance,
+                            rtt_tolerance_ms=args.rtt_tolerance, tool=tool)  # fmt: skip
+    with WanLink(spec, prefix=args.prefix, cpu=None if args.no_pin else -1,
+                 rt_priority=0 if args.no_realtime else 50) as link:  # fmt: skip
         started = time.monotonic()
         checks = measure(link, config, stages=args.stages.split(","))
         stats = link.statistics()
         elapsed = time.monotonic() - started
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "spec": asdict(spec),
-                    "config": asdict(config),
-                    "checks": [asdict(c) for c in checks],
-                    "statistics": stats,
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps({"spec": asdict(spec), "config": asdict(config), "checks": [asdict(c) for c in checks],
+                          "statistics": stats}, indent=2))  # fmt: skip
     else:
-        print(
-            f"link: {spec.rate_bps / 1e6:g} Mbit/s, RTT {spec.rtt_ms:g} ms, loss {spec.loss:g}, "
-            f"jitter {spec.jitter_ms:g} ms, queue {spec.effective_queue_bytes} B, both ways; "
-            f"rate tool {tool}; {elapsed:.1f} s"
-        )
-        for check in checks:
-            print(check.line())
-            if check.detail:
-                print("       " + json.dumps(check.detail))
-        emulator = stats.get("emulator", {})
-        if emulator:
-            print(
-                f"emulator: realtime={emulator.get('realtime')} cpu={emulator.get('cpu')} "
-                f"cpu_time={emulator.get('cpu_time_s', 0):.2f}s"
-            )
-        for key in ("a_to_b", "b_to_a"):
-            d = stats.get(key, {})
-            if "release_late_mean_us" in d:
-                print(
-                    f"{key}: forwarded {d['packets_forwarded']} loss-drops "
-                    f"{d['packets_dropped_loss']} queue-drops {d['packets_dropped_queue']} "
-                    f"late mean {d['release_late_mean_us']:.1f} us max "
-                    f"{d['release_late_max_us']:.1f} us {d['release_late_histogram']}"
-                )
+        print(f"link: {spec.rate_bps / 1e6:g} Mbit/s, RTT {spec.rtt_ms:g} ms, loss {spec.loss:g}, "
+              f"jitter {spec.jitter_ms:g} ms, queue {spec.effective_queue_bytes} B, both ways; "
+              f"rate tool {tool}; {elapsed:.1f} s")  # fmt: skip
+        _print_checks(checks, stats)
     return 0 if all(c.ok for c in checks) else 1
+
+
+def _print_checks(checks: Sequence[Check], stats: dict[str, Any]) -> None:
+    for check in checks:
+        print(check.line())
+        if check.detail:
+            print("       " + json.dumps(check.detail))
+    emulator = stats.get("emulator", {})
+    if emulator:
+        print(f"emulator: realtime={emulator.get('realtime')} cpu={emulator.get('cpu')} "
+              f"cpu_time={emulator.get('cpu_time_s', 0):.2f}s")  # fmt: skip
+    for key in ("a_to_b", "b_to_a"):
+        d = stats.get(key, {})
+        if "release_late_mean_us" in d:
+            print(f"{key}: forwarded {d['packets_forwarded']} loss-drops {d['packets_dropped_loss']} "
+                  f"queue-drops {d['packets_dropped_queue']} late mean {d['release_late_mean_us']:.1f} us "
+                  f"max {d['release_late_max_us']:.1f} us {d['release_late_histogram']}")  # fmt: skip
 
 
 if __name__ == "__main__":

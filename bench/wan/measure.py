@@ -214,33 +214,22 @@ def _rtt_idle(link: WanLink, config: AccuracyConfig) -> Check:
     return _rtt_check("rtt idle", result, _expected_rtt_ms(link, 84), config.rtt_tolerance_ms)
 
 
+def _start_blasters(link: WanLink, config: AccuracyConfig, load: float, *limit: str) -> dict[Side, subprocess.Popen[str]]:
+    """One paced sender each way, at `load` times the link rate, for as long as `limit` says."""
+    return {
+        side: _probe(link, side, "blast", "--dst", link.address(_peer(side)), "--port", str(PROBE_PORT),
+                     "--rate", str(load * _spec(link, side).rate_bps), "--size", str(config.payload), *limit)  # fmt: skip
+        for side in ("a", "b")
+    }
+
+
 def _loss_and_loaded_rtt(link: WanLink, config: AccuracyConfig) -> list[Check]:
     sinks = {side: _Sink(link, side) for side in ("a", "b")}
     before = link.statistics()
     drops_before = {side: _local_drops(link, side) for side in ("a", "b")}
     wire = (config.payload + UDP_IP_OVERHEAD) * 8
-    seconds = max(
-        config.loss_packets * wire / (config.load * _spec(link, s).rate_bps) for s in ("a", "b")
-    )
-    blasters = {
-        side: _probe(
-            link,
-            side,
-            "blast",
-            "--dst",
-            link.address(_peer(side)),
-            "--port",
-            str(PROBE_PORT),
-            "--rate",
-            str(config.load * _spec(link, side).rate_bps),
-            "--size",
-            str(config.payload),
-            "--count",
-            str(config.loss_packets),
-            "--no-catch-up",
-        )
-        for side in ("a", "b")
-    }
+    seconds = max(config.loss_packets * wire / (config.load * _spec(link, s).rate_bps) for s in ("a", "b"))
+    blasters = _start_blasters(link, config, config.load, "--count", str(config.loss_packets), "--no-catch-up")
     pinger = None
     if config.rtt_under_load:
         pings = max(1, int(seconds / config.rtt_interval_s))
@@ -248,80 +237,43 @@ def _loss_and_loaded_rtt(link: WanLink, config: AccuracyConfig) -> list[Check]:
     sent = {side: _result(proc, seconds + PROBE_SLACK_S) for side, proc in blasters.items()}
     checks = []
     if pinger is not None:
-        checks.append(
-            _rtt_check(
-                "rtt under load",
-                _result(pinger, seconds + PROBE_SLACK_S),
-                _expected_rtt_ms(link, 84),
-                config.rtt_tolerance_ms,
-            )
-        )
+        rtt = _result(pinger, seconds + PROBE_SLACK_S)
+        checks.append(_rtt_check("rtt under load", rtt, _expected_rtt_ms(link, 84), config.rtt_tolerance_ms))
     time.sleep(_drain_s(link))
     received = {side: sink.stop() for side, sink in sinks.items()}
     after = link.statistics()
     for side in ("a", "b"):
         key = "a_to_b" if side == "a" else "b_to_a"
-        p = _spec(link, side).loss
-        n = sent[side]["sent"]
-        got = received[_peer(side)]["unique"]
         # Random loss comes before the queue, so it draws once per datagram sent whatever the
         # queue does; datagrams the queue dropped (after a stall compressed arrivals: see
         # docs/WAN.md) survived the random loss and are not counted as lost by it.
-        queue_drops = (
-            after[key]["packets_dropped_queue"] - before[key]["packets_dropped_queue"]
-            if "packets_dropped_queue" in after.get(key, {})
-            else 0
-        )
-        lost = n - got - queue_drops
-        sigma = math.sqrt(n * p * (1 - p))
+        queue_drops = (after[key]["packets_dropped_queue"] - before[key]["packets_dropped_queue"]
+                       if "packets_dropped_queue" in after.get(key, {}) else 0)  # fmt: skip
         local = _local_drops(link, side) - drops_before[side]
-        tolerance = config.loss_sigmas * sigma
-        ok = abs(lost - n * p) <= tolerance and local == 0 and queue_drops <= 0.01 * n
-        checks.append(
-            Check(
-                f"loss {side}->{_peer(side)}",
-                lost / n if n else math.nan,
-                p,
-                tolerance / n if n else math.nan,
-                "ratio",
-                ok,
-                {
-                    "sent": n,
-                    "received": got,
-                    "lost": lost,
-                    "expected_lost": n * p,
-                    "sender_stalls": sent[side].get("stalls", 0),
-                    "sigma_packets": sigma,
-                    "queue_drops": queue_drops,
-                    "local_drops": local,
-                    "reordered": received[_peer(side)]["reordered"],
-                    "duplicates": received[_peer(side)]["duplicates"],
-                },
-            )
-        )
+        checks.append(_loss_check(link, config, side, sent[side], received[_peer(side)], queue_drops, local))
     return checks
+
+
+def _loss_check(link: WanLink, config: AccuracyConfig, side: Side, sent: dict[str, Any], received: dict[str, Any],
+                queue_drops: int, local: int) -> Check:  # fmt: skip
+    """Random loss one way within `config.loss_sigmas` binomial deviations of the setting."""
+    p = _spec(link, side).loss
+    n = sent["sent"]
+    got = received["unique"]
+    lost = n - got - queue_drops
+    sigma = math.sqrt(n * p * (1 - p))
+    tolerance = config.loss_sigmas * sigma
+    ok = abs(lost - n * p) <= tolerance and local == 0 and queue_drops <= 0.01 * n
+    detail = {"sent": n, "received": got, "lost": lost, "expected_lost": n * p,
+              "sender_stalls": sent.get("stalls", 0), "sigma_packets": sigma, "queue_drops": queue_drops,
+              "local_drops": local, "reordered": received["reordered"], "duplicates": received["duplicates"]}  # fmt: skip
+    return Check(f"loss {side}->{_peer(side)}", lost / n if n else math.nan, p, tolerance / n if n else math.nan,
+                 "ratio", ok, detail)  # fmt: skip
 
 
 def _rate_python(link: WanLink, config: AccuracyConfig) -> list[Check]:
     sinks = {side: _Sink(link, side) for side in ("a", "b")}
-    blasters = {
-        side: _probe(
-            link,
-            side,
-            "blast",
-            "--dst",
-            link.address(_peer(side)),
-            "--port",
-            str(PROBE_PORT),
-            "--rate",
-            str(config.overload * _spec(link, side).rate_bps),
-            "--size",
-            str(config.payload),
-            "--seconds",
-            str(config.rate_seconds),
-        )
-        for side in ("a", "b")
-    }
+    blasters = _start_blasters(link, config, config.overload, "--seconds", str(config.rate_seconds))
     sent = {
         side: _result(proc, config.rate_seconds + PROBE_SLACK_S) for side, proc in blasters.items()
     }
@@ -362,29 +314,9 @@ def _rate_iperf3(link: WanLink, config: AccuracyConfig) -> list[Check]:
     server = link.popen("b", [*chrt, "iperf3", "-s", "-1", "-J"], stdout=subprocess.PIPE, text=True)
     time.sleep(0.5)
     seconds = max(3, round(config.rate_seconds))
-    client = link.run(
-        "a",
-        [
-            *chrt,
-            "iperf3",
-            "-c",
-            link.addr_b,
-            "-u",
-            "--bidir",
-            "-J",
-            "-t",
-            str(seconds),
-            "-b",
-            str(int(config.overload * rate)),
-            "-l",
-            str(config.payload),
-            "--get-server-output",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=seconds + PROBE_SLACK_S,
-        check=False,
-    )
+    args = [*chrt, "iperf3", "-c", link.addr_b, "-u", "--bidir", "-J", "-t", str(seconds),
+            "-b", str(int(config.overload * rate)), "-l", str(config.payload), "--get-server-output"]  # fmt: skip
+    client = link.run("a", args, capture_output=True, text=True, timeout=seconds + PROBE_SLACK_S, check=False)
     server.communicate(timeout=PROBE_SLACK_S)
     report = json.loads(client.stdout)
     if "error" in report:

@@ -216,16 +216,14 @@ def sink(bind: str, port: int, bin_s: float) -> dict[str, Any]:
                 times.append(_kernel_time_ns(anc))
                 sizes.append(len(data) + UDP_IP_OVERHEAD)
     sock.close()
-    result: dict[str, Any] = {
-        "packets": packets,
-        "unique": len(seen),
-        "duplicates": duplicates,
-        "reordered": reordered,
-        "highest_seq": highest,
-        "ip_bytes": sum(sizes),
-        "rate_bps": None,
-        "bin_rates_bps": [],
-    }
+    result: dict[str, Any] = {"packets": packets, "unique": len(seen), "duplicates": duplicates,
+                              "reordered": reordered, "highest_seq": highest}  # fmt: skip
+    return {**result, **_arrival_rate(times, sizes, bin_s)}
+
+
+def _arrival_rate(times: array[int], sizes: array[int], bin_s: float) -> dict[str, Any]:
+    """Bytes at the IP layer over the first-to-last arrival span, and per `bin_s` bin."""
+    result: dict[str, Any] = {"ip_bytes": sum(sizes), "rate_bps": None, "bin_rates_bps": []}
     if len(times) >= 2 and times[-1] > times[0]:
         span_ns = times[-1] - times[0]
         result["seconds"] = span_ns / 1e9

@@ -7,7 +7,8 @@ Layout: one ``entries`` table, ``PRIMARY KEY(side, key) WITHOUT ROWID``, where `
 everything below it are then the one contiguous key range ``[key, key + b"\\x01")``, so prefix
 listings, tree deletes and tree renames are single range operations on the primary key, and the
 path itself is not stored twice.  ``meta`` holds the caller's string meta; ``store_info`` holds
-the schema version and the pair name, which ``reset()`` keeps.
+the schema version and the pair name, which ``reset()`` keeps.  The tables, and the checks made
+when a file is opened, are in :mod:`common.snapshot.sqlite_schema`.
 
 Concurrency: a sibling ``<db>.lock`` file is held with ``flock`` from open to close, so two syncs
 of the same pair cannot run at once; the database runs in WAL mode with ``synchronous=NORMAL``
@@ -36,6 +37,7 @@ from common.snapshot.base import (
     path_sort_key,
 )
 from common.snapshot.brief import Brief
+from common.snapshot.sqlite_schema import APPLICATION_ID, CACHE_KIB, SCHEMA_VERSION, open_schema
 
 __all__ = [
     "APPLICATION_ID",
@@ -51,15 +53,10 @@ __all__ = [
 
 DB_DIR_NAME: Final = ".surge"
 """Directory at the sync root that holds the pair databases when no -b/-B is given."""
-SCHEMA_VERSION: Final = 1
-"""Layout version written to ``store_info``; a database with a higher one is refused."""
-APPLICATION_ID: Final = 0x53524745  # "SRGE", in the SQLite header: marks the file as ours
 ITER_PAGE_ROWS: Final = 4096
 """Rows read per query by ``iter_side``: the most it holds in memory."""
 BUSY_TIMEOUT_S: Final = 5.0
 """How long a statement waits for another connection's write before failing."""
-CACHE_KIB: Final = 16 * 1024
-"""SQLite page cache per open store."""
 
 _SIDE_CODE: Final = {"local": 0, "remote": 1}
 _KIND_CODE: Final = {kind: code for code, kind in enumerate(KINDS)}
@@ -69,32 +66,6 @@ _I64_LIMIT: Final = 1 << 63
 _COLUMNS: Final = (
     "key, kind, size, mtime_ns, mode, inode, dev, nlink, checksum, target, rmtime_ns, uid, gid,"
     " meta"
-)
-_DIRS_INDEX: Final = "CREATE INDEX IF NOT EXISTS entries_dirs ON entries (side, key) WHERE kind = 1"
-"""The directories alone (a thousandth of a tree of small files): a re-sync that skips unchanged
-directories starts from them. Older snapshots get it when first opened; older Surge keeps it."""
-_SCHEMA: Final = (
-    "CREATE TABLE store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
-    """CREATE TABLE entries (
-        side INTEGER NOT NULL,
-        key BLOB NOT NULL,
-        kind INTEGER NOT NULL,
-        size INTEGER NOT NULL,
-        mtime_ns INTEGER NOT NULL,
-        mode INTEGER NOT NULL,
-        inode INTEGER NOT NULL,
-        dev INTEGER NOT NULL,
-        nlink INTEGER NOT NULL,
-        checksum TEXT,
-        target BLOB,
-        rmtime_ns INTEGER NOT NULL,
-        uid INTEGER NOT NULL,
-        gid INTEGER NOT NULL,
-        meta TEXT,
-        PRIMARY KEY (side, key)
-    ) WITHOUT ROWID""",
-    _DIRS_INDEX,
 )
 _UPSERT: Final = f"INSERT OR REPLACE INTO entries (side, {_COLUMNS}) VALUES ({', '.join('?' * 15)})"
 _BRIEF: Final = "key, kind, size, mtime_ns, target, mode"
@@ -232,7 +203,7 @@ class SqliteSnapshot:
                     isolation_level=None,
                     check_same_thread=False,
                 )
-                self._open_schema(self._db, pair)
+                open_schema(self._db, self.path, pair)
         except BaseException:
             self.close()
             raise
@@ -273,62 +244,6 @@ class SqliteSnapshot:
                 pass
             except OSError as exc:
                 raise SnapshotError(f"cannot remove old snapshot file {name}: {exc}") from exc
-
-    def _open_schema(self, db: sqlite3.Connection, pair: str | None) -> None:
-        # Read before writing anything: a foreign database is refused untouched.
-        app_id = db.execute("PRAGMA application_id").fetchone()[0]
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if app_id not in (0, APPLICATION_ID) or (tables and app_id != APPLICATION_ID):
-            raise SnapshotError(
-                f"{self.path} is an SQLite database but not a Surge snapshot; move it away or"
-                " choose another database directory with -b/-B"
-            )
-        if tables and not {"store_info", "meta", "entries"} <= tables:
-            raise SnapshotError(
-                f"snapshot database {self.path} is corrupt (tables missing); rebuild it with -x"
-                " (--reset)"
-            )
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            if not tables:
-                for statement in _SCHEMA:
-                    db.execute(statement)
-                db.execute(f"PRAGMA application_id={APPLICATION_ID}")
-                db.execute(
-                    "INSERT INTO store_info VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-                )
-            else:
-                db.execute(_DIRS_INDEX)
-            info = dict(db.execute("SELECT key, value FROM store_info").fetchall())
-            version = info.get("schema_version", "")
-            if not version.isdigit():
-                raise SnapshotError(
-                    f"snapshot database {self.path} is corrupt (no schema version or missing"
-                    " tables); rebuild it with -x (--reset)"
-                )
-            if int(version) > SCHEMA_VERSION:
-                raise SnapshotError(
-                    f"snapshot database {self.path} was written by a newer Surge (schema"
-                    f" {version}, this one reads up to {SCHEMA_VERSION}); upgrade Surge or"
-                    " rebuild the snapshot with -x (--reset)"
-                )
-            recorded = info.get("pair")
-            if pair is not None and recorded is not None and recorded != pair:
-                raise SnapshotError(
-                    f"snapshot database {self.path} belongs to sync pair {recorded!r}, not"
-                    f" {pair!r}; give this pair its own -N name or database directory (-b/-B),"
-                    " or rebuild it with -x (--reset)"
-                )
-            if pair is not None and recorded is None:
-                db.execute("INSERT INTO store_info VALUES ('pair', ?)", (pair,))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
 
     # -- plumbing -------------------------------------------------------------------------------
 

@@ -9,13 +9,12 @@ from typing import Any
 __all__ = ["main"]
 
 
-def main(argv: Sequence[str]) -> int:
-    from common.cluster.connect import ClusterError
-    from common.filters import FilterError
-    from common.logs import configure_logging
-    from common.snapshot import SnapshotError
+_PATH_WIDTH = 40  # the path column of the per-file lines on stdout
 
-    from .engine import SyncError, SyncUsageError
+
+def main(argv: Sequence[str]) -> int:
+    from common.filters import FilterError
+
     from .options import InfoRequest, OptionError, parse_sync_args
 
     try:
@@ -28,22 +27,43 @@ def main(argv: Sequence[str]) -> int:
         return 2
     if opts.cluster is not None and opts.detach:
         return _submit(opts, argv)
+    emit = _emitter(opts)
+    if opts.continuous:
+        return _run_continuous(opts, emit)
+    return _run_once(opts, emit)
+
+
+def _emitter(opts: Any) -> Callable[[str, str], None]:
+    """Each file's status to the log and, without -q, to stdout."""
+    from common.logs import configure_logging
+
     log = configure_logging("surge-sync", opts.log_dir, opts.log_size, opts.debug)
-    width = 40
 
     def emit(path: str, status: str) -> None:
         log.info("%s %s", path, status)
         if not opts.quiet:
-            print(f"{'/' + path:<{width}} {status}", flush=True)
+            print(f"{'/' + path:<{_PATH_WIDTH}} {status}", flush=True)
 
-    if opts.continuous:
-        from ..continuous import run_continuous
+    return emit
 
-        if opts.cluster is None:
-            return run_continuous(opts, emit)
-        from coordinator.cluster.continuous import foreground_loop
 
-        return run_continuous(opts, emit, foreground_loop)
+def _run_continuous(opts: Any, emit: Callable[[str, str], None]) -> int:
+    from ..continuous import run_continuous
+
+    if opts.cluster is None:
+        return run_continuous(opts, emit)
+    from coordinator.cluster.continuous import foreground_loop
+
+    return run_continuous(opts, emit, foreground_loop)
+
+
+def _run_once(opts: Any, emit: Callable[[str, str], None]) -> int:
+    """One sync, then the manifest and the summary; the exit status."""
+    from common.cluster.connect import ClusterError
+    from common.snapshot import SnapshotError
+
+    from .engine import SyncError, SyncUsageError
+
     try:
         report = _run(opts, emit)
     except SyncUsageError as exc:  # found before anything changed
@@ -55,6 +75,11 @@ def main(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         print("surge sync: interrupted; the next run resumes where this one stopped", file=sys.stderr)
         return 130
+    return _finish(opts, report)
+
+
+def _finish(opts: Any, report: Any) -> int:
+    """--file-manifest-path, the summary line (without -q) and the per-file errors."""
     if opts.file_manifest_path:
         from .manifest import write_manifest
 

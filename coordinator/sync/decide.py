@@ -111,67 +111,90 @@ def plan_one_way(source: Mapping[str, Entry], target: Mapping[str, Entry] | None
     an attribute update."""
     actions: list[Action] = []
     gone = {p: e for p, e in snapshot.items() if p not in source}
-    by_inode: dict[tuple[int, int], str] = {}
-    if file_rename or dir_rename:
-        for p, e in gone.items():
-            if (e.kind == "file" and file_rename and e.nlink <= 1) or (e.kind == "dir" and dir_rename):
-                by_inode[(e.dev, e.inode)] = p
-    renamed_dirs: list[tuple[str, str]] = []
+    by_inode = _rename_sources(gone, file_rename, dir_rename)
+    renamed_dirs: list[tuple[str, str]] = []  # (old, new)
     for path in sorted(source):
         now = source[path]
         before = snapshot.get(path)
         if any(path.startswith(new + "/") for _, new in renamed_dirs):
             continue  # moved along with its renamed directory
-        if before is None and by_inode:
-            old = by_inode.get((now.dev, now.inode))
-            old_entry = snapshot.get(old) if old else None
-            if old and old_entry is not None and old_entry.kind == now.kind and (
-                    now.kind == "dir" or old_entry.mtime_ns == now.mtime_ns):  # fmt: skip
-                actions.append(Action("rename", path, source=now, old_path=old))
-                gone.pop(old, None)
-                if now.kind == "dir":
-                    renamed_dirs.append((old, path))
-                    for p in list(gone):
-                        if p.startswith(old + "/"):
-                            gone.pop(p)
-                continue
-        there = target.get(path) if target is not None else None
-        if not changed(now, before, size_only):
-            if modes and _mode_changed(now, before):
-                actions.append(Action("attrs", path, source=now, reason="permissions changed"))
-                continue
-            if mirror and target is not None and (there is None or not _same_content(now, there, use_checksum)):
-                actions += _made(now, path, there, before if target is None else None)
+        old = _renamed_from(now, snapshot, by_inode) if before is None and by_inode else None
+        if old is not None:
+            actions.append(Action("rename", path, source=now, old_path=old))
+            gone.pop(old, None)
+            if now.kind == "dir":
+                renamed_dirs.append((old, path))
+                for p in list(gone):
+                    if p.startswith(old + "/"):
+                        gone.pop(p)
             continue
-        if now.kind == "dir":
-            if there is None or there.kind != "dir":
-                actions += _made(now, path, there, before if target is None else None)
-            else:
-                actions.append(Action("exists", path, source=now))
-            continue
-        if there is not None and _same_content(now, there, use_checksum):
-            actions.append(Action("exists", path, source=now, reason="identical at the target"))
-            continue
-        if before is not None and now.kind == "file" and before.kind == "file" and now.size == before.size \
-                and use_checksum and now.checksum is not None and now.checksum == before.checksum:
-            actions.append(Action("attrs", path, source=now, reason="attributes changed"))
-            continue
-        if overwrite == "older" and there is not None and there.mtime_ns >= now.mtime_ns:
-            actions.append(Action("skip", path, source=now, reason="target not older"))
-            continue
-        actions += _made(now, path, there, before if target is None else None)
+        actions += _one_way_path(path, now, before, target, overwrite=overwrite, mirror=mirror,
+                                 use_checksum=use_checksum, size_only=size_only, modes=modes)
     if deletes_allowed and not ignore_delete:
-        for path, e in gone.items():
-            if target is not None and path not in target:
-                continue
-            actions.append(Action("delete", path, source=e))
+        actions += [Action("delete", path, source=e) for path, e in gone.items()
+                    if target is None or path in target]
     if mirror and target is not None:
-        for path, e in target.items():
-            if path in source or path in gone or (excluded and excluded(path, e.kind == "dir")):
-                continue
-            if not any(path.startswith(new + "/") or path == new for _, new in renamed_dirs):
-                actions.append(Action("delete", path, source=e, reason="not at the source (--mirror)"))
+        actions += _mirror_deletes(source, target, gone, renamed_dirs, excluded)
     return Plan(_order(_collapse_deletes(actions), delete_before))
+
+
+def _rename_sources(gone: Mapping[str, Entry], file_rename: bool, dir_rename: bool) -> dict[tuple[int, int], str]:
+    """The paths gone since the snapshot that a new path may be a rename of, by (dev, inode):
+    files with one link (--scan-file-rename) and directories (--scan-dir-rename)."""
+    by_inode: dict[tuple[int, int], str] = {}
+    if file_rename or dir_rename:
+        for p, e in gone.items():
+            if (e.kind == "file" and file_rename and e.nlink <= 1) or (e.kind == "dir" and dir_rename):
+                by_inode[(e.dev, e.inode)] = p
+    return by_inode
+
+
+def _renamed_from(now: Entry, snapshot: Mapping[str, Entry], by_inode: Mapping[tuple[int, int], str]) -> str | None:
+    """The gone path `now` was renamed from: the same inode and kind, and for a file the same mtime."""
+    old = by_inode.get((now.dev, now.inode))
+    old_entry = snapshot.get(old) if old else None
+    if old and old_entry is not None and old_entry.kind == now.kind and (
+            now.kind == "dir" or old_entry.mtime_ns == now.mtime_ns):  # fmt: skip
+        return old
+    return None
+
+
+def _one_way_path(path: str, now: Entry, before: Entry | None, target: Mapping[str, Entry] | None, *,
+                  overwrite: str, mirror: bool, use_checksum: bool, size_only: bool, modes: bool) -> list[Action]:  # fmt: skip
+    """Steps 3 and 4 of the decision order for a path the source has and did not rename."""
+    there = target.get(path) if target is not None else None
+    recorded = before if target is None else None  # an unscanned target as the snapshot saw it
+    if not changed(now, before, size_only):
+        if modes and _mode_changed(now, before):
+            return [Action("attrs", path, source=now, reason="permissions changed")]
+        if mirror and target is not None and (there is None or not _same_content(now, there, use_checksum)):
+            return _made(now, path, there, recorded)
+        return []
+    if now.kind == "dir":
+        if there is None or there.kind != "dir":
+            return _made(now, path, there, recorded)
+        return [Action("exists", path, source=now)]
+    if there is not None and _same_content(now, there, use_checksum):
+        return [Action("exists", path, source=now, reason="identical at the target")]
+    if before is not None and now.kind == "file" and before.kind == "file" and now.size == before.size \
+            and use_checksum and now.checksum is not None and now.checksum == before.checksum:
+        return [Action("attrs", path, source=now, reason="attributes changed")]
+    if overwrite == "older" and there is not None and there.mtime_ns >= now.mtime_ns:
+        return [Action("skip", path, source=now, reason="target not older")]
+    return _made(now, path, there, recorded)
+
+
+def _mirror_deletes(source: Mapping[str, Entry], target: Mapping[str, Entry], gone: Mapping[str, Entry],
+                    renamed_dirs: list[tuple[str, str]], excluded: Callable[[str, bool], bool] | None) -> list[Action]:  # fmt: skip
+    """Step 5, --mirror: the target paths the source does not have, except the excluded ones,
+    those step 2 handles and those inside a renamed directory."""
+    actions = []
+    for path, e in target.items():
+        if path in source or path in gone or (excluded and excluded(path, e.kind == "dir")):
+            continue
+        if not any(path.startswith(new + "/") or path == new for _, new in renamed_dirs):
+            actions.append(Action("delete", path, source=e, reason="not at the source (--mirror)"))
+    return actions
 
 
 def _make(entry: Entry, path: str, to_target: bool = True) -> Action:

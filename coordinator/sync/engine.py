@@ -15,28 +15,28 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from common.filters import compile_filters
-from common.snapshot import (
-    Entry,
-    SnapshotError,
-    SnapshotStore,
-    SqliteSnapshot,
-    default_snapshot_path,
-    path_sort_key,
-)
+from common.snapshot import Entry, SnapshotError, SnapshotStore, path_sort_key
 from common.snapshot.brief import has_records, load_brief
 
 from .decide import Action, Plan, plan_bidi, plan_one_way
 from .dedup import plan_dedup
-from .keepdirs import keep_dir_problem
 from .localscan import scan_local
 from .metadata import MetadataPolicy
+from .outcome import SyncError, SyncReport, SyncUsageError
 from .record import Recorder
 from .scan import SKIP_SUFFIXES, BackgroundChecksums, fill_checksums, scan_tree
+from .session import (
+    check_dirs,
+    check_remote_root,
+    check_snapshot_meta,
+    close_far_end,
+    connect,
+    sqlite_snapshot,
+)
 from .sides import LocalSide, RemoteSide, SideError
 from .tracked import TrackedFilter
 
@@ -44,37 +44,12 @@ if TYPE_CHECKING:
     from ..cp.endpoint import Endpoint
     from .transfer import Dispatcher
 
-__all__ = ["SyncError", "SyncReport", "SyncUsageError", "run_sync"]
+__all__ = [
+    "SyncError", "SyncReport", "SyncUsageError", "close_session", "open_session", "run_sync",
+    "sync_all",
+]
 
 log = logging.getLogger("surge.sync")
-
-
-class SyncError(Exception):
-    """The sync cannot start or go on (the message names the option or path and the cause)."""
-
-
-class SyncUsageError(SyncError):
-    """The command line asks for what cannot be (a missing directory without --create-dir, a
-    --keep-dir inside the tree...): a usage error, exit status 2, found before anything changed."""
-
-
-@dataclass
-class SyncReport:
-    lines: list[tuple[str, str]] = field(default_factory=list)  # (path, status)
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
-    conflicts: int = 0
-    bytes_sent: int = 0  # size of the files committed at their destination
-    wire_bytes: int = 0  # file data the transport sent, retransmissions included
-    elapsed: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    def add(self, path: str, status: str) -> None:
-        self.lines.append((path, status))
-        self.counts[status] = self.counts.get(status, 0) + 1
 
 
 def _metrics() -> ModuleType:
@@ -166,7 +141,7 @@ class _Run:
             assert self.connect is not None
             self.endpoint = self.connect()
             try:
-                _check_remote_root(self)
+                check_remote_root(self)
             except SideError as exc:
                 raise SyncError(f"-r: {exc}") from None
         return self.endpoint
@@ -211,15 +186,15 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
     default to the embedded ones (SQLite beside the local tree, transfers in this process);
     the cluster passes Redis and Celery ones."""
     started = time.monotonic()
-    _check_dirs(opts)
+    check_dirs(opts)
     run = _Run(opts, None, emit, dispatcher)  # the far end is reached when first needed (far_end)
-    run.connect = lambda: _connect(opts, endpoint_factory)
+    run.connect = lambda: connect(opts, endpoint_factory)
     try:
         try:
-            run.snap = (open_snapshot or _sqlite_snapshot)(opts)
+            run.snap = (open_snapshot or sqlite_snapshot)(opts)
         except SnapshotError as exc:
             raise SyncError(str(exc)) from None
-        _check_snapshot_meta(run)
+        check_snapshot_meta(run)
         run.recorder = Recorder(run.snap)
         try:
             plan = _plan(run)
@@ -244,91 +219,9 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
             if (metrics := _metrics_loaded()) is not None:
                 metrics.sync_finished(run.snap)
             run.snap.close()
-        _close_far_end(run)
+        close_far_end(run)
     run.report.elapsed = time.monotonic() - started
     return run.report
-
-
-def _close_far_end(run: _Run) -> None:
-    if run.endpoint is None:
-        return
-    from ..cp.endpoint import EndpointError
-
-    try:
-        run.endpoint.send({"type": "bye"})
-    except EndpointError:
-        pass
-    run.endpoint.close()
-
-
-def _sqlite_snapshot(opts: Any) -> SnapshotStore:
-    return SqliteSnapshot(default_snapshot_path(opts.local_dir, opts.name, opts.local_db_dir))
-
-
-def _check_dirs(opts: Any) -> None:
-    for option, path, local in (("-d", opts.local_dir, True), ("-r", opts.remote_dir, opts.host is None)):
-        if not local:
-            continue
-        if not os.path.isdir(path):
-            if os.path.exists(path):
-                raise SyncUsageError(f"{option}: {path!r} is not a directory")
-            if not opts.create_dir:
-                raise SyncUsageError(f"{option}: directory {path!r} does not exist (use --create-dir to create it)")
-            os.makedirs(path, exist_ok=True)
-    if opts.host is None:
-        a, b = os.path.realpath(opts.local_dir), os.path.realpath(opts.remote_dir)
-        if a == b or b.startswith(a + os.sep) or a.startswith(b + os.sep):
-            raise SyncUsageError("-r: the remote directory must not be inside the local directory (or the reverse)")
-    for option, keep in (("--keep-dir-local", opts.keep_dir_local), ("--keep-dir-remote", opts.keep_dir_remote if opts.host is None else None)):
-        if keep and not os.path.isdir(keep):
-            raise SyncUsageError(f"{option}: directory {keep!r} does not exist (it is not created for you)")
-        problem = keep and keep_dir_problem(option, keep, opts.local_dir if option == "--keep-dir-local" else opts.remote_dir,
-                                            opts.filters)  # fmt: skip
-        if problem:
-            raise SyncUsageError(problem)
-
-
-def _connect(opts: Any, factory: Callable[[Any], Endpoint] | None) -> Endpoint:
-    from ..cp.common import CopyError
-    from .transfer import connect_far_end
-
-    try:
-        return connect_far_end(opts, factory)
-    except CopyError as exc:
-        raise SyncError(str(exc)) from None
-
-
-def _check_remote_root(run: _Run) -> None:
-    """A remote directory must exist (or be created with --create-dir) inside the docroot."""
-    if not isinstance(run.remote, RemoteSide):
-        return
-    try:
-        run.remote.op("stat", "")
-    except SideError:
-        if not run.opts.create_dir:
-            raise SyncUsageError(f"-r: directory {run.opts.remote_dir!r} does not exist (use --create-dir to create it)") from None
-        run.remote.mkdir("")
-
-
-def _check_snapshot_meta(run: _Run) -> None:
-    o, snap = run.opts, run.snap
-    assert snap is not None
-    if o.reset:
-        snap.reset()
-    where = f"{o.host or ''}:{o.remote_dir}" if o.host else os.path.realpath(o.remote_dir)
-    previous = snap.get_meta("remote")
-    if previous is not None and previous != where and not o.ignore_remote_host_sync_name:
-        raise SyncUsageError(f"-r: this pair was synchronized with {previous!r}, not {where!r} "
-                        "(use -x to start over, or --ignore_remote_host_sync_name)")  # fmt: skip
-    edot = snap.get_meta("exclude_dirs_older_than")
-    given = o.exclude_dirs_older_than_text
-    if (edot or None) != (given or None) and has_records(snap, "local"):
-        raise SyncUsageError("--exclude-dirs-older-than: every run of a pair must use the same value as the first "
-                        f"(first run: {edot or 'not given'}, now: {given or 'not given'})")  # fmt: skip
-    current = {"remote": previous, "exclude_dirs_older_than": edot, "checksum": snap.get_meta("checksum")}
-    for key, value in (("remote", where), ("exclude_dirs_older_than", given), ("checksum", o.checksum)):
-        if current[key] != value:  # only what changed: each write is a transaction
-            snap.set_meta(key, value)
 
 
 def _finish_meta(run: _Run) -> None:
@@ -438,9 +331,6 @@ def _decides(path: str, local: dict[str, Entry], snap_local: dict[str, Entry], r
     return False
 
 
-__all__ += ["SyncError"]
-
-
 def _clean_excluded(run: _Run) -> None:
     """--clean-excluded: forget directories excluded by path, and what lies below directories
     excluded by age (their own record stays, so that later runs still skip them)."""
@@ -463,14 +353,14 @@ def open_session(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | Non
                  dispatcher: Dispatcher | None = None) -> _Run:  # fmt: skip
     """The pair opened as `run_sync` opens it (directories checked, far end connected, snapshot
     open and checked), for a caller that runs several plans over it; `close_session` ends it."""
-    _check_dirs(opts)
-    endpoint = _connect(opts, endpoint_factory)
+    check_dirs(opts)
+    endpoint = connect(opts, endpoint_factory)
     run = _Run(opts, endpoint, emit, dispatcher)
     try:
-        run.snap = (open_snapshot or _sqlite_snapshot)(opts)
-        _check_snapshot_meta(run)
+        run.snap = (open_snapshot or sqlite_snapshot)(opts)
+        check_snapshot_meta(run)
         run.recorder = Recorder(run.snap)
-        _check_remote_root(run)
+        check_remote_root(run)
     except SnapshotError as exc:
         close_session(run)
         raise SyncError(str(exc)) from None
@@ -511,7 +401,5 @@ def close_session(run: _Run) -> None:
         _metrics().sync_finished(run.snap)
         run.snap.close()
         run.snap = None
-    _close_far_end(run)
+    close_far_end(run)
 
-
-__all__ += ["close_session", "open_session", "sync_all"]

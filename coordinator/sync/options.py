@@ -31,7 +31,6 @@ Choices where the async reference is silent or loose, so that they are easy to f
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
@@ -39,11 +38,29 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from common.filters import FilterError, FilterRule, Kind, compile_filters, read_rule_file
-from common.units import Rate, UnitError, format_bytes, parse_duration, parse_size
+from common.filters import FilterError, FilterRule, compile_filters
+from common.units import Rate, UnitError, format_bytes
 from coordinator.optcommon import CIPHERS, POLICIES
 
 from . import _values as conv
+from ._fields import sync_fields
+from ._limits import (
+    DATAGRAM_RANGE,
+    DEFAULT_LOG_SIZE,
+    DEFAULT_MIN_RATE,
+    DEFAULT_READ_BLOCK,
+    DEFAULT_SUPPORT_RESUME,
+    DEFAULT_TARGET_RATE,
+    DEFAULT_WRITE_BLOCK,
+    MAX_COOLOFF,
+    MAX_NAME_LENGTH,
+    MAX_PENDING,
+    MAX_READ_BLOCK,
+    MAX_THREADS,
+    MAX_TRANSFER_THREADS,
+    MAX_WRITE_BLOCK,
+    REXMSG_RANGE,
+)
 from ._optparse import InfoRequest, OptionError, ShowHelp, ShowVersion, build_parser, check_order
 from ._optparse import Parser as _Parser
 
@@ -54,8 +71,6 @@ __all__ = [
     "parse_sync_args",
 ]
 
-DEFAULT_TARGET_RATE = Rate(bits_per_second=10_000_000.0)  # -l: 10 Mbps
-DEFAULT_MIN_RATE = Rate(bits_per_second=200_000.0)  # -m: 200 Kbps
 DIRECTIONS = ("push", "pull", "bidi")
 CHECKSUMS = ("sha1", "md5", "sha1-sparse", "md5-sparse", "none")
 FULL_CHECKSUMS = ("sha1", "md5")
@@ -65,19 +80,6 @@ PRESERVE_MODES = ("native", "metafile", "none")
 SYMLINK_ACTIONS = ("copy", "skip", "follow")
 SCAN_INTENSITIES = ("vlow", "low", "medium", "high", "vhigh")
 COMPRESSIONS = ("zlib", "none")
-MAX_NAME_LENGTH = 255  # -N: the name is a directory name in the database
-MAX_THREADS = 256  # --*-threads
-MAX_TRANSFER_THREADS = 128  # --transfer-threads N
-MAX_PENDING = 1_000_000  # --pending-max: files queued for transfer
-MAX_COOLOFF = 60  # --cooloff: "integers 0-60"
-DEFAULT_LOG_SIZE = 10 << 20  # -L DIR without :MB
-DEFAULT_SUPPORT_RESUME = 1 << 20  # --support-resume: 1048576
-DEFAULT_READ_BLOCK = 64 << 20  # -g: "Default: 64 MB"
-DEFAULT_WRITE_BLOCK = 64 << 10  # -G: "Default: 64 KB"
-MAX_READ_BLOCK = 500 << 20  # -g: ascp's limit
-MAX_WRITE_BLOCK = 16 << 20  # -G: "The maximum is 16 MB"
-DATAGRAM_RANGE = (296, 65535)  # -Z
-REXMSG_RANGE = (98, 1440)  # -X: "Maximum: 1440"; the minimum is one range with its header
 NATIVE_ACLS = sys.platform in ("win32", "darwin") or sys.platform.startswith("aix")
 NATIVE_XATTRS = sys.platform.startswith("linux") or sys.platform == "darwin"
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
@@ -390,141 +392,7 @@ def parse_sync_args(argv: Sequence[str], *, env: Mapping[str, str] | None = None
         raise OptionError(f"{extras[0]}: {what}{more}")
     check_order(ns)
     try:
-        return _build(ns, os.environ if env is None else env, time.time() if now is None else now)
+        return SyncOptions(**sync_fields(ns, os.environ if env is None else env,
+                                         time.time() if now is None else now))
     except UnitError as error:
         raise OptionError(str(error)) from None
-
-
-def _filters(given: list[tuple[tuple[Kind, bool], str, str]] | None) -> tuple[FilterRule, ...]:
-    """--include/--exclude rules and those of -I/-E files, in command-line order."""
-    rules: list[FilterRule] = []
-    for (kind, from_file), value, option in given or ():
-        if not from_file:
-            rules.append(FilterRule(kind, value, option))
-            continue
-        try:
-            rules.extend(read_rule_file(value, kind))
-        except FilterError as error:
-            raise OptionError(f"{option}: {error}") from None
-    return tuple(rules)
-
-
-def _build(ns: argparse.Namespace, env: Mapping[str, str], now: float) -> SyncOptions:
-    if ns.local_dir is None:
-        raise OptionError("-d: required: the local directory")
-    if ns.remote_dir is None:
-        raise OptionError("-r: required: the remote directory ([[USER@]HOST:]RDIR)")
-    user, host, remote_dir = conv.split_remote(ns.remote_dir, ns.host, ns.user)
-    if host is not None and user is None:
-        user = conv.env_value(env, "USER")
-    log_dir, log_size = (None, None) if ns.log is None else conv.log_location(ns.log, "-L")
-    remote_log_dir, remote_log_size = (None, None) if ns.remote_log is None else \
-        conv.log_location(ns.remote_log, "-R")
-    target = DEFAULT_TARGET_RATE if ns.target_rate is None else conv.async_rate(
-        ns.target_rate, "-l", allow_zero=False)
-    minimum = min(DEFAULT_MIN_RATE, target, key=lambda rate: rate.resolve(0)) \
-        if ns.min_rate is None else conv.async_rate(ns.min_rate, "-m", allow_zero=True)
-    if ns.no_log not in (None, "stats"):
-        raise OptionError(f"--no-log: only 'stats' can be suppressed, not {ns.no_log!r}")
-    for option, secret in (("-w", ns.password), ("-W", ns.token)):
-        if secret is not None and not secret.strip():
-            raise OptionError(f"{option}: empty value")
-
-    def number(text: str | None, option: str, default: int) -> int:
-        return default if text is None else conv.integer(text, option, 0)
-
-    def metrics_port(text: str) -> int:
-        from common.metrics import parse_metrics_port  # prometheus_client: only when asked for
-
-        try:
-            return parse_metrics_port(text)
-        except ValueError as exc:
-            raise OptionError(str(exc)) from None
-
-    def lower(text: str | None, default: str) -> str:
-        return default if text is None else text.strip().lower()
-
-    def duration(text: str | None, option: str) -> float | None:
-        return None if text is None else parse_duration(text, option)
-
-    def size(text: str | None, option: str, default: int) -> int:
-        return default if text is None else parse_size(text, option)
-
-    return SyncOptions(
-        name=ns.name, local_dir=ns.local_dir, remote_dir=remote_dir, host=host, user=user,
-        direction=lower(ns.direction, "push"), continuous=ns.continuous,
-        create_dir=ns.create_dir, checksum=lower(ns.checksum, "sha1-sparse"),
-        overwrite=lower(ns.overwrite, ""), mirror=ns.mirror, ignore_delete=ns.ignore_delete,
-        delete_before=ns.delete_before, delete_delay=ns.delete_delay,
-        keep_dir_local=ns.keep_dir_local, keep_dir_remote=ns.keep_dir_remote,
-        remove_after_transfer=ns.remove_after_transfer, filters=_filters(ns.filters),
-        exclude_dirs_older_than=None if ns.exclude_dirs_older_than is None else
-        conv.exclude_dirs_older_than(ns.exclude_dirs_older_than, now),
-        exclude_dirs_older_than_text=ns.exclude_dirs_older_than,
-        assume_no_mods=ns.assume_no_mods, scan_file_rename=ns.scan_file_rename,
-        scan_dir_rename=ns.scan_dir_rename,
-        dedup=None if ns.dedup is None else lower(ns.dedup, ""),
-        preserve_mtime=ns.preserve_mtime, preserve_atime=ns.preserve_atime,
-        preserve_ctime=ns.preserve_ctime, preserve_uid=ns.preserve_uid,
-        preserve_gid=ns.preserve_gid, write_uid=ns.write_uid, write_gid=ns.write_gid,
-        preserve_xattrs=lower(ns.preserve_xattrs, "none"),
-        remote_preserve_xattrs=lower(ns.remote_preserve_xattrs, ""),
-        preserve_acls=lower(ns.preserve_acls, "none"),
-        remote_preserve_acls=lower(ns.remote_preserve_acls, ""),
-        preserve_object_lock_legal_hold=ns.preserve_object_lock_legal_hold,
-        preserve_object_lock_retention=ns.preserve_object_lock_retention,
-        ignore_mode=ns.ignore_mode, no_preserve_root_attrs=ns.no_preserve_root_attrs,
-        symbolic_links=lower(ns.symbolic_links, "copy"),
-        local_mount_signature=ns.local_mount_signature,
-        remote_mount_signature=ns.remote_mount_signature,
-        local_fs_threads=number(ns.local_fs_threads, "--local-fs-threads", 1),
-        remote_fs_threads=number(ns.remote_fs_threads, "--remote-fs-threads", 1),
-        local_checksum_threads=number(ns.local_checksum_threads, "--local-checksum-threads", 4),
-        remote_checksum_threads=number(ns.remote_checksum_threads,
-                                       "--remote-checksum-threads", 4),
-        scan_threads=number(ns.scan_threads, "--scan-threads", 1),
-        remote_scan_threads=number(ns.remote_scan_threads, "--remote-scan-threads", 1),
-        support_resume=size(ns.support_resume, "--support-resume", DEFAULT_SUPPORT_RESUME),
-        resume_age_days=number(ns.resume_age_days, "--resume-age-days", 5),
-        cooloff=number(ns.cooloff, "--cooloff", 3),
-        cooloff_max=number(ns.cooloff_max, "--cooloff-max", 0),
-        sharing_retry_max=number(ns.sharing_retry_max, "--sharing-retry-max", 3),
-        pending_max=number(ns.pending_max, "--pending-max", 2000),
-        scan_interval=duration(ns.scan_interval, "--scan-interval"),
-        remote_scan_interval=duration(ns.remote_scan_interval, "--remote-scan-interval"),
-        no_scan=ns.no_scan, local_force_stat=ns.local_force_stat,
-        remote_force_stat=ns.remote_force_stat,
-        scan_intensity=lower(ns.scan_intensity, "medium"),
-        metrics_port=None if ns.metrics_port is None else metrics_port(ns.metrics_port),
-        transfer_threads=conv.transfer_threads(ns.transfer_threads or (), MAX_TRANSFER_THREADS),
-        file_manifest_path=ns.file_manifest_path,
-        cookie=ns.cookie if ns.cookie is not None else conv.env_value(
-            env, "SURGE_COOKIE", "ASPERA_SCP_COOKIE"),
-        tags=conv.tags(ns.tags), log_dir=log_dir, log_size=log_size or DEFAULT_LOG_SIZE,
-        remote_log_dir=remote_log_dir, remote_log_size=remote_log_size, debug=ns.debug,
-        quiet=ns.quiet, no_log_stats=ns.no_log == "stats",
-        watchd=None if ns.watchd is None else conv.watchd(ns.watchd),
-        local_db_dir=ns.local_db_dir, remote_db_dir=ns.remote_db_dir, reset=ns.reset,
-        clean_excluded=ns.clean_excluded, store_metadata_records=ns.store_metadata_records,
-        ignore_remote_host_sync_name=ns.ignore_remote_host_sync_name,
-        apply_local_docroot=ns.apply_local_docroot, target_rate=target, min_rate=minimum,
-        policy=lower(ns.policy, "fair"),
-        cipher="aes128" if ns.cipher is None else conv.cipher(ns.cipher),
-        compression=lower(ns.compression, "none"),
-        udp_port=number(ns.udp_port, "-O", 33001), ssh_port=number(ns.ssh_port, "-P", 22),
-        keys=tuple(ns.keys or ()),
-        password=ns.password if ns.password is not None else conv.env_value(
-            env, "SURGE_PASS", "ASPERA_SCP_PASS"),
-        token=ns.token if ns.token is not None else conv.env_value(
-            env, "SURGE_TOKEN", "ASPERA_SCP_TOKEN"),
-        check_sshfp=None if ns.check_sshfp is None else conv.check_sshfp(ns.check_sshfp),
-        datagram_size=None if ns.datagram_size is None else conv.integer(
-            ns.datagram_size, "-Z", 0),
-        rexmsg_size=number(ns.rexmsg_size, "-X", REXMSG_RANGE[1]),
-        read_block_size=size(ns.read_block_size, "-g", DEFAULT_READ_BLOCK),
-        write_block_size=size(ns.write_block_size, "-G", DEFAULT_WRITE_BLOCK),
-        raw_options=tuple(ns.raw_options or ()),
-        proxy=None if ns.proxy is None else conv.proxy(ns.proxy),
-        cluster=ns.cluster, detach=ns.detach,
-        multi_session_threshold=size(ns.multi_session_threshold, "--multi-session-threshold", 0),
-    )

@@ -1,0 +1,108 @@
+"""Opening and closing a pair, for :mod:`coordinator.sync.engine`: the checks made before anything
+changes (directories, --keep-dir-*, the snapshot's record of the pair), the far-end connection
+and its goodbye, the default snapshot store.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from common.snapshot import SnapshotStore, SqliteSnapshot, default_snapshot_path
+from common.snapshot.brief import has_records
+
+from .keepdirs import keep_dir_problem
+from .outcome import SyncError, SyncUsageError
+from .sides import RemoteSide, SideError
+
+if TYPE_CHECKING:
+    from ..cp.endpoint import Endpoint
+    from .engine import _Run
+
+__all__ = [
+    "check_dirs", "check_remote_root", "check_snapshot_meta", "close_far_end", "connect",
+    "sqlite_snapshot",
+]
+
+
+def sqlite_snapshot(opts: Any) -> SnapshotStore:
+    return SqliteSnapshot(default_snapshot_path(opts.local_dir, opts.name, opts.local_db_dir))
+
+
+def check_dirs(opts: Any) -> None:
+    for option, path, local in (("-d", opts.local_dir, True), ("-r", opts.remote_dir, opts.host is None)):
+        if not local:
+            continue
+        if not os.path.isdir(path):
+            if os.path.exists(path):
+                raise SyncUsageError(f"{option}: {path!r} is not a directory")
+            if not opts.create_dir:
+                raise SyncUsageError(f"{option}: directory {path!r} does not exist (use --create-dir to create it)")
+            os.makedirs(path, exist_ok=True)
+    if opts.host is None:
+        a, b = os.path.realpath(opts.local_dir), os.path.realpath(opts.remote_dir)
+        if a == b or b.startswith(a + os.sep) or a.startswith(b + os.sep):
+            raise SyncUsageError("-r: the remote directory must not be inside the local directory (or the reverse)")
+    for option, keep in (("--keep-dir-local", opts.keep_dir_local), ("--keep-dir-remote", opts.keep_dir_remote if opts.host is None else None)):
+        if keep and not os.path.isdir(keep):
+            raise SyncUsageError(f"{option}: directory {keep!r} does not exist (it is not created for you)")
+        problem = keep and keep_dir_problem(option, keep, opts.local_dir if option == "--keep-dir-local" else opts.remote_dir,
+                                            opts.filters)  # fmt: skip
+        if problem:
+            raise SyncUsageError(problem)
+
+
+def connect(opts: Any, factory: Callable[[Any], Endpoint] | None) -> Endpoint:
+    from ..cp.common import CopyError
+    from .transfer import connect_far_end
+
+    try:
+        return connect_far_end(opts, factory)
+    except CopyError as exc:
+        raise SyncError(str(exc)) from None
+
+
+def check_remote_root(run: _Run) -> None:
+    """A remote directory must exist (or be created with --create-dir) inside the docroot."""
+    if not isinstance(run.remote, RemoteSide):
+        return
+    try:
+        run.remote.op("stat", "")
+    except SideError:
+        if not run.opts.create_dir:
+            raise SyncUsageError(f"-r: directory {run.opts.remote_dir!r} does not exist (use --create-dir to create it)") from None
+        run.remote.mkdir("")
+
+
+def check_snapshot_meta(run: _Run) -> None:
+    o, snap = run.opts, run.snap
+    assert snap is not None
+    if o.reset:
+        snap.reset()
+    where = f"{o.host or ''}:{o.remote_dir}" if o.host else os.path.realpath(o.remote_dir)
+    previous = snap.get_meta("remote")
+    if previous is not None and previous != where and not o.ignore_remote_host_sync_name:
+        raise SyncUsageError(f"-r: this pair was synchronized with {previous!r}, not {where!r} "
+                        "(use -x to start over, or --ignore_remote_host_sync_name)")  # fmt: skip
+    edot = snap.get_meta("exclude_dirs_older_than")
+    given = o.exclude_dirs_older_than_text
+    if (edot or None) != (given or None) and has_records(snap, "local"):
+        raise SyncUsageError("--exclude-dirs-older-than: every run of a pair must use the same value as the first "
+                        f"(first run: {edot or 'not given'}, now: {given or 'not given'})")  # fmt: skip
+    current = {"remote": previous, "exclude_dirs_older_than": edot, "checksum": snap.get_meta("checksum")}
+    for key, value in (("remote", where), ("exclude_dirs_older_than", given), ("checksum", o.checksum)):
+        if current[key] != value:  # only what changed: each write is a transaction
+            snap.set_meta(key, value)
+
+
+def close_far_end(run: _Run) -> None:
+    if run.endpoint is None:
+        return
+    from ..cp.endpoint import EndpointError
+
+    try:
+        run.endpoint.send({"type": "bye"})
+    except EndpointError:
+        pass
+    run.endpoint.close()

@@ -24,6 +24,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 for _p in (ROOT, os.path.join(ROOT, "tests")):
@@ -48,7 +49,7 @@ class Config:
     file_size: int = 4096
 
 
-def run_bench(cfg: Config) -> dict[str, object]:
+def run_bench(cfg: Config) -> dict[str, Any]:
     from redis_server import redis_server
 
     base = Path(tempfile.mkdtemp(prefix="surge-cc-bench-"))
@@ -75,8 +76,8 @@ def run_bench(cfg: Config) -> dict[str, object]:
     return {"latency": latency, "idle_cpu": idle_cpu, "rss_mib": rss}
 
 
-def render(cfg: Config, res: dict[str, object], command: str) -> str:
-    lat = sorted(res["latency"])  # type: ignore[arg-type]
+def render(cfg: Config, res: dict[str, Any], command: str) -> str:
+    lat = sorted(res["latency"])
     lost = sum(1 for x in lat if x == float("inf"))
     return "\n".join([
         f"`{command}` ({os.cpu_count()} CPU cores, shared with other work during the run)", "",
@@ -84,7 +85,7 @@ def render(cfg: Config, res: dict[str, object], command: str) -> str:
         f"| close-to-arrival, {cfg.stream} files at {cfg.rate:g}/s, --cooloff {cfg.cooloff}, {cfg.workers} workers "
         f"| p50 {_pct(lat, 0.5):.2f} s, p99 {_pct(lat, 0.99):.2f} s, max {lat[-1]:.2f} s, {lost} never arrived |",
         f"| coordinator idle CPU over {cfg.idle_seconds:g} s | {res['idle_cpu']:.2f} s "
-        f"({100 * res['idle_cpu'] / cfg.idle_seconds:.2f} % of a core) |",  # type: ignore[operator]
+        f"({100 * res['idle_cpu'] / cfg.idle_seconds:.2f} % of a core) |",
         f"| coordinator resident memory | {res['rss_mib']:.0f} MiB |",
     ]) + "\n"  # fmt: skip
 

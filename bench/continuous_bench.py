@@ -269,7 +269,7 @@ def bench_latency(cfg: ContinuousBenchConfig, work: str, report: Report) -> None
 
 def _start(
     tool: str, cfg: ContinuousBenchConfig, work: str, src: str, dst: str, *extra: str
-) -> object:
+) -> Surge | Lsyncd | RsyncLoop:
     if tool == "surge":
         return Surge(
             work, src, dst, "--cooloff", str(cfg.cooloff), "--pending-max", "10000", *extra
@@ -290,7 +290,7 @@ def bench_idle(cfg: ContinuousBenchConfig, work: str, report: Report) -> None:
             runner = _start(tool, cfg, work, src, dst, *extra)
             try:
                 time.sleep(cfg.settle)  # the last acknowledgements, the agent's idle state
-                pid = runner.proc.pid  # type: ignore[attr-defined]
+                pid = runner.proc.pid
                 before = cpu_seconds(pid)
                 time.sleep(cfg.idle_seconds)
                 report.idle[tool] = (cpu_seconds(pid) - before, rss_mib(pid))

@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -100,17 +101,12 @@ def _timed(fn: Callable[[], object]) -> float:
 def _exercise(store: SnapshotStore, entries: list[Entry], batch: int, tag: str) -> dict[str, float]:
     """Write, update, load and iterate; files/s of each, keyed ``"<tag> <step>"``."""
     n = len(entries)
-    write = sum(
-        _timed(lambda i=i: store.apply("local", entries[i : i + batch])) for i in range(0, n, batch)
-    )
+    write = sum(_timed(partial(store.apply, "local", entries[i : i + batch])) for i in range(0, n, batch))
     rng = random.Random(2)
     changed = [Entry(e.path, e.kind, e.size, e.mtime_ns + 1, e.mode, e.inode, e.dev,
                      checksum=e.checksum, uid=e.uid, gid=e.gid)
                for e in rng.sample(entries, max(1, n // 10))]  # fmt: skip
-    update = sum(
-        _timed(lambda i=i: store.apply("local", changed[i : i + batch]))
-        for i in range(0, len(changed), batch)
-    )
+    update = sum(_timed(partial(store.apply, "local", changed[i : i + batch])) for i in range(0, len(changed), batch))
     loaded: dict[str, Entry] = {}
     load = _timed(lambda: loaded.update(store.load("local")))
     if len(loaded) != n:

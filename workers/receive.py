@@ -203,9 +203,9 @@ class _Listing:
     def absent(self, path: str, partial_suffix: str | None) -> bool:
         """Known to have no file at `path` (nor, when given, a partial file beside it)."""
         parent, name = _split(path)
-        names = self._names.get(parent, False)
-        if names is False:
-            names = self._names[parent] = self._list(parent)
+        if parent not in self._names:
+            self._names[parent] = self._list(parent)
+        names = self._names[parent]
         return names is not None and name not in names and (partial_suffix is None or name + partial_suffix not in names)
 
 

@@ -216,11 +216,11 @@ def _rtt_idle(link: WanLink, config: AccuracyConfig) -> Check:
 
 def _start_blasters(link: WanLink, config: AccuracyConfig, load: float, *limit: str) -> dict[Side, subprocess.Popen[str]]:
     """One paced sender each way, at `load` times the link rate, for as long as `limit` says."""
-    return {
-        side: _probe(link, side, "blast", "--dst", link.address(_peer(side)), "--port", str(PROBE_PORT),
-                     "--rate", str(load * _spec(link, side).rate_bps), "--size", str(config.payload), *limit)  # fmt: skip
-        for side in ("a", "b")
-    }
+    def start(side: Side) -> subprocess.Popen[str]:
+        return _probe(link, side, "blast", "--dst", link.address(_peer(side)), "--port", str(PROBE_PORT),
+                      "--rate", str(load * _spec(link, side).rate_bps), "--size", str(config.payload), *limit)  # fmt: skip
+
+    return {side: start(side) for side in ("a", "b")}
 
 
 def _loss_and_loaded_rtt(link: WanLink, config: AccuracyConfig) -> list[Check]:

@@ -1,6 +1,8 @@
 """The snapshot store: what each side of a sync pair looked like at the end of the last
 successful sync (DESIGN decision 6: one interface, SQLite embedded, Redis for the cluster)."""
 
+from typing import TYPE_CHECKING
+
 from common.snapshot.base import (
     KINDS,
     SIDES,
@@ -11,6 +13,9 @@ from common.snapshot.base import (
     path_sort_key,
 )
 from common.snapshot.sqlite import SqliteSnapshot, default_snapshot_path
+
+if TYPE_CHECKING:
+    from common.snapshot.redis import RedisSnapshot
 
 __all__ = [
     "KINDS",
@@ -26,7 +31,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
+def __getattr__(name: str) -> type:
     # The Redis store (and the redis client, ~0.1 s to import) only when a cluster sync asks.
     if name == "RedisSnapshot":
         from common.snapshot.redis import RedisSnapshot

@@ -62,7 +62,9 @@ def _cp(argv: Sequence[str]) -> int:
         )
     console = _CpConsole(opts)
     try:
-        result = run_copy(opts, progress=console.on_progress, on_file=console.on_file, on_job=console.on_job)
+        result = run_copy(
+            opts, progress=console.on_progress, on_file=console.on_file, on_job=console.on_job
+        )
     except (CopyError, SourceError, FilterError) as exc:
         console.close()
         print(f"surge cp: error: {exc}", file=sys.stderr)
@@ -92,8 +94,9 @@ class _CpConsole:
     def on_progress(self, stats: dict[str, object]) -> None:
         from .cp.report import Progress
 
+        # The bar starts at the first report: it knows the total.
         if not self.opts.quiet and sys.stderr.isatty() and self.progress._bar is None:
-            total = stats.get("bytes_total", 0)  # the bar starts at the first report: it knows the total
+            total = stats.get("bytes_total", 0)
             self.progress = Progress(total if isinstance(total, int) else 0, True)
         self.progress.update(stats)
 

@@ -310,65 +310,90 @@ def to_regex(tokens: Sequence[Token], after_slash: bool) -> str:
     earliest match of what lies between is then always the best one; only the last '*' of a
     level and the last '/**' backtrack.
     """
-    guard = r"(?!(?<![^/])\.)" if after_slash else r"(?!(?<=/)\.)"
-    before = _Before.SLASH if after_slash else _Before.OTHER
-    out: list[str] = []
-    star_group = False  # an atomic group opened at a '*' waits for the next '*'
-    level_group_end = -1  # index of the '/**' closing the atomic group opened at a '/**/'
+    out = _Translation(tokens, after_slash)
     i, n = 0, len(tokens)
     while i < n:
         tok = tokens[i]
-        if i == level_group_end:
-            out.append("(?=/))")
+        if i == out.level_group_end:
+            out.parts.append("(?=/))")
         if tok is GLOBSTAR or _globstar_at(tokens, i):
-            lead = tok is GLOBSTAR  # '**' at the very start stands for '/**' after the start
-            at = i if lead else i + 1
-            if lead and i != 0:
-                raise PatternError("'**' must follow a '/' or start the pattern")
-            if at + 1 < n and tokens[at + 1] != Lit("/"):
-                raise PatternError("'**' must be followed by '/' or end the pattern")
-            if at + 1 == n:  # final '/**': one or more further characters, anything goes
-                out.append(".+" if lead else "/.+")
-                break
-            nxt = _next_globstar(tokens, at + 1)
-            atomic = nxt > at + 1
-            if atomic:
-                out.append("(?>")
-                level_group_end = nxt
-            lazy = "?" if atomic else ""
-            if lead:  # '**/': zero or more leading levels, the '/' consumed here
-                out.append(f"(?:.+{lazy}/)?{lazy}")
-                before = _Before.SLASH if after_slash else _Before.MAYBE
-                i = at + 2
-            else:  # '/**' then '/': zero or more levels; the '/' is matched next
-                out.append(f"(?:/.*{lazy})?{lazy}")
-                i = at + 1
+            i = out.globstar(i)
             continue
         if isinstance(tok, Lit):
-            out.append(re.escape(tok.char))
-            before = _Before.SLASH if tok.char == "/" else _Before.OTHER
+            out.literal(tok)
         elif tok is STAR:
-            if star_group:
-                out.append(")")
-            star_group = _star_follows(tokens, i + 1)
-            lazy = "?" if star_group else ""
-            out.append("(?>" if star_group else "")
-            if before is _Before.OTHER:
-                out.append(f"[^/]*{lazy}")
-            elif before is _Before.SLASH:
-                out.append(f"(?:[^/.][^/]*{lazy})?{lazy}")
-                before = _Before.MAYBE
-            else:
-                out.append(f"(?:{guard}[^/]+{lazy})?{lazy}")
+            out.star(i)
         else:
             assert isinstance(tok, CharSet)
-            members = _difference(tok.intervals, ((_SLASH, _SLASH),))
-            if before is _Before.SLASH:
-                members = _difference(members, ((_DOT, _DOT),))
-            source = _class_source(members)
-            if before is _Before.MAYBE and _contains(members, _DOT):
-                source = guard + source
-            out.append(source)
-            before = _Before.OTHER
+            out.charset(tok)
         i += 1
-    return "".join(out)
+    return "".join(out.parts)
+
+
+class _Translation:
+    """The regex of :func:`to_regex` as it grows, and what the next token needs to know."""
+
+    def __init__(self, tokens: Sequence[Token], after_slash: bool) -> None:
+        self.tokens = tokens
+        self.after_slash = after_slash
+        self.guard = r"(?!(?<![^/])\.)" if after_slash else r"(?!(?<=/)\.)"
+        self.before = _Before.SLASH if after_slash else _Before.OTHER
+        self.parts: list[str] = []
+        self.star_group = False  # an atomic group opened at a '*' waits for the next '*'
+        self.level_group_end = -1  # index of the '/**' closing the atomic group opened at a '/**/'
+
+    def globstar(self, i: int) -> int:
+        """A '**' (at the start) or '/**' at ``tokens[i]``; returns the index of the next token."""
+        tokens, n = self.tokens, len(self.tokens)
+        lead = tokens[i] is GLOBSTAR  # '**' at the very start stands for '/**' after the start
+        at = i if lead else i + 1
+        if lead and i != 0:
+            raise PatternError("'**' must follow a '/' or start the pattern")
+        if at + 1 < n and tokens[at + 1] != Lit("/"):
+            raise PatternError("'**' must be followed by '/' or end the pattern")
+        if at + 1 == n:  # final '/**': one or more further characters, anything goes
+            self.parts.append(".+" if lead else "/.+")
+            return n
+        nxt = _next_globstar(tokens, at + 1)
+        atomic = nxt > at + 1
+        if atomic:
+            self.parts.append("(?>")
+            self.level_group_end = nxt
+        lazy = "?" if atomic else ""
+        if lead:  # '**/': zero or more leading levels, the '/' consumed here
+            self.parts.append(f"(?:.+{lazy}/)?{lazy}")
+            self.before = _Before.SLASH if self.after_slash else _Before.MAYBE
+            return at + 2
+        # '/**' then '/': zero or more levels; the '/' is matched next
+        self.parts.append(f"(?:/.*{lazy})?{lazy}")
+        return at + 1
+
+    def literal(self, tok: Lit) -> None:
+        self.parts.append(re.escape(tok.char))
+        self.before = _Before.SLASH if tok.char == "/" else _Before.OTHER
+
+    def star(self, i: int) -> None:
+        """The '*' at ``tokens[i]``: any run of characters within one level."""
+        if self.star_group:
+            self.parts.append(")")
+        self.star_group = _star_follows(self.tokens, i + 1)
+        lazy = "?" if self.star_group else ""
+        self.parts.append("(?>" if self.star_group else "")
+        if self.before is _Before.OTHER:
+            self.parts.append(f"[^/]*{lazy}")
+        elif self.before is _Before.SLASH:
+            self.parts.append(f"(?:[^/.][^/]*{lazy})?{lazy}")
+            self.before = _Before.MAYBE
+        else:
+            self.parts.append(f"(?:{self.guard}[^/]+{lazy})?{lazy}")
+
+    def charset(self, tok: CharSet) -> None:
+        """'?' or a bracket expression: never '/', nor a '.' right after one."""
+        members = _difference(tok.intervals, ((_SLASH, _SLASH),))
+        if self.before is _Before.SLASH:
+            members = _difference(members, ((_DOT, _DOT),))
+        source = _class_source(members)
+        if self.before is _Before.MAYBE and _contains(members, _DOT):
+            source = self.guard + source
+        self.parts.append(source)
+        self.before = _Before.OTHER

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from common import __version__
+
+if TYPE_CHECKING:
+    from .cp.options import CopyOptions
 
 __all__ = ["main"]
 
@@ -37,7 +41,7 @@ def _cp(argv: Sequence[str]) -> int:
     from .cp.client import run_copy
     from .cp.common import CopyError
     from .cp.options import InfoRequest, OptionError, parse_cp_args
-    from .cp.report import Progress, file_line, print_problems, summary, write_manifest
+    from .cp.report import print_problems, summary, write_manifest
     from .cp.sources import SourceError
 
     try:
@@ -49,7 +53,6 @@ def _cp(argv: Sequence[str]) -> int:
         print(f"surge cp: error: {exc}", file=sys.stderr)
         return 2
     from common.logs import configure_logging
-    from common.units import format_bytes
 
     configure_logging("surge-cp", opts.log_dir, opts.log_size, opts.debug)
     for ignored in opts.ignored_sources:
@@ -57,44 +60,60 @@ def _cp(argv: Sequence[str]) -> int:
             f"surge cp: warning: {ignored}: ignored (sources come from the file list)",
             file=sys.stderr,
         )
-    progress = Progress(0, False)
-
-    def on_progress(stats: dict[str, object]) -> None:
-        nonlocal progress
-        if (
-            not opts.quiet
-            and sys.stderr.isatty()
-            and isinstance(progress, Progress)
-            and progress._bar is None
-        ):
-            total = stats.get("bytes_total", 0)
-            progress = Progress(total if isinstance(total, int) else 0, True)
-        progress.update(stats)
-
-    def on_file(f: object, event: dict[str, object]) -> None:
-        if opts.debug:
-            print(file_line(f, event), file=sys.stderr)  # type: ignore[arg-type]
-
-    def on_job(files: int, size: int) -> None:
-        if opts.precalculate_job_size and not opts.quiet:
-            print(f"Job size: {format_bytes(size)} in {files} file(s)", file=sys.stderr)
-
+    console = _CpConsole(opts)
     try:
-        result = run_copy(opts, progress=on_progress, on_file=on_file, on_job=on_job)
+        result = run_copy(
+            opts, progress=console.on_progress, on_file=console.on_file, on_job=console.on_job
+        )
     except (CopyError, SourceError, FilterError) as exc:
-        progress.close()
+        console.close()
         print(f"surge cp: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        progress.close()
+        console.close()
         print("surge cp: interrupted", file=sys.stderr)
         return 130
-    progress.close()
+    console.close()
     write_manifest(opts, result)
     print_problems(result)
     if not opts.quiet:
         print(summary(result), file=sys.stderr)
     return 0 if result.ok else 1
+
+
+class _CpConsole:
+    """What `surge cp` shows on stderr while it runs: the progress bar (on a terminal, unless
+    -q), a line per file (-D) and the job size (--precalculate-job-size)."""
+
+    def __init__(self, opts: CopyOptions) -> None:
+        from .cp.report import Progress
+
+        self.opts = opts
+        self.progress = Progress(0, False)
+
+    def on_progress(self, stats: dict[str, object]) -> None:
+        from .cp.report import Progress
+
+        # The bar starts at the first report: it knows the total.
+        if not self.opts.quiet and sys.stderr.isatty() and self.progress._bar is None:
+            total = stats.get("bytes_total", 0)
+            self.progress = Progress(total if isinstance(total, int) else 0, True)
+        self.progress.update(stats)
+
+    def on_file(self, f: object, event: dict[str, object]) -> None:
+        from .cp.report import file_line
+
+        if self.opts.debug:
+            print(file_line(f, event), file=sys.stderr)  # type: ignore[arg-type]
+
+    def on_job(self, files: int, size: int) -> None:
+        from common.units import format_bytes
+
+        if self.opts.precalculate_job_size and not self.opts.quiet:
+            print(f"Job size: {format_bytes(size)} in {files} file(s)", file=sys.stderr)
+
+    def close(self) -> None:
+        self.progress.close()
 
 
 def _agent(argv: Sequence[str]) -> int:

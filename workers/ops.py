@@ -9,8 +9,8 @@ import base64
 import os
 import shutil
 import stat as stat_mod
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Final, TypeAlias
 
 from common.checksums import REPORT_ALGORITHMS, file_digest, ranges_digest
 from common.paths import PathError
@@ -92,91 +92,138 @@ def _owner_id(value: object, what: str) -> int:
         raise Refused("request", f"no such {what} {text!r} on this host") from None
 
 
+# Each handler gets the resolved path of the request's `path`, authorized for its direction.
+_Handler: TypeAlias = Callable[[AgentContext, str, dict[str, Any]], dict[str, Any]]
+
+
+def _stat(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
+    return {"attrs": _attrs(os.lstat(path) if msg.get("nofollow") else os.stat(path), path)}
+
+
+def _list_op(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
+    return {"entries": _list(path, min(int(msg.get("limit", MAX_LIST_ENTRIES)), MAX_LIST_ENTRIES))}
+
+
+def _mkdir(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
+    os.makedirs(path, exist_ok=True)
+    return {}
+
+
+def _symlink(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
+    if os.path.lexists(path):
+        os.unlink(path)
+    os.symlink(str(msg["target"]), path)
+    return {}
+
+
+def _link(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
+    """A hard link to another path of the same tree (--dedup=hardlink/inode)."""
+    source_arg = str(msg["source"])
+    ctx.authorize("push", [source_arg])
+    tmp = path + ".surge-tmp"
+    os.link(ctx.resolve(source_arg), tmp)
+    os.replace(tmp, path)
+    return {}
+
+
+def _copy(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
+    """A local copy on the far end (--dedup=copy)."""
+    source_arg = str(msg["source"])
+    tmp = path + ".surge-tmp"
+    shutil.copy2(ctx.resolve(source_arg), tmp)
+    os.replace(tmp, path)
+    return {}
+
+
+def _chown(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
+    """-u/-j/--write-uid/--write-gid: names are looked up here, on the writing host."""
+    os.chown(path, _owner_id(msg.get("user"), "user"), _owner_id(msg.get("group"), "group"), follow_symlinks=False)
+    return {}
+
+
+def _getxattrs(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
+    names = os.listxattr(path, follow_symlinks=False)
+    return {"xattrs": {n: base64.b64encode(os.getxattr(path, n, follow_symlinks=False)).decode() for n in names}}
+
+
+def _setxattrs(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
+    for name, value in dict(msg.get("xattrs", {})).items():
+        os.setxattr(path, str(name), base64.b64decode(str(value), validate=True), follow_symlinks=False)
+    return {}
+
+
+def _delete(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
+    if os.path.isdir(path) and not os.path.islink(path):
+        if msg.get("recursive"):
+            shutil.rmtree(path)
+        else:
+            os.rmdir(path)
+    else:
+        os.unlink(path)
+    return {}
+
+
+def _rename(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
+    target_arg = str(msg["to"])
+    ctx.authorize("push", [target_arg])
+    os.replace(path, ctx.resolve(target_arg))
+    return {}
+
+
+def _setattr(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
+    if "mode" in msg:
+        os.chmod(path, int(msg["mode"]) & 0o7777)
+    if "mtime" in msg or "atime" in msg:
+        st = os.stat(path)
+        os.utime(path, (float(msg.get("atime", st.st_atime)), float(msg.get("mtime", st.st_mtime))))
+    return {}
+
+
+def _checksum(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
+    algo = str(msg.get("algorithm", "sha-256"))
+    if "ranges" in msg:
+        with open(path, "rb") as fh:
+            return {"digest": ranges_digest(fh.fileno(), [(int(s), int(e)) for s, e in msg["ranges"]])}
+    if algo not in REPORT_ALGORITHMS:
+        raise Refused("request", f"unknown checksum algorithm {algo!r}")
+    return {"digest": file_digest(path, algo)}
+
+
+def _read(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
+    if os.path.getsize(path) > MAX_SMALL_FILE:
+        raise Refused("limit", f"read: file larger than {MAX_SMALL_FILE} bytes; transfer it instead")
+    with open(path, "rb") as fh:
+        return {"data": base64.b64encode(fh.read()).decode()}
+
+
+def _write(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
+    data = base64.b64decode(str(msg.get("data", "")), validate=True)
+    if len(data) > MAX_SMALL_FILE:
+        raise Refused("limit", f"write: more than {MAX_SMALL_FILE} bytes; transfer it instead")
+    tmp = path + ".surge-tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+    return {}
+
+
+_HANDLERS: Final[dict[str, _Handler]] = {
+    "stat": _stat, "list": _list_op, "mkdir": _mkdir, "symlink": _symlink, "link": _link, "copy": _copy,
+    "chown": _chown, "getxattrs": _getxattrs, "setxattrs": _setxattrs, "delete": _delete, "rename": _rename,
+    "setattr": _setattr, "checksum": _checksum, "read": _read, "write": _write,
+}  # fmt: skip
+_READING: Final = frozenset({"stat", "list", "checksum", "read", "getxattrs"})  # need pull; the others push
+
+
 def _op(ctx: AgentContext, msg: dict[str, Any]) -> dict[str, Any]:
     op = str(msg.get("op"))
     path_arg = str(msg.get("path", ""))
-    reading = op in ("stat", "list", "checksum", "read", "getxattrs")
-    ctx.authorize("pull" if reading else "push", [path_arg])
+    ctx.authorize("pull" if op in _READING else "push", [path_arg])
     path = ctx.resolve(path_arg)
-    if op == "stat":
-        return {"attrs": _attrs(os.lstat(path) if msg.get("nofollow") else os.stat(path), path)}
-    if op == "list":
-        return {"entries": _list(path, min(int(msg.get("limit", MAX_LIST_ENTRIES)), MAX_LIST_ENTRIES))}
-    if op == "mkdir":
-        os.makedirs(path, exist_ok=True)
-        return {}
-    if op == "symlink":
-        if os.path.lexists(path):
-            os.unlink(path)
-        os.symlink(str(msg["target"]), path)
-        return {}
-    if op == "link":  # a hard link to another path of the same tree (--dedup=hardlink/inode)
-        source_arg = str(msg["source"])
-        ctx.authorize("push", [source_arg])
-        tmp = path + ".surge-tmp"
-        os.link(ctx.resolve(source_arg), tmp)
-        os.replace(tmp, path)
-        return {}
-    if op == "copy":  # a local copy on the far end (--dedup=copy)
-        source_arg = str(msg["source"])
-        tmp = path + ".surge-tmp"
-        shutil.copy2(ctx.resolve(source_arg), tmp)
-        os.replace(tmp, path)
-        return {}
-    if op == "chown":  # -u/-j/--write-uid/--write-gid: names are looked up here, on the writing host
-        os.chown(path, _owner_id(msg.get("user"), "user"), _owner_id(msg.get("group"), "group"), follow_symlinks=False)
-        return {}
-    if op == "getxattrs":
-        names = os.listxattr(path, follow_symlinks=False)
-        return {"xattrs": {n: base64.b64encode(os.getxattr(path, n, follow_symlinks=False)).decode() for n in names}}
-    if op == "setxattrs":
-        for name, value in dict(msg.get("xattrs", {})).items():
-            os.setxattr(path, str(name), base64.b64decode(str(value), validate=True), follow_symlinks=False)
-        return {}
-    if op == "delete":
-        if os.path.isdir(path) and not os.path.islink(path):
-            if msg.get("recursive"):
-                shutil.rmtree(path)
-            else:
-                os.rmdir(path)
-        else:
-            os.unlink(path)
-        return {}
-    if op == "rename":
-        target_arg = str(msg["to"])
-        ctx.authorize("push", [target_arg])
-        os.replace(path, ctx.resolve(target_arg))
-        return {}
-    if op == "setattr":
-        if "mode" in msg:
-            os.chmod(path, int(msg["mode"]) & 0o7777)
-        if "mtime" in msg or "atime" in msg:
-            st = os.stat(path)
-            os.utime(path, (float(msg.get("atime", st.st_atime)), float(msg.get("mtime", st.st_mtime))))
-        return {}
-    if op == "checksum":
-        algo = str(msg.get("algorithm", "sha-256"))
-        if "ranges" in msg:
-            with open(path, "rb") as fh:
-                return {"digest": ranges_digest(fh.fileno(), [(int(s), int(e)) for s, e in msg["ranges"]])}
-        if algo not in REPORT_ALGORITHMS:
-            raise Refused("request", f"unknown checksum algorithm {algo!r}")
-        return {"digest": file_digest(path, algo)}
-    if op == "read":
-        if os.path.getsize(path) > MAX_SMALL_FILE:
-            raise Refused("limit", f"read: file larger than {MAX_SMALL_FILE} bytes; transfer it instead")
-        with open(path, "rb") as fh:
-            return {"data": base64.b64encode(fh.read()).decode()}
-    if op == "write":
-        data = base64.b64decode(str(msg.get("data", "")), validate=True)
-        if len(data) > MAX_SMALL_FILE:
-            raise Refused("limit", f"write: more than {MAX_SMALL_FILE} bytes; transfer it instead")
-        tmp = path + ".surge-tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-        return {}
-    raise Refused("request", f"unknown operation {op!r}")
+    handler = _HANDLERS.get(op)
+    if handler is None:
+        raise Refused("request", f"unknown operation {op!r}")
+    return handler(ctx, path, msg)
 
 
 def handle_op(chan: Channel, msg: dict[str, Any], ctx: AgentContext) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import resource
+import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from common.control.messages import session_config_from
@@ -13,6 +15,7 @@ from common.paths import PathError
 from common.transport.ciphers import CipherRefused, negotiate
 from common.transport.ranges import RangeSet
 from common.transport.receiver import ReceiverSession
+from common.transport.sockopts import SocketFeatures
 from common.transport.udp import TransferAborted, run_receiver
 
 from .context import AgentContext, Channel, Refused, stats_json
@@ -43,18 +46,7 @@ def effective_transfer(ctx: AgentContext, req: dict[str, Any]) -> dict[str, Any]
 
 def handle_push(chan: Channel, req: dict[str, Any], ctx: AgentContext) -> int:
     try:
-        receive = dict(req["receive"])
-        if not receive.get("discard"):
-            receive["destination"] = ctx.resolve(str(receive["destination"]))
-            ctx.authorize("push", [str(req["receive"]["destination"])])
-        if not receive.get("partial_suffix"):
-            receive["partial_suffix"] = ctx.policy.partial_file_suffix or ".partial"
-        opts = ReceiveOptions.from_json(receive)
-        files = [IncomingFile.from_json(f) for f in req["files"]]
-        dirs = [str(d) for d in req.get("dirs", [])]
-        cipher = negotiate(req["cipher"], ctx.policy.cipher)
-        effective = effective_transfer(ctx, req)
-        targets, plans = plan_receive(opts, files, dirs, confine=ctx.confined)
+        push = _plan_push(req, ctx)
     except Refused as exc:
         return chan.refuse(exc.code, str(exc))
     except CipherRefused as exc:
@@ -65,47 +57,83 @@ def handle_push(chan: Channel, req: dict[str, Any], ctx: AgentContext) -> int:
         return chan.refuse("request", f"malformed push request: {exc}")
     server_filter = compile_filters(ctx.policy.filters)
     if server_filter:  # aspera.conf filters come first: the server refuses what they exclude
-        for i, f in enumerate(files):
+        for i, f in enumerate(push.files):
             if server_filter.excluded(f.rel.partition("/")[2] or f.rel, False):
-                plans[i] = {"action": "skip", "reason": "excluded by the server's filters"}
+                push.plans[i] = {"action": "skip", "reason": "excluded by the server's filters"}
     try:
         sock, features = ctx.bind_udp(int(req.get("udp_port", 33001)))
     except Refused as exc:
         return chan.refuse(exc.code, str(exc))
     with sock:
-        chan.send({"type": "plan", "cipher": cipher, "udp_port": sock.getsockname()[1], "files": plans,
-                   "receive_buffer": features.rcvbuf, **effective})  # fmt: skip
+        chan.send({"type": "plan", "cipher": push.cipher, "udp_port": sock.getsockname()[1], "files": push.plans,
+                   "receive_buffer": features.rcvbuf, **push.effective})  # fmt: skip
         start = chan.recv("start")
-        skip = {int(i) for i in start.get("skip", [])}
-        restart = {int(i) for i in start.get("restart", [])}
-        sending = [i for i, p in enumerate(plans) if p["action"] in ("send", "compare") and i not in skip]
-        chosen = set(sending)  # a set: 100,000 files must not cost 10^10 list scans
-        results = _Results(chan, bool(req.get("batch_results")))
-        for i, p in enumerate(plans):
-            if i not in chosen:
-                results.add({"index": i, "status": "skipped", "reason": p.get("reason", "same as source")})
-        haves = [[] if i in restart else plans[i].get("have", []) for i in sending]
-        sizes = [files[i].size for i in sending]
-        config = session_config_from({**req, **effective, "receive_buffer": features.rcvbuf}, cipher)
-        have = RangeSet()
-        base = 0
-        for size, ranges in zip(sizes, haves):
-            for s, e in ranges:
-                have.add(base + s, base + e)
-            base += size
-        session = ReceiverSession(config, sizes, time.monotonic(), have=have)
+        return _receive(chan, req, push, start, sock, features)
 
-        def done(k: int, result: dict[str, Any]) -> None:
-            results.add({"index": sending[k], **result})
 
-        entries = [Entry(targets[i], files[i].size, files[i].mtime, files[i].atime, bool(h), files[i].part)
-                   for i, h in zip(sending, haves)]  # fmt: skip
-        sink = FileSink(opts, entries, done)
-        stats = receive_files(sock, session, sink, progress=lambda _stats: results.flush(_BATCH_AGE))
-        results.flush()  # what was committed is reported before the end, even a failed end
-        if isinstance(stats, str):
-            return chan.refuse("transfer", stats)
-        chan.send({"type": "done", "stats": stats_json(stats)})
+@dataclass(frozen=True)
+class _Push:
+    """A push request read and planned: the files, their targets and plans, the transfer's terms."""
+
+    opts: ReceiveOptions
+    files: list[IncomingFile]
+    targets: list[str]
+    plans: list[dict[str, Any]]
+    cipher: str
+    effective: dict[str, Any]  # rate and datagram size as the server allows them
+
+
+def _plan_push(req: dict[str, Any], ctx: AgentContext) -> _Push:
+    """Read the request inside the user's docroot and plan it; raises what the caller refuses."""
+    receive = dict(req["receive"])
+    if not receive.get("discard"):
+        receive["destination"] = ctx.resolve(str(receive["destination"]))
+        ctx.authorize("push", [str(req["receive"]["destination"])])
+    if not receive.get("partial_suffix"):
+        receive["partial_suffix"] = ctx.policy.partial_file_suffix or ".partial"
+    opts = ReceiveOptions.from_json(receive)
+    files = [IncomingFile.from_json(f) for f in req["files"]]
+    dirs = [str(d) for d in req.get("dirs", [])]
+    cipher = negotiate(req["cipher"], ctx.policy.cipher)
+    effective = effective_transfer(ctx, req)
+    targets, plans = plan_receive(opts, files, dirs, confine=ctx.confined)
+    return _Push(opts, files, targets, plans, cipher, effective)
+
+
+def _receive(chan: Channel, req: dict[str, Any], push: _Push, start: dict[str, Any],
+             sock: socket.socket, features: SocketFeatures) -> int:  # fmt: skip
+    """Receive the files the client sends (all planned but those `start` skips), report each."""
+    files, plans = push.files, push.plans
+    skip = {int(i) for i in start.get("skip", [])}
+    restart = {int(i) for i in start.get("restart", [])}
+    sending = [i for i, p in enumerate(plans) if p["action"] in ("send", "compare") and i not in skip]
+    chosen = set(sending)  # a set: 100,000 files must not cost 10^10 list scans
+    results = _Results(chan, bool(req.get("batch_results")))
+    for i, p in enumerate(plans):
+        if i not in chosen:
+            results.add({"index": i, "status": "skipped", "reason": p.get("reason", "same as source")})
+    haves = [[] if i in restart else plans[i].get("have", []) for i in sending]
+    sizes = [files[i].size for i in sending]
+    config = session_config_from({**req, **push.effective, "receive_buffer": features.rcvbuf}, push.cipher)
+    have = RangeSet()
+    base = 0
+    for size, ranges in zip(sizes, haves):
+        for s, e in ranges:
+            have.add(base + s, base + e)
+        base += size
+    session = ReceiverSession(config, sizes, time.monotonic(), have=have)
+
+    def done(k: int, result: dict[str, Any]) -> None:
+        results.add({"index": sending[k], **result})
+
+    entries = [Entry(push.targets[i], files[i].size, files[i].mtime, files[i].atime, bool(h), files[i].part)
+               for i, h in zip(sending, haves)]  # fmt: skip
+    sink = FileSink(push.opts, entries, done)
+    stats = receive_files(sock, session, sink, progress=lambda _stats: results.flush(_BATCH_AGE))
+    results.flush()  # what was committed is reported before the end, even a failed end
+    if isinstance(stats, str):
+        return chan.refuse("transfer", stats)
+    chan.send({"type": "done", "stats": stats_json(stats)})
     return 0
 
 

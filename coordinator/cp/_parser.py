@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeAlias
 
 from common import __version__
 from coordinator.optcommon import OptionError, ShowHelp, ShowVersion
@@ -15,6 +15,7 @@ from coordinator.optcommon import OptionError, ShowHelp, ShowVersion
 __all__ = ["Append", "Info", "Parser", "build_parser"]
 
 _FLAG = "store_true"
+_Add: TypeAlias = Callable[..., argparse.Action]  # an argument group's add_argument
 
 
 class Parser(argparse.ArgumentParser):
@@ -117,7 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_files(parser: argparse.ArgumentParser) -> None:
+    # One group for all: the help shows a single "files" section, in this order.
     g = parser.add_argument_group("files").add_argument
+    _add_selection(g)
+    _add_writing(g)
+    _add_after_transfer(g)
+    _add_paths_and_owners(g)
+
+
+def _add_selection(g: _Add) -> None:
+    """Which files: lists, base, filters, times, a byte range."""
     g("--file-list", action=Append, dest="source_list", const="file_list", metavar="FILE",
       help="transfer the sources listed in FILE, one a line ('-': stdin)")
     g("--file-pair-list", action=Append, dest="source_list", const="file_pair_list",
@@ -135,6 +145,10 @@ def _add_files(parser: argparse.ArgumentParser) -> None:
     g("--skip-special-files", action=_FLAG, help="skip devices, pipes and sockets silently")
     g("-@", dest="byte_range", metavar="START:END",
       help="send only bytes START..END of a single file (either side may be empty)")
+
+
+def _add_writing(g: _Add) -> None:
+    """How files are written: resume, overwrite, partial files, preserved times."""
     g("-k", dest="resume", metavar="{0,1,2,3}",
       help="resume: 0 re-send all (default), 1 attributes, 2 sparse checksum, 3 full checksum")
     g("--overwrite", metavar="POLICY",
@@ -149,6 +163,10 @@ def _add_files(parser: argparse.ArgumentParser) -> None:
     g("--preserve-access-time", dest="preserve_atime", action=_FLAG, help="preserve access times")
     g("--preserve-source-access-time", dest="preserve_source_atime", action=_FLAG,
       help="restore source access times after reading")
+
+
+def _add_after_transfer(g: _Add) -> None:
+    """What follows a transfer: source removal, checksums and manifests."""
     g("--remove-after-transfer", action=_FLAG, help="remove source files once transferred")
     g("--move-after-transfer", metavar="ARCHIVEDIR",
       help="move source files to ARCHIVEDIR once transferred")
@@ -162,6 +180,10 @@ def _add_files(parser: argparse.ArgumentParser) -> None:
     g("--file-manifest-path", metavar="PATH", help="where to write the text manifest")
     g("--file-manifest-inprogress-suffix", metavar="SUFFIX", default=".aspera-inprogress",
       help="suffix of the manifest while written (default .aspera-inprogress)")
+
+
+def _add_paths_and_owners(g: _Add) -> None:
+    """Path rewriting, symbolic links, owners, and deleting extra destination files."""
     g("--source-prefix", action=Append, dest="source_prefix", const="text", metavar="PREFIX",
       help="prepend PREFIX to each source path")
     g("--source-prefix64", action=Append, dest="source_prefix", const="base64", metavar="BASE64",

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from common.control.messages import session_config_from
 from common.paths import PathError, check_relative
+from common.transport.config import SessionConfig
 from common.transport.ranges import RangeSet
 from common.transport.receiver import ReceiverSession
 from common.transport.sockopts import open_udp_socket
@@ -81,26 +84,14 @@ def download(opts: CopyOptions, sources: tuple[str, ...], destination: str, endp
              result: CopyResult, progress: Callable[[dict[str, Any]], None] | None,
              on_file: Callable[[SourceFile, dict[str, Any]], None] | None) -> None:  # fmt: skip
     try:
-        request = _pull_request(opts, sources, endpoint.udp_host)
-        endpoint.send(request)
-        offer = expect(endpoint, "offer")
-        files = [IncomingFile.from_json(f) for f in offer["files"]]
-        result.files[:] = [SourceFile("", f.rel, f.size, f.mtime, f.atime) for f in files]
-        result.errors.extend((str(p), str(m)) for p, m in offer.get("errors", []))
-        ropts = _receive_options(opts, destination, bool(offer.get("single_source")))
-        links = [(check_relative(str(rel)), str(target)) for rel, target in offer.get("links", [])]
-        where = Where(destination, os.path.isdir(destination), ropts.single_source, ropts.dest_must_be_dir)
-        if opts.delete_before_transfer:
-            result.errors.extend(_delete_extra(opts, offer, where, links))
-        targets, plans = plan_receive(ropts, files, [str(d) for d in offer.get("dirs", [])])
-        skip, restart = _check_digests(endpoint, plans)
+        got = _take_offer(opts, sources, destination, endpoint, result)
     except (PlanError, PathError) as exc:
         raise CopyError(str(exc)) from None
     except (EndpointError, TimeoutError) as exc:
         raise CopyError(str(exc)) from None
-    sending = [i for i, p in enumerate(plans) if p["action"] in ("send", "compare") and i not in skip]
-    haves = {i: ([] if i in restart else plans[i].get("have", [])) for i in sending}
-    for i, p in enumerate(plans):
+    sending = [i for i, p in enumerate(got.plans) if p["action"] in ("send", "compare") and i not in got.skip]
+    haves = {i: ([] if i in got.restart else got.plans[i].get("have", [])) for i in sending}
+    for i, p in enumerate(got.plans):
         if i not in haves:
             result.status[i] = {"type": "file", "index": i, "status": "skipped", "reason": p.get("reason", "same as source")}
     # The socket comes first: the sender learns from `start` what its buffer holds.
@@ -111,12 +102,58 @@ def download(opts: CopyOptions, sources: tuple[str, ...], destination: str, endp
     except BaseException:
         sock.close()
         raise
-    config = session_config_from({**request, "rate": offer.get("rate", request["rate"]),
-                                  "datagram_size": offer.get("datagram_size", request["datagram_size"]),
+    config = session_config_from({**got.request, "rate": got.offer.get("rate", got.request["rate"]),
+                                  "datagram_size": got.offer.get("datagram_size", got.request["datagram_size"]),
                                   "receive_buffer": features.rcvbuf},
-                                 offer["cipher"])  # fmt: skip
+                                 got.offer["cipher"])  # fmt: skip
     log.info("download: cipher %s, datagram %d bytes, %d file(s) to receive", config.cipher, config.datagram_size,
              len(sending))  # fmt: skip
+    _receive(got, sending, haves, sock, config, endpoint, result, progress, on_file)
+    _finish_locally(opts, destination, got, result)
+
+
+@dataclass(frozen=True)
+class _Offered:
+    """The far end's offer and this side's plan to receive it."""
+
+    request: dict[str, Any]
+    offer: dict[str, Any]
+    files: list[IncomingFile]
+    ropts: ReceiveOptions
+    links: list[tuple[str, str]]
+    where: Where
+    targets: list[str]
+    plans: list[dict[str, Any]]
+    skip: set[int]  # the far end's digest matched: nothing to send
+    restart: set[int]  # the partial file is not a prefix of the source: start over
+
+
+def _take_offer(opts: CopyOptions, sources: tuple[str, ...], destination: str, endpoint: Endpoint,
+                result: CopyResult) -> _Offered:  # fmt: skip
+    """Send the pull request, record the offered files and plan their reception (deleting extra
+    destination files first with --delete-before-transfer)."""
+    request = _pull_request(opts, sources, endpoint.udp_host)
+    endpoint.send(request)
+    offer = expect(endpoint, "offer")
+    files = [IncomingFile.from_json(f) for f in offer["files"]]
+    result.files[:] = [SourceFile("", f.rel, f.size, f.mtime, f.atime) for f in files]
+    result.errors.extend((str(p), str(m)) for p, m in offer.get("errors", []))
+    ropts = _receive_options(opts, destination, bool(offer.get("single_source")))
+    links = [(check_relative(str(rel)), str(target)) for rel, target in offer.get("links", [])]
+    where = Where(destination, os.path.isdir(destination), ropts.single_source, ropts.dest_must_be_dir)
+    if opts.delete_before_transfer:
+        result.errors.extend(_delete_extra(opts, offer, where, links))
+    targets, plans = plan_receive(ropts, files, [str(d) for d in offer.get("dirs", [])])
+    skip, restart = _check_digests(endpoint, plans)
+    return _Offered(request, offer, files, ropts, links, where, targets, plans, skip, restart)
+
+
+def _receive(got: _Offered, sending: list[int], haves: dict[int, list[Any]], sock: socket.socket,
+             config: SessionConfig, endpoint: Endpoint, result: CopyResult,
+             progress: Callable[[dict[str, Any]], None] | None,
+             on_file: Callable[[SourceFile, dict[str, Any]], None] | None) -> None:  # fmt: skip
+    """Receive the files over UDP into their targets, then take the far end's `done`."""
+    files = got.files
     sizes = [files[i].size for i in sending]
     have = RangeSet()
     base = 0
@@ -131,12 +168,12 @@ def download(opts: CopyOptions, sources: tuple[str, ...], destination: str, endp
         if on_file is not None:
             on_file(result.files[i], result.status[i])
 
-    entries = [Entry(targets[i], files[i].size, files[i].mtime, files[i].atime, bool(haves[i]), files[i].part)
+    entries = [Entry(got.targets[i], files[i].size, files[i].mtime, files[i].atime, bool(haves[i]), files[i].part)
                for i in sending]  # fmt: skip
-    sink = FileSink(ropts, entries, done)
+    sink = FileSink(got.ropts, entries, done)
     with sock:
         session = ReceiverSession(config, sizes, time.monotonic(), have=have)
-        stats = receive_files(sock, session, sink, peer=(endpoint.udp_host, int(offer["udp_port"])),
+        stats = receive_files(sock, session, sink, peer=(endpoint.udp_host, int(got.offer["udp_port"])),
                               progress=progress)  # fmt: skip
     if isinstance(stats, str):
         raise CopyError(f"transfer failed: {stats}")
@@ -145,7 +182,12 @@ def download(opts: CopyOptions, sources: tuple[str, ...], destination: str, endp
         result.stats["sender"] = expect(endpoint, "done", 60.0).get("stats", {})
     except (EndpointError, TimeoutError) as exc:
         raise CopyError(str(exc)) from None
-    result.errors.extend(make_links(LocalDest(), where, links, opts.symbolic_links == "copy+force"))
+
+
+def _finish_locally(opts: CopyOptions, destination: str, got: _Offered, result: CopyResult) -> None:
+    """What follows the files at the destination: links, directory times, owners."""
+    where, offer, targets = got.where, got.offer, got.targets
+    result.errors.extend(make_links(LocalDest(), where, got.links, opts.symbolic_links == "copy+force"))
     if (opts.preserve_mtime or opts.preserve_atime) and not is_faux(destination):
         times = {check_relative(str(rel)): (float(t[0]), float(t[1])) for rel, t in offer.get("dir_times", {}).items()}
         result.errors.extend(set_dir_times(LocalDest(), where, times, opts.preserve_mtime, opts.preserve_atime))

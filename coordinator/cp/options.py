@@ -45,6 +45,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from common.filters import FilterError, FilterRule, compile_filters
 from common.units import Rate, UnitError, format_bytes, parse_mtime_bound, parse_rate, parse_size
@@ -334,19 +335,26 @@ def _build(
     sources = tuple(_prefixed(prefix, source) for source in sources)
     destination = conv.dest64(paths[-1]) if ns.dest64 else paths[-1]
     keys, key_text = conv.private_keys(ns.keys, env)
-
-    def mtime(text: str | None, option: str) -> float | None:
-        if text is None:
-            return None
-        return parse_mtime_bound(text, option, time.time() if now is None else now)
-
     log_dir, log_size = conv.log_location(ns.log)
-    # One keyword a field, several to a line: a table, not reflowed by ruff format.
-    # fmt: off
+    # The groups convert in this fixed order: of two bad options, the same one is always reported.
     return CopyOptions(
         sources=sources, destination=destination,
         file_list=listed if kind == "file_list" else None,
         file_pair_list=listed if kind == "file_pair_list" else None,
+        destination_must_be_directory=len(sources) > 1 or listed is not None,
+        ignored_sources=ignored, source_prefix=prefix,
+        **_file_fields(ns, now), **_transfer_fields(ns), **_session_fields(ns, env, keys, key_text),
+        **_output_fields(ns, log_dir, log_size), **_far_end_fields(ns, env), **_block_sizes(ns),
+    )  # fmt: skip
+
+
+# One keyword a field, several to a line: tables, not reflowed by ruff format.
+# fmt: off
+
+
+def _file_fields(ns: argparse.Namespace, now: float | None) -> dict[str, Any]:
+    """Which files, what is kept of them, and how existing ones are treated."""
+    return dict(
         src_base=ns.src_base, create_dir=ns.create_dir, filters=tuple(ns.filters or ()),
         preserve_mtime=ns.preserve_mtime or ns.preserve_times,
         preserve_atime=ns.preserve_atime or ns.preserve_times,
@@ -356,11 +364,21 @@ def _build(
         remove_empty_directories=ns.remove_empty_directories,
         remove_empty_source_directory=ns.remove_empty_source_directory,
         skip_special_files=ns.skip_special_files, save_before_overwrite=ns.save_before_overwrite,
-        exclude_newer_than=mtime(ns.exclude_newer_than, "--exclude-newer-than"),
-        exclude_older_than=mtime(ns.exclude_older_than, "--exclude-older-than"),
+        exclude_newer_than=_mtime(ns.exclude_newer_than, "--exclude-newer-than", now),
+        exclude_older_than=_mtime(ns.exclude_older_than, "--exclude-older-than", now),
         precalculate_job_size=ns.precalculate_job_size,
         resume=conv.integer(ns.resume, "-k", 0), byte_range=conv.byte_range(ns.byte_range),
         overwrite=conv.lower_or(ns.overwrite, "diff"),
+        partial_file_suffix=ns.partial_file_suffix,
+        symbolic_links=conv.lower_or(ns.symbolic_links, "follow"),
+        preserve_uid=ns.preserve_uid, preserve_gid=ns.preserve_gid,
+        delete_before_transfer=ns.delete_before_transfer,
+    )
+
+
+def _transfer_fields(ns: argparse.Namespace) -> dict[str, Any]:
+    """Rates, cipher, datagrams and the UDP port."""
+    return dict(
         target_rate=DEFAULT_TARGET_RATE if ns.target_rate is None else parse_rate(
             ns.target_rate, "-l"),
         min_rate=DEFAULT_MIN_RATE if ns.min_rate is None else parse_rate(
@@ -368,31 +386,60 @@ def _build(
         policy=conv.lower(ns.policy), cipher=conv.cipher(ns.cipher, ns.no_encryption),
         datagram_size=None if ns.datagram_size is None else conv.integer(ns.datagram_size, "-Z", 0),
         rexmsg_size=conv.integer(ns.rexmsg_size, "-X", MAX_REXMSG_SIZE),
-        udp_port=conv.integer(ns.udp_port, "-O", 33001), ssh_port=conv.integer(ns.ssh_port, "-P", 22),
+        udp_port=conv.integer(ns.udp_port, "-O", 33001),
+    )
+
+
+def _session_fields(ns: argparse.Namespace, env: Mapping[str, str], keys: tuple[str, ...],
+                    key_text: str | None) -> dict[str, Any]:
+    """The SSH login, and the parallel sessions of -C."""
+    return dict(
+        ssh_port=conv.integer(ns.ssh_port, "-P", 22),
         user=ns.user, host=ns.host, mode=conv.lower(ns.mode), keys=keys, key_text=key_text,
         password=env.get("SURGE_PASS") or env.get("ASPERA_SCP_PASS") or None,
         token=conv.token(ns.token, env), ipv6=ns.ipv6, multi_session=conv.multi_session(ns.multi_session),
         multi_session_threshold=0 if ns.multi_session_threshold is None else parse_size(
             ns.multi_session_threshold, "--multi-session-threshold"),
+    )
+
+
+def _output_fields(ns: argparse.Namespace, log_dir: str | None, log_size: int) -> dict[str, Any]:
+    """Checksums and manifests of the files, the progress display and the logs."""
+    return dict(
         file_checksum=conv.checksum(ns.file_checksum),
         file_manifest=conv.lower_or(ns.file_manifest, "none"),
         file_manifest_path=ns.file_manifest_path,
         file_manifest_inprogress_suffix=ns.file_manifest_inprogress_suffix,
-        partial_file_suffix=ns.partial_file_suffix, quiet=ns.quiet,
-        log_dir=log_dir, log_size=log_size, debug=max(ns.debug, int(ns.verbose)), check_sshfp=conv.sshfp(ns.check_sshfp),
-        cookie=conv.cookie(ns.cookie, env), tags=conv.tags(ns.tags), remote_log_dir=ns.remote_log_dir,
+        quiet=ns.quiet, log_dir=log_dir, log_size=log_size, debug=max(ns.debug, int(ns.verbose)),
+        remote_log_dir=ns.remote_log_dir,
+    )
+
+
+def _far_end_fields(ns: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
+    """The far end's expected host key, what is passed to it, and the program it runs."""
+    return dict(
+        check_sshfp=conv.sshfp(ns.check_sshfp), cookie=conv.cookie(ns.cookie, env), tags=conv.tags(ns.tags),
         remote_command=ns.remote_command,
+    )
+
+
+def _block_sizes(ns: argparse.Namespace) -> dict[str, Any]:
+    """-g/-G: checked, no effect."""
+    return dict(
         read_block_size=None if ns.read_block_size is None else parse_size(
             ns.read_block_size, "-g", minimum=1, maximum=MAX_BLOCK_SIZE),
         write_block_size=None if ns.write_block_size is None else parse_size(
             ns.write_block_size, "-G", minimum=1, maximum=MAX_BLOCK_SIZE),
-        destination_must_be_directory=len(sources) > 1 or listed is not None,
-        ignored_sources=ignored, source_prefix=prefix,
-        symbolic_links=conv.lower_or(ns.symbolic_links, "follow"),
-        preserve_uid=ns.preserve_uid, preserve_gid=ns.preserve_gid,
-        delete_before_transfer=ns.delete_before_transfer,
     )
-    # fmt: on
+
+
+# fmt: on
+
+
+def _mtime(text: str | None, option: str, now: float | None) -> float | None:
+    if text is None:
+        return None
+    return parse_mtime_bound(text, option, time.time() if now is None else now)
 
 
 def _prefixed(prefix: str | None, source: str) -> str:

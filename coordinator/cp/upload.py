@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
 from common.checksums import ranges_digest, sparse_digest
 from common.control.messages import session_config_from
+from common.transport.config import SessionConfig
 from common.transport.ranges import RangeSet
 from common.transport.sender import SenderSession
-from common.transport.sockopts import open_udp_socket
+from common.transport.sockopts import SocketFeatures, open_udp_socket
 from common.transport.udp import TransferAborted, run_sender
 from workers.send import FileSource, SendItem, SourceChanged
 
@@ -98,25 +100,13 @@ def _decide(tree: SourceTree, plans: list[dict[str, Any]]) -> tuple[list[int], l
 def upload(opts: CopyOptions, tree: SourceTree, destination: str, endpoint: Endpoint, result: CopyResult,
            progress: Callable[[dict[str, Any]], None] | None,
            on_file: Callable[[SourceFile, dict[str, Any]], None] | None) -> None:  # fmt: skip
-    try:
-        request = _push_request(opts, tree, destination, endpoint.udp_host)
-        endpoint.send(request)
-        plan = expect(endpoint, "plan")
-    except (EndpointError, TimeoutError) as exc:
-        raise CopyError(str(exc)) from None
+    request, plan = _ask_plan(opts, tree, destination, endpoint)
     plans = plan["files"]
-    if len(plans) != len(tree.files):
-        raise CopyError("protocol error: the plan does not match the file list")
     skip, restart = _decide(tree, plans)
     endpoint.send({"type": "start", "skip": skip, "restart": restart})
     skipped, restarted = set(skip), set(restart)
     sending = [i for i, p in enumerate(plans) if p["action"] in ("send", "compare") and i not in skipped]
-    have = RangeSet()
-    base = 0
-    for i in sending:
-        for s, e in ([] if i in restarted else plans[i].get("have", [])):
-            have.add(base + int(s), base + int(e))
-        base += tree.files[i].size
+    have = _have_ranges(tree, plans, sending, restarted)
     config = session_config_from({**request, "rate": plan.get("rate", request["rate"]),
                                   "datagram_size": plan.get("datagram_size", request["datagram_size"]),
                                   "receive_buffer": plan.get("receive_buffer")},
@@ -124,70 +114,116 @@ def upload(opts: CopyOptions, tree: SourceTree, destination: str, endpoint: Endp
     log.info("upload: cipher %s, datagram %d bytes, target %.0f bit/s, policy %s, %d file(s) to send",
              config.cipher, config.datagram_size, config.rate.target * 8, config.rate.policy, len(sending))
     items = [_send_item(tree.files[i]) for i in sending]
+    replies = _Replies(endpoint, tree, result, progress, on_file)
+    _transfer(opts, endpoint, plan, config, items, have, replies, result)
+
+
+def _ask_plan(opts: CopyOptions, tree: SourceTree, destination: str,
+              endpoint: Endpoint) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """Send the push request; (the request, the far end's plan with one entry per file)."""
+    try:
+        request = _push_request(opts, tree, destination, endpoint.udp_host)
+        endpoint.send(request)
+        plan = expect(endpoint, "plan")
+    except (EndpointError, TimeoutError) as exc:
+        raise CopyError(str(exc)) from None
+    if len(plan["files"]) != len(tree.files):
+        raise CopyError("protocol error: the plan does not match the file list")
+    return request, plan
+
+
+def _have_ranges(tree: SourceTree, plans: list[dict[str, Any]], sending: list[int],
+                 restarted: set[int]) -> RangeSet:  # fmt: skip
+    """What the far end already holds of the files to send, as ranges of the stream of them all."""
+    have = RangeSet()
+    base = 0
+    for i in sending:
+        for s, e in ([] if i in restarted else plans[i].get("have", [])):
+            have.add(base + int(s), base + int(e))
+        base += tree.files[i].size
+    return have
+
+
+def _transfer(opts: CopyOptions, endpoint: Endpoint, plan: dict[str, Any], config: SessionConfig,
+              items: list[SendItem], have: RangeSet, replies: _Replies, result: CopyResult) -> None:  # fmt: skip
+    """Send the files over UDP, then wait for the far end's `done`."""
     sock, features = open_udp_socket("::" if ":" in endpoint.udp_host else "0.0.0.0", 0)
     source = FileSource(items)
+    try:
+        with sock:
+            sock.connect((endpoint.udp_host, int(plan["udp_port"])))
+            session = SenderSession(config, [it.size for it in items], time.monotonic(), have=have)
+            result.stats["sender"] = _run_sender(sock, features, session, source, replies)
+        replies.settle(60.0)
+    finally:
+        source.close(restore_atime=opts.preserve_source_atime)
 
-    finished: list[bool] = []  # the far end's "done" arrived (possibly during a progress tick)
 
-    def file_result(msg: dict[str, Any]) -> None:
-        idx = int(msg["index"])
-        result.status[idx] = msg
-        if verbose:
-            log.info("%s %s %s", msg.get("status"), tree.files[idx].rel,
-                     msg.get("checksum") or msg.get("reason") or msg.get("error") or "")  # fmt: skip
-        if on_file is not None:
-            on_file(tree.files[idx], msg)
+def _run_sender(sock: socket.socket, features: SocketFeatures, session: SenderSession, source: FileSource,
+                replies: _Replies) -> dict[str, object]:  # fmt: skip
+    """The sender's statistics; a failed transfer raises CopyError with the reason."""
+    try:
+        return run_sender(sock, features, session, source, progress=replies.tick)
+    except TransferAborted as exc:
+        replies.settle(1.0)  # the far end may have said why
+        raise CopyError(f"transfer failed: {exc}") from None
+    except SourceChanged as exc:
+        session.cancel(time.monotonic(), str(exc)[:200])
+        for d in session.poll_datagrams(time.monotonic()):
+            sock.send(d)
+        raise CopyError(str(exc)) from None
 
-    verbose = log.isEnabledFor(logging.INFO)
 
-    def drain(timeout: float) -> None:
-        while not finished:
+class _Replies:
+    """The far end's messages while and after the files are sent: per-file results (alone or in
+    `files` batches), then `done` or `error`."""
+
+    def __init__(self, endpoint: Endpoint, tree: SourceTree, result: CopyResult,
+                 progress: Callable[[dict[str, Any]], None] | None,
+                 on_file: Callable[[SourceFile, dict[str, Any]], None] | None) -> None:  # fmt: skip
+        self.endpoint, self.tree, self.result = endpoint, tree, result
+        self.progress, self.on_file = progress, on_file
+        self.finished = False  # the far end's "done" arrived (possibly during a progress tick)
+        self.verbose = log.isEnabledFor(logging.INFO)
+
+    def tick(self, stats: dict[str, Any]) -> None:
+        """The sender's progress callback: take what the far end said so far, then report."""
+        self.settle(0.0)
+        if self.progress is not None:
+            self.progress(stats)
+
+    def settle(self, timeout: float) -> None:
+        """Take messages until `done`, or until none came for `timeout` seconds."""
+        try:
+            self._drain(timeout)
+        except Done:
+            pass
+
+    def _drain(self, timeout: float) -> None:
+        while not self.finished:
             try:
-                msg = endpoint.recv(timeout)
+                msg = self.endpoint.recv(timeout)
             except TimeoutError:
                 return
             except EndpointError as exc:
                 raise CopyError(str(exc)) from None
             if msg["type"] == "file":
-                file_result(msg)
+                self._file_result(msg)
             elif msg["type"] == "files":
                 for one in msg["results"]:
-                    file_result({"type": "file", **one})
+                    self._file_result({"type": "file", **one})
             elif msg["type"] == "done":
-                result.stats.setdefault("receiver", msg.get("stats", {}))
-                finished.append(True)
+                self.result.stats.setdefault("receiver", msg.get("stats", {}))
+                self.finished = True
                 raise Done
             elif msg["type"] == "error":
                 raise CopyError(str(msg.get("message")))
 
-    def tick(stats: dict[str, Any]) -> None:
-        try:
-            drain(0.0)
-        except Done:
-            pass
-        if progress is not None:
-            progress(stats)
-
-    try:
-        with sock:
-            sock.connect((endpoint.udp_host, int(plan["udp_port"])))
-            session = SenderSession(config, [it.size for it in items], time.monotonic(), have=have)
-            try:
-                result.stats["sender"] = run_sender(sock, features, session, source, progress=tick)
-            except TransferAborted as exc:
-                try:
-                    drain(1.0)  # the far end may have said why
-                except Done:
-                    pass
-                raise CopyError(f"transfer failed: {exc}") from None
-            except SourceChanged as exc:
-                session.cancel(time.monotonic(), str(exc)[:200])
-                for d in session.poll_datagrams(time.monotonic()):
-                    sock.send(d)
-                raise CopyError(str(exc)) from None
-        try:
-            drain(60.0)
-        except Done:
-            pass
-    finally:
-        source.close(restore_atime=opts.preserve_source_atime)
+    def _file_result(self, msg: dict[str, Any]) -> None:
+        idx = int(msg["index"])
+        self.result.status[idx] = msg
+        if self.verbose:
+            log.info("%s %s %s", msg.get("status"), self.tree.files[idx].rel,
+                     msg.get("checksum") or msg.get("reason") or msg.get("error") or "")  # fmt: skip
+        if self.on_file is not None:
+            self.on_file(self.tree.files[idx], msg)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..cp.common import CopyError
-from ..cp.endpoint import Endpoint, EndpointError
+from ..cp.endpoint import Endpoint, EndpointError, close_politely
 from ..sync.engine import SyncError
 from ..sync.transfer import connect_far_end
 
@@ -75,9 +75,5 @@ class RemoteWatch:
         self._closing = True
         if self.endpoint is None:
             return
-        try:
-            self.endpoint.send({"type": "bye"})
-        except EndpointError:
-            pass
-        self.endpoint.close()
+        close_politely(self.endpoint)
         self.endpoint = None

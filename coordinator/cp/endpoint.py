@@ -13,7 +13,7 @@ from typing import Any, BinaryIO, Protocol, cast
 
 from common.control.framing import ProtocolError, read_message, write_message
 
-__all__ = ["CommandEndpoint", "Endpoint", "EndpointError", "LocalAgent"]
+__all__ = ["CommandEndpoint", "Endpoint", "EndpointError", "LocalAgent", "close_politely"]
 
 Message = dict[str, Any]
 
@@ -30,6 +30,15 @@ class Endpoint(Protocol):
     def recv(self, timeout: float | None = None) -> Message: ...
 
     def close(self) -> None: ...
+
+
+def close_politely(endpoint: Endpoint) -> None:
+    """Tell the far end the session is over (best effort: it may be gone), then close."""
+    try:
+        endpoint.send({"type": "bye"})
+    except EndpointError:
+        pass
+    endpoint.close()
 
 
 class CommandEndpoint:

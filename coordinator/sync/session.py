@@ -99,10 +99,6 @@ def check_snapshot_meta(run: _Run) -> None:
 def close_far_end(run: _Run) -> None:
     if run.endpoint is None:
         return
-    from ..cp.endpoint import EndpointError
+    from ..cp.endpoint import close_politely
 
-    try:
-        run.endpoint.send({"type": "bye"})
-    except EndpointError:
-        pass
-    run.endpoint.close()
+    close_politely(run.endpoint)

@@ -24,7 +24,7 @@ from dataclasses import replace
 from typing import Any, Final
 
 from coordinator.cp.common import CopyError
-from coordinator.cp.endpoint import CommandEndpoint, Endpoint, EndpointError
+from coordinator.cp.endpoint import CommandEndpoint, Endpoint, EndpointError, close_politely
 from coordinator.sync.transfer import connect_far_end, copy_options
 
 from .outcome import Retry
@@ -88,14 +88,6 @@ def far_end_key(opts: Any) -> tuple[Any, ...]:
     )
 
 
-def _close(endpoint: Endpoint) -> None:
-    try:
-        endpoint.send({"type": "bye"})
-    except EndpointError:
-        pass
-    endpoint.close()
-
-
 def _alive(endpoint: Endpoint, root: str) -> bool:
     """One `stat` round trip: any answer to it (a result, or an error such as a missing root)
     shows the channel alive and in step; silence, an end of channel or a stray message do not."""
@@ -133,7 +125,7 @@ class FarEnds:
             clean = True
         finally:
             if not (clean and self._give(key, endpoint)):
-                _close(endpoint)
+                close_politely(endpoint)
 
     def _open(self, opts: Any) -> Endpoint:
         from common.metrics import FAR_ENDS
@@ -157,7 +149,7 @@ class FarEnds:
                     return None
                 since, endpoint = kept.pop()  # the most recently used: the likeliest alive
             if time.monotonic() - since > self.idle_s:  # expired; the reaper had not got to it
-                _close(endpoint)
+                close_politely(endpoint)
                 continue
             if _alive(endpoint, root):
                 with self._lock:
@@ -168,7 +160,7 @@ class FarEnds:
             with self._lock:
                 self.dead += 1
             FAR_ENDS.labels(how="dead").inc()
-            _close(endpoint)
+            close_politely(endpoint)
 
     def _give(self, key: tuple[Any, ...], endpoint: Endpoint) -> bool:
         """Keep a connection for the next task; False when it should be closed instead."""
@@ -197,7 +189,7 @@ class FarEnds:
                     stale += [e for since, e in kept if now - since > self.idle_s]
                     kept[:] = [(since, e) for since, e in kept if now - since <= self.idle_s]
             for endpoint in stale:
-                _close(endpoint)
+                close_politely(endpoint)
 
     def idle(self) -> int:
         with self._lock:
@@ -218,7 +210,7 @@ class FarEnds:
             kept = [e for conns in self._idle.values() for _, e in conns]
             self._idle.clear()
         for endpoint in kept:
-            _close(endpoint)
+            close_politely(endpoint)
         if kept:
             log.info("closed %d kept far-end connection(s)", len(kept))
 

@@ -157,3 +157,16 @@ def test_a_surge_server_follows_a_change_of_kind(tmp_path: Path) -> None:
             report = run_sync(opts)
             assert report.ok, (kind, report.errors)
             assert shape(docroot / "m") == shape(src), kind
+
+
+def test_the_replaced_entry_goes_to_keep_dir_remote(tmp_path: Path) -> None:
+    src, dst, keep = tmp_path / "src", tmp_path / "dst", tmp_path / "keep"
+    src.mkdir()
+    keep.mkdir()
+    become(src, "x", "file", b"old version")
+    assert sync(src, dst).ok
+    become(src, "x", "dir", b"new")
+    report = sync(src, dst, "--keep-dir-remote", str(keep))
+    assert report.ok, report.errors
+    assert shape(dst) == shape(src)
+    assert (keep / "x").read_bytes() == b"old version"  # kept, not lost

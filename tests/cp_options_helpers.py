@@ -1,5 +1,5 @@
-"""Shared helpers of the `surge cp` option tests (tests/test_cp_options_*.py): parse at a fixed time,
-and the one-line error of a refused command line."""
+"""Shared helpers of the `surge cp` option tests (tests/test_cp_options_*.py): parse at a fixed
+time, and the one-line error of a refused command line."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Shared far ends and helpers of the remote `surge cp` tests (tests/test_remote_*.py): Debian's
 OpenSSH sshd running `surge agent` as each key's forced command and `surge server` (asyncssh), both
 on 127.0.0.1 and living for the whole test module, with a `far` fixture parametrized over the two,
-a per-test directory of the shared docroot, and helpers to run `surge cp` and compare trees."""
+a per-test directory of the shared docroot, and helpers to run `surge cp` and compare files and
+listings (trees: cp_e2e_helpers.same_tree)."""
 
 from __future__ import annotations
 
@@ -151,14 +152,6 @@ def random_file(path: Path, size: int) -> Path:
 
 def same_file(a: Path, b: Path) -> bool:
     return a.stat().st_size == b.stat().st_size and filecmp.cmp(a, b, shallow=False)
-
-
-def same_tree(a: Path, b: Path) -> bool:
-    cmp = filecmp.dircmp(a, b)
-    if cmp.left_only or cmp.right_only or cmp.funny_files:
-        return False
-    _, mismatch, errors = filecmp.cmpfiles(a, b, cmp.common_files, shallow=False)
-    return not mismatch and not errors and all(same_tree(a / d, b / d) for d in cmp.common_dirs)
 
 
 def no_leftovers(root: Path) -> bool:

@@ -1,7 +1,7 @@
-"""Remote `surge cp` (issue 3) transfers against real far ends on 127.0.0.1 (tests/remote_helpers.py):
-trees and large files up and down byte for byte, multi-session, password users, host fingerprints,
-keys from the environment, links/owners/deletions both ways, 50 concurrent clients, and the remote
-benchmark's code path."""
+"""Remote `surge cp` (issue 3) transfers against real far ends on 127.0.0.1
+(tests/remote_helpers.py): trees and large files up and down byte for byte, multi-session,
+password users, host fingerprints, keys from the environment, links/owners/deletions both ways,
+50 concurrent clients, and the remote benchmark's code path."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from sshd import FarEnd, host_key_fingerprint
 
 sys.path.insert(0, os.path.dirname(__file__))
+from cp_e2e_helpers import same_tree
 from remote_helpers import (
     PASSWORD,
     MiB,
@@ -26,7 +27,6 @@ from remote_helpers import (
     random_file,
     refused,
     same_file,
-    same_tree,
     start_cp,
 )
 

@@ -146,40 +146,42 @@ def stop(
     return proc.wait(timeout)
 
 
-def test_foreground_continuous_sync_on_the_cluster(
-    broker, far, workers, r, procs, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
-    """`surge sync -C --cluster`: create, modify, delete, and a directory of 300 files renamed
-    at the far end (not resent); pending changes and lag in `surge status` and on the metrics
-    endpoint (promtool-clean); SIGTERM stops it with the job closed."""
+def foreground_source(tmp_path: Path) -> Path:
+    """The foreground pair's source: keep.txt and an album of 300 files."""
     src = tmp_path / "src"
     (src / "album").mkdir(parents=True)
     (src / "keep.txt").write_text("initial")
     for i in range(300):
         (src / "album" / f"p{i:03}.jpg").write_bytes(os.urandom(100 + i))
-    dst = far.docroot / "fg"  # type: ignore[operator]
-    port = free_tcp_port()
-    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
-    with open(out, "wb") as o, open(err, "wb") as e:
-        proc = subprocess.Popen(sync_argv(far, "fg", src, "/fg", broker.url, "--cooloff", "2", "--metrics-port", str(port)),
-                                stdout=o, stderr=e, env=surge_env())  # fmt: skip
-    procs.append(proc)
+    return src
 
-    def lines() -> list[tuple[str, str]]:
-        return [
-            (p.lstrip("/"), s.strip())
-            for p, _, s in (x.partition(" ") for x in out.read_text().splitlines())
-        ]
 
+def reported(out: Path) -> list[tuple[str, str]]:
+    """(path, status) of each line `surge sync` printed on its standard output."""
+    return [
+        (p.lstrip("/"), s.strip())
+        for p, _, s in (x.partition(" ") for x in out.read_text().splitlines())
+    ]
+
+
+def check_first_sync(
+    proc: subprocess.Popen[bytes], src: Path, dst: Path, url: str, out: Path, err: Path
+) -> None:
+    """The first sync ends watching, with every file at the far end, workers of the cluster
+    counted, and no broker password in the output."""
     wait_for(
         lambda: proc.poll() is None and "watching for changes" in err.read_text(), "the first sync"
     )
     assert listing(dst) == listing(src)
-    job = status(broker.url, "fg")
+    job = status(url, "fg")
     assert (job["continuous"], job["state"], job["files_done"]) == (True, "running", 301)
     assert job["workers"] and {w.split("@")[-1] for w in job["workers"]} <= set(WORKERS)
     assert "c0ntinuous-secret" not in err.read_text() + out.read_text()
 
+
+def check_changes_arrive(src: Path, dst: Path, url: str, r: redis.Redis, out: Path) -> None:
+    """Create, modify, delete, and the album renamed at the far end (same inodes, nothing
+    resent), each reported once, with the counters to match and no task keys left behind."""
     (src / "new.bin").write_bytes(os.urandom(300_000))
     (src / "keep.txt").write_text("modified, and longer")
     wait_for(same(src, dst), "a created and a modified file")
@@ -190,37 +192,42 @@ def test_foreground_continuous_sync_on_the_cluster(
     wait_for(same(src, dst), "a renamed directory of 300 files")
     assert far_inodes(dst / "renamed") == before  # renamed at the far end, not resent
     (src / "marker").write_text("after the rename")  # batches run in order: once this is
-    wait_for(lambda: ("marker", "SYNCHRONIZED") in lines(), "the marker's line")  # reported, all is
-    assert ("renamed", "SYNCHRONIZED(mov)") in lines() and (
+    wait_for(lambda: ("marker", "SYNCHRONIZED") in reported(out), "the marker's line")  # reported, all is
+    assert ("renamed", "SYNCHRONIZED(mov)") in reported(out) and (
         "keep.txt",
         "SYNCHRONIZED(del)",
-    ) in lines()
-    assert not [p for p, _ in lines() if p.startswith("renamed/")]
-    wait_for(lambda: status(broker.url, "fg")["changes_pending"] == 0, "the marker's batch to end")
-    job = status(broker.url, "fg")
+    ) in reported(out)
+    assert not [p for p, _ in reported(out) if p.startswith("renamed/")]
+    wait_for(lambda: status(url, "fg")["changes_pending"] == 0, "the marker's batch to end")
+    job = status(url, "fg")
     assert job["files_done"] == 301 + 3  # new.bin, keep.txt modified, marker: nothing resent
     assert (job["deleted"], job["moved"], job["errors"], job["lag_seconds"]) == (1, 1, 0, 0)
     assert not r.keys(f"surge:job:{job['job']}:task:*")  # finished batches leave no task keys
 
+
+def write_slowly(path: Path, writing: threading.Event) -> None:
+    """A file written for a while (until ``writing`` is set): one change, pending, ageing."""
+    with open(path, "wb") as fh:
+        while not writing.is_set():
+            fh.write(b"x" * 1000)
+            fh.flush()
+            writing.wait(0.3)
+
+
+def check_pending_change_and_lag(src: Path, dst: Path, url: str, port: int) -> None:
+    """While a file is being written, one change is pending and the lag grows, in `surge
+    status` and on the (promtool-clean) metrics endpoint; both return to 0 once it arrives."""
     writing = threading.Event()
-
-    def write_slowly() -> None:  # a file written for a while: one change, pending, ageing
-        with open(src / "pending.txt", "wb") as fh:
-            while not writing.is_set():
-                fh.write(b"x" * 1000)
-                fh.flush()
-                writing.wait(0.3)
-
-    writer = threading.Thread(target=write_slowly)
+    writer = threading.Thread(target=write_slowly, args=(src / "pending.txt", writing))
     writer.start()
     try:
         wait_for(
-            lambda: status(broker.url, "fg")["changes_pending"] == 1,
+            lambda: status(url, "fg")["changes_pending"] == 1,
             "a pending change in surge status",
         )
-        first = status(broker.url, "fg")
+        first = status(url, "fg")
         wait_for(
-            lambda: status(broker.url, "fg")["lag_seconds"] > first["lag_seconds"] + 1,
+            lambda: status(url, "fg")["lag_seconds"] > first["lag_seconds"] + 1,
             "the lag growing",
         )
         raw, samples = scrape(port)
@@ -242,7 +249,26 @@ def test_foreground_continuous_sync_on_the_cluster(
         "nothing pending in the metrics",
     )
     assert sample(scrape(port)[1], "surge_sync_lag_seconds") == 0
-    assert status(broker.url, "fg")["lag_seconds"] == 0
+    assert status(url, "fg")["lag_seconds"] == 0
+
+
+def test_foreground_continuous_sync_on_the_cluster(
+    broker, far, workers, r, procs, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """`surge sync -C --cluster`: create, modify, delete, and a directory of 300 files renamed
+    at the far end (not resent); pending changes and lag in `surge status` and on the metrics
+    endpoint (promtool-clean); SIGTERM stops it with the job closed."""
+    src = foreground_source(tmp_path)
+    dst = far.docroot / "fg"  # type: ignore[operator]
+    port = free_tcp_port()
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    with open(out, "wb") as o, open(err, "wb") as e:
+        proc = subprocess.Popen(sync_argv(far, "fg", src, "/fg", broker.url, "--cooloff", "2", "--metrics-port", str(port)),
+                                stdout=o, stderr=e, env=surge_env())  # fmt: skip
+    procs.append(proc)
+    check_first_sync(proc, src, dst, broker.url, out, err)
+    check_changes_arrive(src, dst, broker.url, r, out)
+    check_pending_change_and_lag(src, dst, broker.url, port)
 
     assert stop(proc) == 0, err.read_text()
     assert "stopped after" in err.read_text()
@@ -267,6 +293,72 @@ def running_requests(r: redis.Redis) -> list[str]:
     return [json.loads(x)["id"] for x in r.lrange("surge:coordinator:running", 0, -1)]
 
 
+def check_beside_a_one_time_job(
+    far: FarEnd, url: str, src: Path, dst: Path, other: Path, job: str, port: int
+) -> None:
+    """The continuous job's first sync, a one-time job run beside it in the one slot, a change
+    that arrives while the coordinator runs, and the job on the metrics endpoint."""
+    dst_other = far.docroot / "once"  # type: ignore[operator]
+    wait_for(same(src, dst), "the continuous job's first sync")
+    once = run([*SURGE, "sync", "-N", "once", "-d", str(other), "-r", far.remote("/once"), *far.auth(),
+                "--create-dir", "--cluster", url, "--detach"])  # fmt: skip
+    assert once.returncode == 0, once.stderr
+    wait_for(
+        lambda: status(url, "once").get("state") == "done", "the one-time job beside it"
+    )
+    assert listing(dst_other) == listing(other)
+    (src / "second.txt").write_text("2")
+    wait_for(same(src, dst), "a change while the coordinator runs")
+    progress = status(url, "svc")
+    assert (progress["job"], progress["state"], progress["detached"]) == (job, "running", True)
+    raw, samples = scrape(port)
+    promtool_check(raw)
+    assert sample(samples, "surge_continuous_jobs") == 1
+
+
+def restart_after_changes_while_down(
+    coord: subprocess.Popen[bytes], r: redis.Redis, url: str, src: Path, job: str, log: Path,
+    port: int,
+) -> subprocess.Popen[bytes]:  # fmt: skip
+    """SIGTERM stops the job with its request kept; changes made while no coordinator runs
+    arrive after a restart, which resumes the same job. Returns the restarted coordinator."""
+    assert stop(coord) == 0, log.read_text()[-2000:]
+    assert status(url, "svc")["state"] == "stopped" and running_requests(r) == [job]
+    (src / "while-down.txt").write_text("made while no coordinator ran")
+    (src / "first.txt").unlink()
+    (src / "second.txt").write_text("2, modified while down")
+    return coordinator(url, log, "--metrics-port", str(port))
+
+
+def check_resumed(url: str, src: Path, dst: Path, job: str) -> None:
+    """The restarted coordinator's first sync brings the changes made while it was down."""
+    wait_for(same(src, dst), "the changes made while the coordinator was down")
+    wait_for(lambda: status(url, "svc")["activity"] == "watching", "the restart's first sync")
+    progress = status(url, "svc")
+    assert (progress["job"], progress["state"]) == (job, "running")  # the same job, resumed
+    assert (
+        progress["files_done"] == 4 and progress["deleted"] == 1
+    )  # first, second twice, while-down
+
+
+def check_cancel(coord: subprocess.Popen[bytes], r: redis.Redis, url: str, job: str, port: int) -> None:
+    """`surge cancel` ends the job for good while the coordinator goes on; a second cancel
+    finds nothing to cancel."""
+    cancel = run([*SURGE, "cancel", "-N", "svc", "--cluster", url])
+    assert cancel.returncode == 0 and cancel.stdout.strip() == f"job {job}: cancelled", (
+        cancel.stderr
+    )
+    assert status(url, "svc")["state"] == "cancelled"
+    wait_for(lambda: running_requests(r) == [], "the request to leave the running list")
+    wait_for(
+        lambda: sample(scrape(port)[1], "surge_continuous_jobs") == 0,
+        "no continuous job in the metrics",
+    )
+    assert coord.poll() is None  # the service goes on
+    again = run([*SURGE, "cancel", "-N", "svc", "--cluster", url])
+    assert again.returncode == 1 and "no continuous job to cancel" in again.stderr
+
+
 def test_coordinator_runs_resumes_and_cancels_a_continuous_job(
     broker, far, workers, r, procs, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -278,56 +370,17 @@ def test_coordinator_runs_resumes_and_cancels_a_continuous_job(
     other.mkdir()
     (src / "first.txt").write_text("1")
     (other / "once.txt").write_text("one-time")
-    dst, dst_other = far.docroot / "svc", far.docroot / "once"  # type: ignore[operator]
+    dst = far.docroot / "svc"  # type: ignore[operator]
     job = submit(far, "svc", src, "/svc", broker.url)
     port = free_tcp_port()
     log = tmp_path / "coord.log"
     coord = coordinator(broker.url, log, "--jobs", "1", "--metrics-port", str(port))
     procs.append(coord)
-    wait_for(same(src, dst), "the continuous job's first sync")
-    once = run([*SURGE, "sync", "-N", "once", "-d", str(other), "-r", far.remote("/once"), *far.auth(),
-                "--create-dir", "--cluster", broker.url, "--detach"])  # fmt: skip
-    assert once.returncode == 0, once.stderr
-    wait_for(
-        lambda: status(broker.url, "once").get("state") == "done", "the one-time job beside it"
-    )
-    assert listing(dst_other) == listing(other)
-    (src / "second.txt").write_text("2")
-    wait_for(same(src, dst), "a change while the coordinator runs")
-    progress = status(broker.url, "svc")
-    assert (progress["job"], progress["state"], progress["detached"]) == (job, "running", True)
-    raw, samples = scrape(port)
-    promtool_check(raw)
-    assert sample(samples, "surge_continuous_jobs") == 1
-
-    assert stop(coord) == 0, log.read_text()[-2000:]
-    assert status(broker.url, "svc")["state"] == "stopped" and running_requests(r) == [job]
-    (src / "while-down.txt").write_text("made while no coordinator ran")
-    (src / "first.txt").unlink()
-    (src / "second.txt").write_text("2, modified while down")
-    coord = coordinator(broker.url, log, "--metrics-port", str(port))
+    check_beside_a_one_time_job(far, broker.url, src, dst, other, job, port)
+    coord = restart_after_changes_while_down(coord, r, broker.url, src, job, log, port)
     procs.append(coord)
-    wait_for(same(src, dst), "the changes made while the coordinator was down")
-    wait_for(lambda: status(broker.url, "svc")["activity"] == "watching", "the restart's first sync")
-    progress = status(broker.url, "svc")
-    assert (progress["job"], progress["state"]) == (job, "running")  # the same job, resumed
-    assert (
-        progress["files_done"] == 4 and progress["deleted"] == 1
-    )  # first, second twice, while-down
-
-    cancel = run([*SURGE, "cancel", "-N", "svc", "--cluster", broker.url])
-    assert cancel.returncode == 0 and cancel.stdout.strip() == f"job {job}: cancelled", (
-        cancel.stderr
-    )
-    assert status(broker.url, "svc")["state"] == "cancelled"
-    wait_for(lambda: running_requests(r) == [], "the request to leave the running list")
-    wait_for(
-        lambda: sample(scrape(port)[1], "surge_continuous_jobs") == 0,
-        "no continuous job in the metrics",
-    )
-    assert coord.poll() is None  # the service goes on
-    again = run([*SURGE, "cancel", "-N", "svc", "--cluster", broker.url])
-    assert again.returncode == 1 and "no continuous job to cancel" in again.stderr
+    check_resumed(broker.url, src, dst, job)
+    check_cancel(coord, r, broker.url, job, port)
     assert stop(coord) == 0
 
 

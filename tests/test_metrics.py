@@ -196,33 +196,9 @@ def test_forged_datagrams_to_a_live_receiver_are_dropped_and_counted_by_reason()
     thread.start()
     try:
         sealer = Sealer(derive_protection(config.cipher, config.secret, "data"), config.session_id)
-        wrong_key = Sealer(
-            derive_protection(config.cipher, secrets.token_bytes(32), "data"), config.session_id
-        )
         genuine = _data(sealer, offset=0)
-        forged = {
-            "authentication": [_data(wrong_key, offset=0) for _ in range(3)],
-            "replay": [genuine],  # the second copy of a datagram already accepted
-            "out_of_range": [_data(sealer, offset=8192)],
-            "version": [bytes([VERSION + 1]) + genuine[1:]],
-            "foreign_session": [
-                genuine[:4] + struct.pack("!Q", config.session_id ^ 1) + genuine[12:]
-            ],
-            "malformed": [b"\x01\x02\x03"],
-        }
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
-            tx.sendto(genuine, rx.getsockname())
-            for datagrams in forged.values():
-                for d in datagrams:
-                    tx.sendto(d, rx.getsockname())
-            expected = {reason: len(ds) for reason, ds in forged.items()}
-            deadline = time.monotonic() + 10
-            while True:  # the session is still running: the counts must show up live
-                now = _scrape(f"{HOST}:{port}")
-                seen = {r: delta(now, before, DROPPED, reason=r) for r in expected}
-                if seen == expected or time.monotonic() > deadline:
-                    break
-                time.sleep(0.1)
+        forged = _forged(config, sealer, genuine)
+        seen, expected, now = _send_and_count(rx.getsockname(), genuine, forged, f"{HOST}:{port}", before)
         assert seen == expected
         assert delta(now, before, "surge_sessions_active") == 1
         assert thread.is_alive()
@@ -238,6 +214,45 @@ def test_forged_datagrams_to_a_live_receiver_are_dropped_and_counted_by_reason()
     failed = "surge_sessions_total"  # cancelled (stopped), not complete: a failed session
     assert delta(parse(after), before, failed, outcome="failed") == 1
     assert delta(parse(after), before, "surge_sessions_active") == 0
+
+
+def _forged(config: SessionConfig, sealer: Sealer, genuine: bytes) -> dict[str, list[bytes]]:
+    """Datagrams a receiver of ``config`` must drop, by the reason it counts them under."""
+    wrong_key = Sealer(
+        derive_protection(config.cipher, secrets.token_bytes(32), "data"), config.session_id
+    )
+    return {
+        "authentication": [_data(wrong_key, offset=0) for _ in range(3)],
+        "replay": [genuine],  # the second copy of a datagram already accepted
+        "out_of_range": [_data(sealer, offset=8192)],
+        "version": [bytes([VERSION + 1]) + genuine[1:]],
+        "foreign_session": [
+            genuine[:4] + struct.pack("!Q", config.session_id ^ 1) + genuine[12:]
+        ],
+        "malformed": [b"\x01\x02\x03"],
+    }
+
+
+def _send_and_count(
+    to: tuple[str, int], genuine: bytes, forged: dict[str, list[bytes]], endpoint: str,
+    before: Samples,
+) -> tuple[dict[str, float], dict[str, int], Samples]:  # fmt: skip
+    """Send ``genuine``, then the ``forged`` datagrams, and scrape ``endpoint`` until the drops
+    show up by reason (10 s at most). Returns the drops seen, those expected and the last scrape."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        tx.sendto(genuine, to)
+        for datagrams in forged.values():
+            for d in datagrams:
+                tx.sendto(d, to)
+        expected = {reason: len(ds) for reason, ds in forged.items()}
+        deadline = time.monotonic() + 10
+        while True:  # the session is still running: the counts must show up live
+            now = _scrape(endpoint)
+            seen = {r: delta(now, before, DROPPED, reason=r) for r in expected}
+            if seen == expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    return seen, expected, now
 
 
 def _data(sealer: Sealer, offset: int) -> bytes:

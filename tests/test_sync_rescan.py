@@ -61,6 +61,8 @@ def _tree(root: Path, rng: random.Random) -> None:
 
 
 def _mutate(root: Path, rng: random.Random) -> None:
+    """1 to 8 random changes, each to a random file or, for a few kinds, a random directory
+    (with none, or no file to change, a new file)."""
     for _ in range(rng.randint(1, 8)):
         every = sorted(root.rglob("*"))
         files = [str(p.relative_to(root)) for p in every if p.is_file() and not p.is_symlink()]
@@ -70,57 +72,70 @@ def _mutate(root: Path, rng: random.Random) -> None:
         p = root / f if f else None
         if p is None or not os.path.lexists(p) or not p.is_file():
             what = 0
-        if what == 0:
+        if what == 0 or f is None:  # f is None only if what is 0
             write(root, f"{rng.choice([*dirs, ''])}/new{rng.randrange(1000)}".lstrip("/"), b"new")
-        elif what == 1:
-            p.unlink()  # type: ignore[union-attr]
-        elif what == 2:
-            p.write_bytes(p.read_bytes() + b"+")  # type: ignore[union-attr]
-        elif what == 3:
-            st = p.stat()  # type: ignore[union-attr]
-            set_mtime(p, st.st_mtime_ns + 1_000_000_000)  # type: ignore[arg-type]
-        elif what == 4:  # same size, mtime put back: not a change for the snapshot rule
-            st = p.stat()  # type: ignore[union-attr]
-            data = p.read_bytes()  # type: ignore[union-attr]
-            p.write_bytes(bytes(reversed(data)))  # type: ignore[union-attr]
-            set_mtime(p, st.st_mtime_ns)  # type: ignore[arg-type]
-        elif what == 5:
-            p.rename(p.with_name(p.name + "-moved"))  # type: ignore[union-attr]
-        elif what == 6:
-            p.unlink()  # type: ignore[union-attr]
-            p.mkdir()  # type: ignore[union-attr]
-            write(p, "inside")  # type: ignore[arg-type]
-        elif what == 7 and dirs:
-            d = root / rng.choice(dirs)
-            if d.is_dir() and d.name != "empty":
-                d.rename(d.with_name(d.name + "-renamed"))
-        elif what == 8 and dirs:
-            d = root / rng.choice(dirs)
-            if d.is_dir():
-                for q in sorted(d.rglob("*"), reverse=True):
-                    q.unlink() if not q.is_dir() or q.is_symlink() else q.rmdir()
-                d.rmdir()
-                d.touch()  # a directory replaced by a file
-        elif what == 9:
-            write(root, f"{os.path.dirname(f or '')}/skip.partial".lstrip("/"))
-            write(root, "bad\nname")
-        elif what == 10:
-            link = root / "ln"
-            if os.path.lexists(link):
-                link.unlink()
-            os.symlink(rng.choice(["a", "nowhere", "a/f2"]), link)
-        elif what == 11:
-            write(root, f"{os.path.dirname(f or '')}/x.tmp".lstrip("/"), b"excluded")
-        elif what == 12 and dirs:  # a directory replaced by something a sync skips
-            d = root / rng.choice(dirs)
-            if d.is_dir() and not d.is_symlink():
-                for q in sorted(d.rglob("*"), reverse=True):
-                    q.unlink() if not q.is_dir() or q.is_symlink() else q.rmdir()
-                d.rmdir()
-                os.mkfifo(d)
+        elif what in (7, 8, 12) and dirs:
+            _change_dir(root / rng.choice(dirs), what)
         else:
-            p.unlink()  # type: ignore[union-attr]
-            os.mkfifo(p)  # type: ignore[arg-type]
+            _change_file(root, f, what, rng)
+
+
+def _change_file(root: Path, f: str, what: int, rng: random.Random) -> None:
+    """Change ``what`` (1-6, 9-11) to the file ``f``; any other ``what`` replaces it by a FIFO."""
+    p = root / f
+    if what == 1:
+        p.unlink()
+    elif what == 2:
+        p.write_bytes(p.read_bytes() + b"+")
+    elif what == 3:
+        st = p.stat()
+        set_mtime(p, st.st_mtime_ns + 1_000_000_000)
+    elif what == 4:  # same size, mtime put back: not a change for the snapshot rule
+        st = p.stat()
+        data = p.read_bytes()
+        p.write_bytes(bytes(reversed(data)))
+        set_mtime(p, st.st_mtime_ns)
+    elif what == 5:
+        p.rename(p.with_name(p.name + "-moved"))
+    elif what == 6:
+        p.unlink()
+        p.mkdir()
+        write(p, "inside")
+    elif what == 9:
+        write(root, f"{os.path.dirname(f)}/skip.partial".lstrip("/"))
+        write(root, "bad\nname")
+    elif what == 10:
+        link = root / "ln"
+        if os.path.lexists(link):
+            link.unlink()
+        os.symlink(rng.choice(["a", "nowhere", "a/f2"]), link)
+    elif what == 11:
+        write(root, f"{os.path.dirname(f)}/x.tmp".lstrip("/"), b"excluded")
+    else:
+        p.unlink()
+        os.mkfifo(p)
+
+
+def _change_dir(d: Path, what: int) -> None:
+    """Change ``what`` to the directory ``d``: 7 renames it, 8 replaces it by a file, 12 by
+    something a sync skips (a FIFO)."""
+    if what == 7:
+        if d.is_dir() and d.name != "empty":
+            d.rename(d.with_name(d.name + "-renamed"))
+    elif what == 8:
+        if d.is_dir():
+            _remove_tree(d)
+            d.touch()  # a directory replaced by a file
+    elif d.is_dir() and not d.is_symlink():  # 12: a directory replaced by something a sync skips
+        _remove_tree(d)
+        os.mkfifo(d)
+
+
+def _remove_tree(d: Path) -> None:
+    """Remove the directory ``d`` and everything in it (links not followed)."""
+    for q in sorted(d.rglob("*"), reverse=True):
+        q.unlink() if not q.is_dir() or q.is_symlink() else q.rmdir()
+    d.rmdir()
 
 
 class _ProtocolOnly:

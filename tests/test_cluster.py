@@ -208,6 +208,26 @@ def test_killed_coordinator_rerun_sends_nothing_twice(broker, far, workers, r, t
     )  # no file in two jobs
 
 
+def test_a_change_of_kind_is_replaced_at_the_far_end(broker, far, workers, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A file that became a directory, and a directory that became a file, through the cluster:
+    the coordinator's bookkeeping removes the old entry before the new one is made."""
+    src = tmp_path / "src"
+    (src / "was_dir").mkdir(parents=True)
+    (src / "was_dir" / "inner.bin").write_bytes(b"inner")
+    (src / "was_file").write_bytes(b"a file")
+    assert run(sync_argv(far, "kinds", src, "/kinds", broker.url)).returncode == 0
+    (src / "was_dir" / "inner.bin").unlink()
+    (src / "was_dir").rmdir()
+    (src / "was_dir").write_bytes(b"now a file")
+    (src / "was_file").unlink()
+    (src / "was_file").mkdir()
+    (src / "was_file" / "deep.bin").write_bytes(b"now inside a directory")
+    done = run(sync_argv(far, "kinds", src, "/kinds", broker.url))
+    assert done.returncode == 0, done.stderr
+    assert listing(far.docroot / "kinds") == {"was_dir": b"now a file",  # type: ignore[operator]
+                                              "was_file/deep.bin": b"now inside a directory"}  # fmt: skip
+
+
 def test_redis_restart_mid_job_fails_clearly_and_corrupts_nothing(tmp_path, far) -> None:  # type: ignore[no-untyped-def]
     src = tmp_path / "src"
     src.mkdir()

@@ -164,6 +164,26 @@ def test_push_create_modify_delete_rename(
     assert "stopped" in sync.stderr()
 
 
+def test_a_change_of_kind_follows_while_watching(trees: tuple[Path, Path], tmp_path: Path,
+                                                 started: list[Sync]) -> None:  # fmt: skip
+    """A file replaced by a directory (and a directory by a file) while the sync watches."""
+    src, dst = trees
+    (src / "x").write_text("a file")
+    (src / "y").mkdir()
+    (src / "y" / "inner").write_text("inside")
+    sync = Sync(tmp_path, src, dst, "--cooloff", "1")
+    started.append(sync)
+    wait_for(lambda: sync.running() and listing(dst) == listing(src), "the first sync")
+    (src / "x").unlink()
+    (src / "x").mkdir()
+    (src / "x" / "deep").write_text("now inside a directory")
+    (src / "y" / "inner").unlink()
+    (src / "y").rmdir()
+    (src / "y").write_text("now a file")
+    wait_for(same(src, dst), "a file become a directory and a directory become a file")
+    assert sync.stop() == 0
+
+
 def test_a_file_appended_while_written_arrives_once_complete(trees: tuple[Path, Path], tmp_path: Path,
                                                              started: list[Sync]) -> None:  # fmt: skip
     src, dst = trees

@@ -17,14 +17,10 @@ from .endpoint import Endpoint, EndpointError
 from .options import CopyOptions
 from .sources import SourceFile
 
-__all__ = ["CopyError", "CopyResult", "Done", "expect", "hello", "transfer_fields"]
+__all__ = ["CopyError", "CopyResult", "expect", "hello", "transfer_fields"]
 
 log = logging.getLogger("surge.cp")
 _RATE_REFERENCE_BPS = 1e9  # what "-l 50%" is a percentage of when no server cap is known
-
-
-class Done(Exception):
-    """The far end reported the end of the session."""
 
 
 class CopyError(Exception):

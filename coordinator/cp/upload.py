@@ -17,7 +17,7 @@ from common.transport.sockopts import SocketFeatures, open_udp_socket
 from common.transport.udp import TransferAborted, run_sender
 from workers.send import FileSource, SendItem, SourceChanged
 
-from .common import CopyError, CopyResult, Done, expect, transfer_fields
+from .common import CopyError, CopyResult, expect, transfer_fields
 from .endpoint import Endpoint, EndpointError
 from .options import CopyOptions
 from .sources import SourceFile, SourceTree, is_faux
@@ -194,12 +194,6 @@ class _Replies:
 
     def settle(self, timeout: float) -> None:
         """Take messages until `done`, or until none came for `timeout` seconds."""
-        try:
-            self._drain(timeout)
-        except Done:
-            pass
-
-    def _drain(self, timeout: float) -> None:
         while not self.finished:
             try:
                 msg = self.endpoint.recv(timeout)
@@ -215,7 +209,6 @@ class _Replies:
             elif msg["type"] == "done":
                 self.result.stats.setdefault("receiver", msg.get("stats", {}))
                 self.finished = True
-                raise Done
             elif msg["type"] == "error":
                 raise CopyError(str(msg.get("message")))
 

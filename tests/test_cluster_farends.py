@@ -171,15 +171,20 @@ def test_executor_reuse_expiry_and_close_with_a_local_agent(store, tmp_path):
     assert_same_tree(src, dst)
 
 
-def test_a_failed_session_does_not_go_back_to_the_pool(store, tmp_path):
-    src, dst = tmp_path / "src", tmp_path / "dst"
-    make_tree(src, n_small=2)
-    dst.mkdir()
-    opts = store.job(store.create_job("fe", options(src, dst), batches(src, 2)))["options"]
-    pool = FarEnds()
+def _job_options(store, tmp_path, n_small):  # type: ignore[no-untyped-def]
+    """The options of a fresh job over a tree of `n_small` files, as a worker reads them."""
     from workers.cluster.outcome import options_of
 
-    with pytest.raises(RuntimeError), pool.session(options_of(opts)):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, n_small=n_small)
+    dst.mkdir()
+    return options_of(store.job(store.create_job("fe", options(src, dst), batches(src, n_small)))["options"])
+
+
+def test_a_failed_session_does_not_go_back_to_the_pool(store, tmp_path):
+    opts = _job_options(store, tmp_path, 2)
+    pool = FarEnds()
+    with pytest.raises(RuntimeError), pool.session(opts):
         raise RuntimeError("the task failed mid-session")
     assert pool.statistics()["idle"] == 0
     wait_until(lambda: not agents_of(os.getpid()), 10, "the agent of the failed session to exit")
@@ -187,14 +192,9 @@ def test_a_failed_session_does_not_go_back_to_the_pool(store, tmp_path):
 
 
 def test_a_session_in_use_when_the_pool_closes_is_closed_at_its_end(store, tmp_path):
-    src, dst = tmp_path / "src", tmp_path / "dst"
-    make_tree(src, n_small=1)
-    dst.mkdir()
-    opts = store.job(store.create_job("fe", options(src, dst), batches(src, 1)))["options"]
-    from workers.cluster.outcome import options_of
-
+    opts = _job_options(store, tmp_path, 1)
     pool = FarEnds()
-    with pool.session(options_of(opts)):
+    with pool.session(opts):
         assert len(agents_of(os.getpid())) == 1
         pool.close()  # the worker stops while a task still runs
     assert pool.idle() == 0  # not kept after close()

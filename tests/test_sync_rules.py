@@ -6,17 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-from test_sync import write
-from test_sync_usage import surge_sync
+from test_sync_usage import pair, surge_sync
 
-
-@pytest.fixture
-def pair(tmp_path: Path) -> tuple[Path, Path]:
-    src, dst = tmp_path / "src", tmp_path / "dst"
-    write(src, {"a": "a", "d/b": "b"})
-    dst.mkdir()
-    return src, dst
+__all__ = ["pair"]  # the fixture, shared with the usage tests
 
 
 def test_remote_log_dir_cookie_and_tags_reach_the_far_end(pair: tuple[Path, Path], tmp_path: Path) -> None:

@@ -40,7 +40,6 @@ def _conflict_name(path: str) -> str:
 
 def execute(run: _Run, plan: Plan, progress: Callable[[dict[str, Any]], None] | None) -> None:
     o = run.opts
-    rec = run.recorder
     local_now, remote_now = run.scanned  # type: ignore[attr-defined]
     remote_now = remote_now or {}
     deletes = [a for a in plan.actions if a.kind == "delete"]
@@ -55,17 +54,11 @@ def execute(run: _Run, plan: Plan, progress: Callable[[dict[str, Any]], None] | 
         return run.remote if a.to_target else run.local
 
     def do_delete(a: Action) -> None:
-        side = target_of(a)
-        keep = o.keep_dir_remote if a.to_target else o.keep_dir_local
         try:
-            side.delete(a.path, keep)
+            _remove(run, a, target_of(a))
         except SideError as exc:
             run.error(a.path, str(exc))
             return
-        if a.source is not None and a.source.kind == "dir":
-            rec.delete_tree(a.path)
-        else:
-            rec.pair(a.path, None, None)
         run.status(a.path, "SYNCHRONIZED(del)")
 
     if o.delete_before:
@@ -92,6 +85,17 @@ def execute(run: _Run, plan: Plan, progress: Callable[[dict[str, Any]], None] | 
         for a in deletes:
             do_delete(a)
     _late_modes(run)
+
+
+def _remove(run: _Run, a: Action, side: Any) -> None:
+    """Delete `a.path` at `side` (into the --keep-dir of that side when set) and forget its
+    records, a directory's with everything below it."""
+    o = run.opts
+    side.delete(a.path, o.keep_dir_remote if a.to_target else o.keep_dir_local)
+    if a.source is not None and a.source.kind == "dir":
+        run.recorder.delete_tree(a.path)
+    else:
+        run.recorder.pair(a.path, None, None)
 
 
 def _simple(run: _Run, a: Action, now: tuple[Entry | None, Entry | None], side: Any) -> None:
@@ -138,11 +142,7 @@ def _simple(run: _Run, a: Action, now: tuple[Entry | None, Entry | None], side: 
         elif a.kind == "skip":
             run.status(a.path, "SYNCHRONIZED(skp)")
         elif a.kind == "replace":  # the entry of the old kind goes; the make action follows
-            side.delete(a.path, o.keep_dir_remote if a.to_target else o.keep_dir_local)
-            if a.source is not None and a.source.kind == "dir":
-                rec.delete_tree(a.path)
-            else:
-                rec.pair(a.path, None, None)
+            _remove(run, a, side)
         elif a.kind == "forget":  # bidi --ignore-delete: the next run sees the path as new there
             rec.put(a.reason, None, a.path)
     except SideError as exc:

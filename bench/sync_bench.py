@@ -404,6 +404,8 @@ def run_bench(
     need = (
         trees * cfg.files * ((cfg.min_size + cfg.max_size) // 2 + 4096) + 2 * cfg.big
     )  # + one big copy
+    if cfg.workdir:
+        os.makedirs(cfg.workdir, exist_ok=True)
     if _free(cfg.workdir) < need + (512 << 20):
         raise SystemExit(f"not enough space in {cfg.workdir}: {_free(cfg.workdir) / 1e9:.1f} GB free, "
                          f"need about {need / 1e9:.1f} GB")  # fmt: skip

@@ -77,7 +77,10 @@ class Comparison:
 COMPARISONS = (
     Comparison("Initial sync of the tree, local → local", "surge-initial", "rsync-initial", 1.5),
     Comparison("No-change re-sync, local → local", "surge-nochange", "rsync-nochange", 1.5),
+    Comparison("Floor: bare Python copy, one file at a time, no transport (not Surge)", "floor-copy",
+               "rsync-initial", None),
     Comparison("No-change re-sync, `--scan-threads 2`", "surge-nochange-st2", "rsync-nochange", None),
+    Comparison("Floor: bare Python stat walk, no records (not Surge)", "floor-walk", "rsync-nochange", None),
     Comparison("No-change re-sync, `--assume-no-mods`", "surge-nochange-anm", "rsync-nochange", 5.0),
     Comparison("No-change re-sync, `--exclude-dirs-older-than`", "surge-nochange-edot", "rsync-nochange", 5.0),
     Comparison("Re-sync after appending a byte to {touched} files", "surge-touched", "rsync-touched", None),

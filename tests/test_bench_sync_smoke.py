@@ -26,7 +26,7 @@ from bench.sync_bench import (  # noqa: E402
 
 LOCAL_STEPS = {"rsync-initial", "surge-initial", "surge-edot-first", "surge-nochange", "surge-nochange-st2", "surge-nochange-anm",
                "surge-nochange-edot", "rsync-nochange", "rsync-touched", "surge-touched", "rsync-big",
-               "surge-big"}  # fmt: skip
+               "surge-big", "floor-copy", "floor-walk"}  # fmt: skip
 
 
 def test_tree_layout_is_three_levels_of_about_100_files():
@@ -70,7 +70,7 @@ def test_bench_runs_every_local_step_and_the_trees_match(tmp_path):
     assert report.ok
     text = render(report)
     for row in ("| Initial sync of the tree, local → local |", "| No-change re-sync, `--assume-no-mods` |",
-                "| One 4.00 MiB file, local → local |"):  # fmt: skip
+                "| One 4.00 MiB file, local → local |", "| Floor: bare Python stat walk, no records (not Surge) |"):  # fmt: skip
         assert row in text
     assert "loopback SSH" not in text  # not run, not shown
     assert os.listdir(tmp_path / "surge-bench-sync") == []  # the trees are removed

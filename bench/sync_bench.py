@@ -250,7 +250,11 @@ class _Bench:
         self.check_counts(initial, f"{spec.files + dirs} SYNCHRONIZED")
         d_floor = os.path.join(self.home, "dst-floor")
         os.sync()
-        s = self.run("floor-copy", "initial: bare Python copy, one thread (floor)", _floor("copy", src, d_floor))
+        s = self.run(
+            "floor-copy",
+            "initial: bare Python copy, one thread (floor)",
+            _floor("copy", src, d_floor),
+        )
         self.check_tree(s, src, d_floor)
         shutil.rmtree(d_floor, ignore_errors=True)
         return initial
@@ -387,7 +391,12 @@ class _Bench:
 
 def _floor(what: str, *paths: str) -> list[str]:
     """The command of a bench/floors.py measurement (a script: it starts like Surge does)."""
-    return [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "floors.py"), what, *paths]
+    return [
+        sys.executable,
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), "floors.py"),
+        what,
+        *paths,
+    ]
 
 
 def _free(path: str) -> int:
@@ -432,8 +441,10 @@ def run_bench(
     report = Report(cfg, machine_info(cfg.workdir), command)
     _compile_surge()
     if os.environ.get("PYTHONDONTWRITEBYTECODE"):
-        report.notes.append("Surge's modules were byte-compiled first (as an installed package is): "
-                            "PYTHONDONTWRITEBYTECODE is set here, which would compile them on every run")
+        report.notes.append(
+            "Surge's modules were byte-compiled first (as an installed package is): "
+            "PYTHONDONTWRITEBYTECODE is set here, which would compile them on every run"
+        )
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     report.notes.append(f"load average (1/5/15 min) before: {load}")
     with _workspace(cfg) as home:

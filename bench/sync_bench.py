@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import re
 import shlex
 import shutil
@@ -41,7 +40,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -57,6 +55,7 @@ from bench.sync_report import (
     SyncBenchConfig,
     render,
 )
+from bench.sync_trees import TreeSpec, files_equal, make_tree, touch_files, trees_equal
 from common.units import UnitError, format_bytes, parse_size
 
 __all__ = ["COMPARISONS", "SECTION", "Comparison", "Report", "Step", "SyncBenchConfig", "TreeSpec", "main",
@@ -66,77 +65,6 @@ _SUMMARY = re.compile(
     r"^(Synchronized|Failed): (.*?); (\d+) error\(s\); (\d+) conflict\(s\); ([0-9.]+) s$", re.M
 )
 _MAX_DETAIL = 400
-
-
-# -- the trees -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TreeSpec:
-    """`fanout`^3 leaf directories `dNN/dNN/dNN`, files spread evenly over them."""
-
-    files: int
-    fanout: int
-
-    @classmethod
-    def for_files(cls, files: int, per_dir: int) -> TreeSpec:
-        return cls(files, max(2, round((files / per_dir) ** (1 / 3))))
-
-    @property
-    def leaves(self) -> int:
-        return self.fanout**3
-
-    def leaf(self, index: int) -> str:
-        k = self.fanout
-        a, b, c = index // (k * k), index // k % k, index % k
-        return f"d{a:02d}/d{b:02d}/d{c:02d}"
-
-    def path(self, n: int) -> str:
-        return f"{self.leaf(n % self.leaves)}/f{n:06d}.bin"
-
-
-def make_tree(root: str, spec: TreeSpec, cfg: SyncBenchConfig) -> int:
-    """Write the tree under `root` (which must not exist); returns the bytes written."""
-    rng = random.Random(cfg.seed)
-    for i in range(spec.leaves):
-        os.makedirs(os.path.join(root, spec.leaf(i)))
-    total = 0
-    for n in range(spec.files):
-        size = rng.randint(cfg.min_size, cfg.max_size)
-        with open(os.path.join(root, spec.path(n)), "wb") as fh:
-            fh.write(rng.randbytes(size))
-        total += size
-    return total
-
-
-def touch_files(root: str, spec: TreeSpec, count: int, seed: int = 4) -> list[str]:
-    """Append one byte to `count` files drawn at random from the tree; returns their paths."""
-    paths = sorted(spec.path(n) for n in random.Random(seed).sample(range(spec.files), count))
-    for p in paths:
-        with open(os.path.join(root, p), "ab") as fh:
-            fh.write(b"+")
-    return paths
-
-
-def trees_equal(a: str, b: str, timeout: float) -> tuple[bool, str]:
-    """Same names, types and contents under `a` and `b` (the snapshot folder left out)."""
-    try:
-        p = subprocess.run(["diff", "-rq", "--no-dereference", "-x", ".surge", a, b], capture_output=True,
-                           text=True, timeout=timeout)  # fmt: skip
-    except subprocess.TimeoutExpired:
-        return False, "diff timed out"
-    if p.returncode == 0:
-        return True, ""
-    lines = (p.stdout + p.stderr).strip().splitlines()
-    return False, f"{len(lines)} difference(s), e.g. " + " | ".join(lines[:3])
-
-
-def files_equal(a: str, b: str, timeout: float) -> tuple[bool, str]:
-    try:
-        p = subprocess.run(["cmp", a, b], capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return False, "cmp timed out"
-    return p.returncode == 0, (p.stdout + p.stderr).strip()
 
 
 # -- running one command ---------------------------------------------------------------------

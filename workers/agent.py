@@ -45,8 +45,11 @@ def serve(rin: BinaryIO, wout: BinaryIO, ctx: AgentContext) -> int:
         token = hello.get("token")
         ctx.token = str(token) if token else None
         _remote_logging(ctx, hello)
+        # The server's filter rules: a sync client applies them before its own (the reference:
+        # aspera.conf filters apply to async sessions first), so it never plans what they hide.
+        rules = [[r.kind, r.pattern] for r in ctx.policy.filters]
         chan.send({"type": "hello", "version": PROTOCOL_VERSION, "software": f"surge {__version__}",
-                   "user": ctx.user})  # fmt: skip
+                   "user": ctx.user, "filters": rules})  # fmt: skip
         while True:
             try:
                 msg = chan.recv()

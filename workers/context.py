@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from common.control.framing import ProtocolError, read_message, write_message
+from common.filters import Filter, compile_filters
 from common.serverconfig import UserPolicy
 from common.tokens import TokenError, verify_token
 from common.transport.sockopts import SocketFeatures, open_udp_socket
@@ -59,6 +60,11 @@ class AgentContext:
     bind_host: str = "127.0.0.1"
     token: str | None = None  # presented by the client in its hello
     port_fallback: bool = False  # a local agent: any free port when the client's -O is taken
+
+    def filters(self) -> Filter:
+        """The server's own filter rules (aspera.conf's): applied before the client's, to every
+        transfer and listing; a client may not see or move what they exclude."""
+        return compile_filters(self.policy.filters)
 
     def resolve(self, path: str) -> str:
         """A client path as a local path inside the user's docroot (PathError otherwise)."""

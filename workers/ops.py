@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final, TypeAlias
 
 from common.checksums import REPORT_ALGORITHMS, file_digest, ranges_digest
+from common.filters import Filter
 from common.paths import PathError
 
 from .context import AgentContext, Channel, Refused
@@ -36,7 +37,10 @@ def _attrs(st: os.stat_result, path: str | None = None) -> dict[str, Any]:
     return out
 
 
-def _walk(root: str) -> Iterator[dict[str, Any]]:
+def _walk(root: str, hidden: Filter | None = None) -> Iterator[dict[str, Any]]:
+    """Every entry under `root`, but those the server's filters exclude (`hidden`: below the
+    listed directory they are invisible, as they are to transfers, and excluded directories
+    are not entered)."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(dirnames) + sorted(filenames):
@@ -45,12 +49,17 @@ def _walk(root: str) -> Iterator[dict[str, Any]]:
                 st = os.lstat(full)
             except OSError:
                 continue
-            yield {"path": os.path.relpath(full, root).replace(os.sep, "/"), **_attrs(st, full)}
+            rel = os.path.relpath(full, root).replace(os.sep, "/")
+            if hidden and hidden.excluded_entry(rel, stat_mod.S_ISDIR(st.st_mode)):
+                if name in dirnames:
+                    dirnames.remove(name)
+                continue
+            yield {"path": rel, **_attrs(st, full)}
 
 
-def _list(root: str, limit: int) -> list[dict[str, Any]]:
+def _list(root: str, limit: int, hidden: Filter | None = None) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for entry in _walk(root):
+    for entry in _walk(root, hidden):
         out.append(entry)
         if len(out) > limit:
             raise Refused("limit", f"listing exceeds {limit} entries")
@@ -68,7 +77,7 @@ def _stream_list(chan: Channel, ctx: AgentContext, msg: dict[str, Any]) -> None:
         raise Refused("request", f"{path_arg}: not a directory")
     size = max(1, min(int(msg["page"]), MAX_PAGE))
     page: list[dict[str, Any]] = []
-    for entry in _walk(root):
+    for entry in _walk(root, ctx.filters()):
         page.append(entry)
         if len(page) >= size:
             chan.send({"type": "result", "op": "list", "entries": page, "more": True})
@@ -101,7 +110,8 @@ def _stat(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _list_op(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
-    return {"entries": _list(path, min(int(msg.get("limit", MAX_LIST_ENTRIES)), MAX_LIST_ENTRIES))}
+    limit = min(int(msg.get("limit", MAX_LIST_ENTRIES)), MAX_LIST_ENTRIES)
+    return {"entries": _list(path, limit, ctx.filters())}
 
 
 def _mkdir(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:

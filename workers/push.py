@@ -9,8 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from common.control.messages import session_config_from
-from common.filters import compile_filters
+from common.control.messages import SERVER_EXCLUDED, session_config_from
 from common.paths import PathError
 from common.transport.ciphers import CipherRefused, negotiate
 from common.transport.ranges import RangeSet
@@ -55,11 +54,11 @@ def handle_push(chan: Channel, req: dict[str, Any], ctx: AgentContext) -> int:
         return chan.refuse("destination", str(exc))
     except (KeyError, TypeError, ValueError) as exc:
         return chan.refuse("request", f"malformed push request: {exc}")
-    server_filter = compile_filters(ctx.policy.filters)
+    server_filter = ctx.filters()
     if server_filter:  # aspera.conf filters come first: the server refuses what they exclude
         for i, f in enumerate(push.files):
             if server_filter.excluded(f.rel.partition("/")[2] or f.rel, False):
-                push.plans[i] = {"action": "skip", "reason": "excluded by the server's filters"}
+                push.plans[i] = {"action": "skip", "reason": SERVER_EXCLUDED}
     try:
         sock, features = ctx.bind_udp(int(req.get("udp_port", 33001)))
     except Refused as exc:

@@ -13,9 +13,11 @@ from typing import Any
 from common.transport.config import SessionConfig
 from common.transport.ratecontrol import RateConfig
 
-__all__ = ["PROTOCOL_VERSION", "session_config_from"]
+__all__ = ["PROTOCOL_VERSION", "SERVER_EXCLUDED", "session_config_from"]
 
 PROTOCOL_VERSION = 1
+SERVER_EXCLUDED = "excluded by the server's filters"
+"""The reason of a file a far end skips because its own filter rules exclude it."""
 _MIN_BUFFER = 64 << 10  # a peer's report is taken within these bounds
 _MAX_BUFFER = 1 << 30
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from common.filters import compile_filters
+from common.filters import FilterError, FilterRule, compile_filters
 from common.snapshot import Entry, SnapshotError, SnapshotStore, path_sort_key
 from common.snapshot.brief import has_records, load_brief
 
@@ -30,11 +30,14 @@ from .outcome import SyncError, SyncReport, SyncUsageError
 from .record import Recorder
 from .scan import SKIP_SUFFIXES, BackgroundChecksums, fill_checksums, scan_tree
 from .session import (
+    apply_far_filters,
     check_dirs,
     check_remote_root,
     check_snapshot_meta,
     close_far_end,
     connect,
+    far_rules_of,
+    record_far_rules,
     sqlite_snapshot,
 )
 from .sides import LocalSide, RemoteSide, SideError
@@ -104,6 +107,7 @@ class _Run:
         self.remote: LocalSide | RemoteSide = (LocalSide(opts.remote_dir) if opts.host is None
                                                else RemoteSide(_FarEnd(self), opts.remote_dir))  # fmt: skip
         self.filters = TrackedFilter(compile_filters(opts.filters), self.tracked)
+        self.far_rules: list[tuple[str, str]] | None = None  # named by the far end when this run met it
         # Keys of the paths the snapshot records (both sides), loaded by _plan when the pair has
         # filters: what tracked() asks about the excluded paths while scanning and planning.
         self.known: tuple[set[bytes], ...] | None = None
@@ -122,6 +126,25 @@ class _Run:
 
             self._dispatcher = InProcessDispatcher()
         return self._dispatcher
+
+    def greeted(self, greeting: dict[str, Any]) -> None:
+        """The far end's hello: its own filter rules, recorded for the next runs."""
+        self.far_rules = far_rules_of(greeting)
+        record_far_rules(self)
+
+    def use_far_rules(self, rules: list[tuple[str, str]]) -> None:
+        """The far end's own filter rules (aspera.conf's) go before the pair's: the reference
+        applies them first, and what they exclude is hidden even when the snapshot records it
+        (the far end would refuse it)."""
+        if not rules:
+            self.filters = TrackedFilter(compile_filters(self.opts.filters), self.tracked)
+            return
+        try:
+            far = compile_filters(FilterRule(kind, pattern, "the far end's filters")  # type: ignore[arg-type]
+                                  for kind, pattern in rules)  # fmt: skip
+        except FilterError as exc:
+            raise SyncError(str(exc)) from None
+        self.filters = TrackedFilter(compile_filters((*far.rules, *self.opts.filters)), self.tracked, far)
 
     def tracked(self, path: str) -> bool:
         """The snapshot records `path`: it stays synchronized even when its name is excluded
@@ -188,13 +211,14 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
     started = time.monotonic()
     check_dirs(opts)
     run = _Run(opts, None, emit, dispatcher)  # the far end is reached when first needed (far_end)
-    run.connect = lambda: connect(opts, endpoint_factory)
+    run.connect = lambda: connect(opts, endpoint_factory, run.greeted)
     try:
         try:
             run.snap = (open_snapshot or sqlite_snapshot)(opts)
         except SnapshotError as exc:
             raise SyncError(str(exc)) from None
         check_snapshot_meta(run)
+        apply_far_filters(run)
         run.recorder = Recorder(run.snap)
         try:
             plan = _plan(run)
@@ -354,11 +378,14 @@ def open_session(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | Non
     """The pair opened as `run_sync` opens it (directories checked, far end connected, snapshot
     open and checked), for a caller that runs several plans over it; `close_session` ends it."""
     check_dirs(opts)
-    endpoint = connect(opts, endpoint_factory)
+    greeting: dict[str, Any] = {}
+    endpoint = connect(opts, endpoint_factory, greeting.update)
     run = _Run(opts, endpoint, emit, dispatcher)
     try:
         run.snap = (open_snapshot or sqlite_snapshot)(opts)
         check_snapshot_meta(run)
+        run.greeted(greeting)
+        apply_far_filters(run)
         run.recorder = Recorder(run.snap)
         check_remote_root(run)
     except SnapshotError as exc:

@@ -9,12 +9,14 @@ transfers). `--remove-after-transfer` removes each source file once its copy is 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from common import metrics
+from common.control.messages import SERVER_EXCLUDED
 from common.snapshot import Entry
 
 from ..cp.common import CopyError
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from .engine import _Run
 
 __all__ = ["execute"]
+
+log = logging.getLogger("surge.sync")
 
 
 def _attrs_entry(path: str, attrs: dict[str, Any]) -> Entry:
@@ -164,7 +168,10 @@ def _transfer(run: _Run, batch: list[Action], upload: bool, local_now: dict[str,
             run.error(path, str(event.get("error", "transfer failed")))
             return
         if status != "done":
-            run.status(path, "SYNCHRONIZED(skp)")
+            if event.get("reason") == SERVER_EXCLUDED:  # rules the far end named after this run planned
+                log.info("%s: not sent: %s", path, SERVER_EXCLUDED)
+            else:
+                run.status(path, "SYNCHRONIZED(skp)")
             return
         made = _attrs_entry(path, event.get("attrs", {}))
         source = (local_now if upload else remote_now).get(path)

@@ -5,6 +5,7 @@ and its goodbye, the default snapshot store.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -21,8 +22,8 @@ if TYPE_CHECKING:
     from .engine import _Run
 
 __all__ = [
-    "check_dirs", "check_remote_root", "check_snapshot_meta", "close_far_end", "connect",
-    "sqlite_snapshot",
+    "apply_far_filters", "check_dirs", "check_remote_root", "check_snapshot_meta", "close_far_end", "connect",
+    "far_rules_of", "record_far_rules", "sqlite_snapshot",
 ]
 
 
@@ -53,14 +54,54 @@ def check_dirs(opts: Any) -> None:
             raise SyncUsageError(problem)
 
 
-def connect(opts: Any, factory: Callable[[Any], Endpoint] | None) -> Endpoint:
+def connect(opts: Any, factory: Callable[[Any], Endpoint] | None,
+            on_hello: Callable[[dict[str, Any]], None] | None = None) -> Endpoint:  # fmt: skip
     from ..cp.common import CopyError
     from .transfer import connect_far_end
 
     try:
-        return connect_far_end(opts, factory)
+        return connect_far_end(opts, factory, on_hello)
     except CopyError as exc:
         raise SyncError(str(exc)) from None
+
+
+def far_rules_of(greeting: dict[str, Any]) -> list[tuple[str, str]]:
+    """The far end's own filter rules from its hello (none from a far end that names none)."""
+    rules = greeting.get("filters") or []
+    try:
+        out = [(str(kind), str(pattern)) for kind, pattern in rules]
+    except (TypeError, ValueError):
+        raise SyncError(f"the far end sent malformed filter rules: {rules!r}") from None
+    if any(kind not in ("include", "exclude") for kind, _ in out):
+        raise SyncError(f"the far end sent malformed filter rules: {rules!r}")
+    return out
+
+
+def apply_far_filters(run: _Run) -> None:
+    """Put the far end's own filter rules (aspera.conf's) before the pair's for this run: as the
+    far end named them when this run met it, else as recorded at the last meeting; a pair that
+    never met its far end meets it now. A change is recorded for the next runs (a run that
+    planned before meeting the far end keeps its plan; the far end refuses what its rules hide)."""
+    assert run.snap is not None
+    stored = run.snap.get_meta("far_filters")
+    if run.far_rules is None and stored is None:
+        run.far_end()  # its hello names them (greeted)
+    if run.far_rules is not None:
+        rules = run.far_rules
+        record_far_rules(run)
+    else:
+        assert stored is not None
+        rules = [(str(k), str(p)) for k, p in json.loads(stored)]
+    run.use_far_rules(rules)
+
+
+def record_far_rules(run: _Run) -> None:
+    """Record the rules the far end named, when they are not what the snapshot holds."""
+    if run.snap is None or run.far_rules is None:
+        return
+    text = json.dumps(run.far_rules)
+    if run.snap.get_meta("far_filters") != text:
+        run.snap.set_meta("far_filters", text)
 
 
 def check_remote_root(run: _Run) -> None:

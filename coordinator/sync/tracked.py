@@ -23,9 +23,13 @@ class TrackedFilter(Filter):
     """`base` with every path for which `tracked(path)` is true kept. A Filter for the type
     checker; every question goes to `base` (its compiled rules are not copied)."""
 
-    def __init__(self, base: Filter, tracked: Callable[[str], bool]) -> None:  # no super(): delegation
+    def __init__(self, base: Filter, tracked: Callable[[str], bool],
+                 hard: Filter | None = None) -> None:  # no super(): delegation  # fmt: skip
+        """`hard`: rules whose exclusions no record overrides (the far end's own: it refuses
+        what they exclude); they are among `base`'s too, first."""
         self.base = base
         self._tracked = tracked
+        self._hard = hard if hard else None
         self._entered: set[str] = set()  # excluded directories entered for their tracked records
         self._lock = threading.Lock()  # scanners may ask from several threads
 
@@ -43,8 +47,11 @@ class TrackedFilter(Filter):
         return f"TrackedFilter({self.base!r})"
 
     def excluded(self, path: str, is_dir: bool) -> bool:
-        """Like Filter.excluded (directories above count), but a tracked path is never excluded."""
-        return self.base.excluded(path, is_dir) and not self._tracked(path)
+        """Like Filter.excluded (directories above count), but a tracked path is not excluded
+        (unless the `hard` rules exclude it)."""
+        if not self.base.excluded(path, is_dir):
+            return False
+        return not self._tracked(path) or (self._hard is not None and self._hard.excluded(path, is_dir))
 
     def excluded_entry(self, path: str, is_dir: bool) -> bool:
         """Like Filter.excluded_entry, for a scanner that does not descend into excluded
@@ -54,6 +61,8 @@ class TrackedFilter(Filter):
         hidden = parent in self._entered or self.base.excluded_entry(path, is_dir)
         if not hidden or not self._tracked(path):
             return hidden
+        if self._hard is not None and self._hard.excluded_entry(path, is_dir):
+            return True
         if is_dir:
             with self._lock:
                 self._entered.add(path)

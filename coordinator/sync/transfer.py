@@ -90,9 +90,11 @@ def copy_options(opts: Any, source: str, destination: str) -> CopyOptions:
     )  # fmt: skip
 
 
-def connect_far_end(opts: Any, factory: Callable[[Any], Endpoint] | None = None) -> Endpoint:
+def connect_far_end(opts: Any, factory: Callable[[Any], Endpoint] | None = None,
+                    on_hello: Callable[[dict[str, Any]], None] | None = None) -> Endpoint:  # fmt: skip
     """The greeted far end of a sync pair: `surge agent` over SSH for a remote host, a local
-    agent otherwise (`factory` replaces both). Raises CopyError naming the cause."""
+    agent otherwise (`factory` replaces both); `on_hello` gets its greeting. Raises CopyError
+    naming the cause."""
     from ..cp.client import default_endpoint
     from ..cp.remote import Route
 
@@ -106,10 +108,12 @@ def connect_far_end(opts: Any, factory: Callable[[Any], Endpoint] | None = None)
     except EndpointError as exc:
         raise CopyError(str(exc)) from None
     try:
-        hello(endpoint, copts)
+        greeting = hello(endpoint, copts)
     except CopyError:
         endpoint.close()
         raise
+    if on_hello is not None:
+        on_hello(greeting)
     return endpoint
 
 

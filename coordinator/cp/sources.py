@@ -215,10 +215,10 @@ def scan_sources(opts: CopyOptions) -> SourceTree:
         pairs = [(lines[i], lines[i + 1]) for i in range(0, len(lines), 2)]
     elif opts.file_list:
         pairs = [(line, None) for line in _read_list(opts.file_list)]
+    else:
+        pairs = [(s, None) for s in opts.sources]  # already prefixed by the option parser
     if opts.source_prefix is not None and (opts.file_list or opts.file_pair_list):
         pairs = [(with_prefix(opts.source_prefix, arg), dest) for arg, dest in pairs]
-    else:
-        pairs = [(s, None) for s in opts.sources]
     # One plain source may be renamed to a destination that does not exist (as with cp/scp);
     # lists and --src-base always land inside the destination directory.
     tree.single_source = len(pairs) == 1 and not (opts.file_list or opts.file_pair_list or opts.src_base)

@@ -181,6 +181,21 @@ def test_remove_empty_directories_scans_from_the_source_base(tmp_path: Path) -> 
         shutil.rmtree(out)
 
 
+def test_remove_empty_source_directory_removes_the_source_not_its_parent(tmp_path: Path) -> None:
+    """--remove-empty-source-directory removes the source argument; the directory that holds it
+    is no source and stays (only a file argument's parent is scanned)."""
+    parent = tmp_path / "parent"
+    (parent / "src" / "d").mkdir(parents=True)
+    (parent / "src" / "d" / "x").write_text("x")
+    out = tmp_path / "out"
+    out.mkdir()
+    res = cp("--remove-after-transfer", "--remove-empty-directories", "--remove-empty-source-directory",
+             str(parent / "src"), str(out))  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert (out / "src" / "d" / "x").read_text() == "x"
+    assert parent.is_dir() and not (parent / "src").exists()
+
+
 def test_faux_source_to_faux_destination(tmp_path: Path) -> None:
     res = cp("-l", "2g", "faux:///gen?20m", "faux://")
     assert res.returncode == 0, res.stderr

@@ -76,10 +76,14 @@ def parse_sshfp(text: str, shown: str) -> str:
     return digits
 
 
-def parse_proxy(text: str) -> str:
-    """--proxy ``dnat[s]://USER:PASSWORD@HOST[:PORT]``; the text holds a secret, so never quoted."""
-    match = re.fullmatch(r"dnats?://([^:@/\s]+):([^@/\s]+)@([^:/@\s]+|\[[^\]\s]+\])"
+def parse_proxy(text: str, password_env: str | None = None, password_in_env: bool = False) -> str:
+    """--proxy ``dnat[s]://USER:PASSWORD@HOST[:PORT]``; the text holds a secret, so never quoted.
+    `password_env` names the environment variable that may hold the password instead
+    (``surge cp``: ASPERA_PROXY_PASS), `password_in_env` says whether it is set."""
+    match = re.fullmatch(r"dnats?://([^:@/\s]+)(?::([^@/\s]+))?@([^:/@\s]+|\[[^\]\s]+\])"
                          r"(?::([0-9]{1,5}))?/?", text.strip(), re.IGNORECASE)  # fmt: skip
-    if match is None or (match[4] is not None and not 1 <= int(match[4]) <= 65535):
-        raise OptionError("--proxy: expected dnat[s]://USER:PASSWORD@HOST[:PORT] (the proxy password is required)")
+    if (match is None or (match[2] is None and not (password_env and password_in_env))
+            or (match[4] is not None and not 1 <= int(match[4]) <= 65535)):  # fmt: skip
+        where = f": in the URL or {password_env}" if password_env else ""
+        raise OptionError(f"--proxy: expected dnat[s]://USER:PASSWORD@HOST[:PORT] (the proxy password is required{where})")
     return text.strip()

@@ -49,6 +49,22 @@ def test_single_file_to_new_name_and_into_directory(tmp_path: Path) -> None:
     assert (d / "data.bin").read_bytes() == f.read_bytes()
 
 
+def test_a_destination_that_is_a_symbolic_link_is_written_to_its_target(tmp_path: Path) -> None:
+    """The reference: "If the destination is a symbolic link, then the file or directory is
+    written to the target of the symbolic link" (a link to a file as much as to a directory)."""
+    f = tmp_path / "data.bin"
+    f.write_bytes(b"new")
+    (tmp_path / "real.bin").write_bytes(b"old")
+    (tmp_path / "link.bin").symlink_to("real.bin")
+    res = cp(str(f), str(tmp_path / "link.bin"))
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "link.bin").is_symlink() and (tmp_path / "real.bin").read_bytes() == b"new"
+    (tmp_path / "box").mkdir()
+    (tmp_path / "boxlink").symlink_to("box", target_is_directory=True)
+    assert cp(str(f), str(tmp_path / "boxlink")).returncode == 0
+    assert (tmp_path / "boxlink").is_symlink() and (tmp_path / "box" / "data.bin").read_bytes() == b"new"
+
+
 def test_several_sources_need_an_existing_directory_or_d(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_text("a")
@@ -163,6 +179,21 @@ def test_remove_empty_directories_scans_from_the_source_base(tmp_path: Path) -> 
         assert sorted(p.name for p in base.iterdir()) == left
         shutil.rmtree(base)
         shutil.rmtree(out)
+
+
+def test_remove_empty_source_directory_removes_the_source_not_its_parent(tmp_path: Path) -> None:
+    """--remove-empty-source-directory removes the source argument; the directory that holds it
+    is no source and stays (only a file argument's parent is scanned)."""
+    parent = tmp_path / "parent"
+    (parent / "src" / "d").mkdir(parents=True)
+    (parent / "src" / "d" / "x").write_text("x")
+    out = tmp_path / "out"
+    out.mkdir()
+    res = cp("--remove-after-transfer", "--remove-empty-directories", "--remove-empty-source-directory",
+             str(parent / "src"), str(out))  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert (out / "src" / "d" / "x").read_text() == "x"
+    assert parent.is_dir() and not (parent / "src").exists()
 
 
 def test_faux_source_to_faux_destination(tmp_path: Path) -> None:

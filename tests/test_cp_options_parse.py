@@ -319,3 +319,11 @@ def test_secrets_are_not_in_repr() -> None:
 def test_cookie_from_environment() -> None:
     assert parse("a", "b", env={"ASPERA_SCP_COOKIE": "c1"}).cookie == "c1"
     assert parse("--cookie=c2", "a", "b", env={"ASPERA_SCP_COOKIE": "c1"}).cookie == "c2"
+
+
+def test_proxy_password_may_come_from_aspera_proxy_pass() -> None:
+    """ASPERA_PROXY_PASS is "the password for an Aspera Proxy server": the URL may leave it out."""
+    parse("--proxy=dnat://u@proxy:9091", "a", "b", env={"ASPERA_PROXY_PASS": "pw"})
+    parse("--proxy=dnats://u:pw@proxy", "a", "b")
+    with pytest.raises(ValueError, match=r"^--proxy: .*ASPERA_PROXY_PASS"):
+        parse("--proxy=dnat://u@proxy:9091", "a", "b")

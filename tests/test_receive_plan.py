@@ -53,3 +53,27 @@ def test_plan_of_many_equals_plan_of_each(tmp_path: Path, resume: int, overwrite
     assert "send" in actions and (overwrite != "never" or "skip" in actions)
     if resume and overwrite != "never":
         assert together[7].get("have") == [[0, 40]]
+
+
+def test_a_destination_link_is_followed_but_not_out_of_the_docroot(tmp_path: Path) -> None:
+    """A destination that is a symbolic link is written to its target, which must stay inside
+    the docroot like every other path."""
+    from common.paths import PathError
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "real").write_bytes(b"old")
+    (root / "link").symlink_to("real")
+    (outside / "victim").write_bytes(b"keep")
+    (root / "out").symlink_to(outside / "victim")
+    real = os.path.realpath(root)
+
+    def inside(path: str) -> bool:
+        return os.path.realpath(path) == real or os.path.realpath(path).startswith(real + os.sep)
+
+    incoming = [IncomingFile("f", 3, MTIME, MTIME)]
+    targets, _ = plan_receive(ReceiveOptions(destination=str(root / "link")), incoming, [], inside)
+    assert targets == [os.path.join(real, "real")]
+    with pytest.raises(PathError):
+        plan_receive(ReceiveOptions(destination=str(root / "out")), incoming, [], inside)

@@ -222,3 +222,26 @@ def test_remote_bench_runs_on_a_small_file(tmp_path: Path) -> None:
     text = render(report)
     assert "| surge cp → surge server |" in text and "not measured" not in text
     assert SECTION.startswith("## Remote surge cp")
+
+
+def test_file_lists_with_mode_and_host_both_ways(far: FarEnd, area: tuple[Path, str], tmp_path: Path) -> None:
+    """--file-list/--file-pair-list with --mode/--host/--user (the reference's form): a send
+    list names local sources, a recv list names the far end's."""
+    local, remote = area
+    src = make_tree(tmp_path)
+    user = far.user_at("surge").split("@")[0]
+    host = ["--host=127.0.0.1", f"--user={user}", *far.auth()]
+    listing = tmp_path / "send.txt"
+    listing.write_text(f"{src / 'empty'}\n{src / 'sub'}\n")
+    ok(cp(*host, "--mode=send", f"--file-list={listing}", remote), far)
+    assert (local / "empty").read_bytes() == b"" and same_tree(src / "sub", local / "sub")
+    pull = tmp_path / "recv.txt"
+    pull.write_text(f"{remote}/empty\n{remote}/sub\n")
+    back = tmp_path / "back"
+    back.mkdir()
+    ok(cp(*host, "--mode=recv", f"--file-list={pull}", str(back)), far)
+    assert (back / "empty").read_bytes() == b"" and same_tree(src / "sub", back / "sub")
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text(f"{remote}/empty\nrenamed/uno\n{remote}/sub\nDir2\n")
+    ok(cp(*host, "--mode=recv", f"--file-pair-list={pairs}", str(back)), far)
+    assert (back / "renamed" / "uno").read_bytes() == b"" and same_tree(src / "sub", back / "Dir2")

@@ -43,7 +43,11 @@ def _scan(ctx: AgentContext, req: dict[str, Any]) -> Any:
         symbolic_links=str(opts.get("symbolic_links", "follow")),
         preserve_uid=bool(opts.get("owners")), preserve_gid=bool(opts.get("owners")),
     )  # fmt: skip
-    tree = scan_sources(copts)
+    dests = req.get("dests")  # a file list's destinations, one per source (None: the source's name)
+    if dests is not None and (not isinstance(dests, list) or len(dests) != len(sources)
+                              or any(d is not None and not isinstance(d, str) for d in dests)):  # fmt: skip
+        raise ValueError("dests: expected one destination (or null) per source")
+    tree = scan_sources(copts, dests)
     leaked = [f for f in tree.files if f.path and not ctx.confined(f.path)]
     if leaked:
         tree.files = [f for f in tree.files if f not in leaked]

@@ -93,7 +93,10 @@ def _targets(opts: ReceiveOptions, files: Sequence[IncomingFile], dirs: Sequence
         root, strip = dest, False
     elif os.path.exists(dest):
         if len(files) == 1 and not dirs and opts.single_source and not opts.dest_must_be_dir:
-            return os.path.dirname(dest) or ".", [dest], []
+            # The reference: a destination that is a symbolic link is written to its target (the
+            # docroot check of plan_receive confines the target's directory).
+            target = os.path.realpath(dest) if os.path.islink(dest) else dest
+            return os.path.dirname(target) or ".", [target], []
         raise PlanError(f"destination {dest!r} is not a directory")
     elif opts.single_source and not opts.dest_must_be_dir and not dest.endswith("/"):
         # One source and no such destination: the source is copied under the new name.

@@ -7,6 +7,7 @@ checked. docs/PROTOCOL.md ("Deliberate differences") lists them."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 
 from common.units import parse_rate
 from coordinator.optcommon import OptionError, parse_proxy
@@ -56,8 +57,9 @@ def _preserve_modes(ns: argparse.Namespace) -> None:
             )
 
 
-def check(ns: argparse.Namespace) -> None:
-    """Refuse the options Surge cannot honour; check the values of those it ignores."""
+def check(ns: argparse.Namespace, env: Mapping[str, str]) -> None:
+    """Refuse the options Surge cannot honour; check the values of those it ignores (`env`:
+    ASPERA_PROXY_PASS may hold the --proxy password)."""
     for dest, (option, why) in _REFUSED.items():
         if getattr(ns, dest) not in (None, False):
             raise OptionError(f"{option}: {why}")
@@ -78,7 +80,7 @@ def check(ns: argparse.Namespace) -> None:
         if value is not None and not value.strip():
             raise OptionError(f"{option}: empty value")
     if ns.proxy is not None:
-        parse_proxy(ns.proxy)  # accepted, as surge sync does: the connection goes direct
+        parse_proxy(ns.proxy, "ASPERA_PROXY_PASS", bool(env.get("ASPERA_PROXY_PASS")))  # accepted, as surge sync does: the connection goes direct
     if ns.probe_rate is not None:
         parse_rate(ns.probe_rate, "-K")
     _preserve_modes(ns)

@@ -87,7 +87,8 @@ ENVIRONMENT = """environment:
   SURGE_PASS, ASPERA_SCP_PASS      password of the transfer user
   SURGE_TOKEN, ASPERA_SCP_TOKEN    authorization token (overridden by -W)
   SURGE_COOKIE, ASPERA_SCP_COOKIE  cookie string (overridden by --cookie)
-  SURGE_KEY, ASPERA_SCP_KEY        private key (its text, or a key file) when no -i is given"""
+  SURGE_KEY, ASPERA_SCP_KEY        private key (its text, or a key file) when no -i is given
+  ASPERA_PROXY_PASS                --proxy password when the URL has none"""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -104,7 +104,7 @@ def run_copy(opts: CopyOptions, *, endpoint_factory: Callable[[CopyOptions], End
         if where.direction == "push":
             _upload(opts, tree, where.destination, endpoint, result, progress, on_file)
         else:
-            download(opts, where.sources, where.destination, endpoint, result, progress, on_file)
+            download(opts, where.sources, where.destination, endpoint, result, progress, on_file, where.dests)
         try:
             endpoint.send({"type": "bye"})
         except EndpointError:

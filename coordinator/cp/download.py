@@ -33,11 +33,13 @@ __all__ = ["download"]
 log = logging.getLogger("surge.cp")
 
 
-def _pull_request(opts: CopyOptions, sources: tuple[str, ...], host: str) -> dict[str, Any]:
+def _pull_request(opts: CopyOptions, sources: tuple[str, ...], host: str,
+                  dests: tuple[str | None, ...] | None) -> dict[str, Any]:  # fmt: skip
     return {
         "type": "pull",
         **transfer_fields(opts, host),
         "sources": list(sources),
+        **({"dests": list(dests)} if dests is not None else {}),
         "multi_session": [*opts.multi_session, opts.multi_session_threshold] if opts.multi_session else None,
         "scan": {
             "filters": [list(f) for f in opts.filters], "src_base": opts.src_base,
@@ -82,9 +84,11 @@ def _check_digests(endpoint: Endpoint, plans: list[dict[str, Any]]) -> tuple[set
 
 def download(opts: CopyOptions, sources: tuple[str, ...], destination: str, endpoint: Endpoint,
              result: CopyResult, progress: Callable[[dict[str, Any]], None] | None,
-             on_file: Callable[[SourceFile, dict[str, Any]], None] | None) -> None:  # fmt: skip
+             on_file: Callable[[SourceFile, dict[str, Any]], None] | None,
+             dests: tuple[str | None, ...] | None = None) -> None:  # fmt: skip
+    """Download `sources` (with `dests`, a file list's: each one's destination or None)."""
     try:
-        got = _take_offer(opts, sources, destination, endpoint, result)
+        got = _take_offer(opts, sources, destination, endpoint, result, dests)
     except (PlanError, PathError) as exc:
         raise CopyError(str(exc)) from None
     except (EndpointError, TimeoutError) as exc:
@@ -129,10 +133,10 @@ class _Offered:
 
 
 def _take_offer(opts: CopyOptions, sources: tuple[str, ...], destination: str, endpoint: Endpoint,
-                result: CopyResult) -> _Offered:  # fmt: skip
+                result: CopyResult, dests: tuple[str | None, ...] | None) -> _Offered:  # fmt: skip
     """Send the pull request, record the offered files and plan their reception (deleting extra
     destination files first with --delete-before-transfer)."""
-    request = _pull_request(opts, sources, endpoint.udp_host)
+    request = _pull_request(opts, sources, endpoint.udp_host, dests)
     endpoint.send(request)
     offer = expect(endpoint, "offer")
     files = [IncomingFile.from_json(f) for f in offer["files"]]

@@ -328,7 +328,7 @@ def _sources(listed: str | None, paths: list[str]) -> tuple[tuple[str, ...], tup
 def _build(
     ns: argparse.Namespace, paths: list[str], env: Mapping[str, str], now: float | None
 ) -> CopyOptions:
-    _inapplicable.check(ns)
+    _inapplicable.check(ns, env)
     kind, listed = (ns.source_list or [(None, None)])[-1]
     sources, ignored = _sources(listed, paths)
     prefix = conv.source_prefix(ns.source_prefix)

@@ -44,6 +44,7 @@ def _remove_empty_directories(opts: CopyOptions, tree: SourceTree) -> None:
     directory is removed, if empty."""
     args = sorted({(f.argument.rstrip("/") or "/") for f in tree.files if f.faux is None})
     arg_dirs = [os.path.abspath(a) for a in args if os.path.isdir(a)]
+    arg_files = [os.path.abspath(a) for a in args if not os.path.isdir(a)]  # before any is pruned
     keep = set() if opts.remove_empty_source_directory else set(arg_dirs)
     if opts.src_base:
         base = os.path.abspath(opts.src_base)
@@ -51,9 +52,8 @@ def _remove_empty_directories(opts: CopyOptions, tree: SourceTree) -> None:
         return
     for top in arg_dirs:
         _prune(top, keep)
-    for arg in args:
-        if not os.path.isdir(arg):
-            _rmdir_if_empty(os.path.dirname(os.path.abspath(arg)))
+    for arg in arg_files:
+        _rmdir_if_empty(os.path.dirname(arg))
 
 
 def _rmdir_if_empty(path: str) -> bool:

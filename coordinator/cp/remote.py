@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from .options import CopyOptions
+from .sources import listed_pairs
 
 __all__ = ["RemoteSpec", "Route", "parse_remote", "route"]
 
@@ -43,6 +44,7 @@ class Route:
     user: str | None
     sources: tuple[str, ...]  # paths as the sending side sees them
     destination: str  # path as the receiving side sees it
+    dests: tuple[str | None, ...] | None = None  # a download from a file list: each source's destination
 
 
 class RouteError(ValueError):
@@ -54,7 +56,11 @@ def route(opts: CopyOptions) -> Route:
     if opts.host is not None:
         host = opts.host[1:-1] if opts.host.startswith("[") and opts.host.endswith("]") else opts.host  # --host=[v6]
         if opts.mode == "recv":
-            return Route("pull", host, opts.user, opts.sources, opts.destination)
+            listed = listed_pairs(opts)  # a download's file list names the far end's sources
+            if listed is None:
+                return Route("pull", host, opts.user, opts.sources, opts.destination)
+            return Route("pull", host, opts.user, tuple(source for source, _ in listed), opts.destination,
+                         tuple(dest for _, dest in listed))  # fmt: skip
         return Route("push", host, opts.user, opts.sources, opts.destination)
     dest = parse_remote(opts.destination)
     remote_sources = [parse_remote(s) for s in opts.sources]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from common.filters import Filter, FilterRule, compile_filters
@@ -18,7 +19,7 @@ from common.units import UnitError, parse_size
 from ._values import with_prefix
 from .options import CopyOptions
 
-__all__ = ["FauxSpec", "SourceError", "SourceFile", "SourceTree", "is_faux", "parse_faux", "scan_sources",
+__all__ = ["FauxSpec", "SourceError", "SourceFile", "SourceTree", "is_faux", "listed_pairs", "parse_faux", "scan_sources",
            "select_share", "source_filters"]
 
 _FAUX = re.compile(r"^faux://(?P<path>/?[^?]*)(?:\?(?P<query>.*))?$")
@@ -202,11 +203,9 @@ def source_filters(opts: CopyOptions) -> Filter:
                            for kind, pattern in opts.filters)  # fmt: skip
 
 
-def scan_sources(opts: CopyOptions) -> SourceTree:
-    """Expand the sources of `opts`. Raises SourceError when a source argument is unusable."""
-    filters = source_filters(opts)
-    tree = SourceTree()
-    scanner = _Scanner(opts, filters, tree)
+def listed_pairs(opts: CopyOptions) -> list[tuple[str, str | None]] | None:
+    """The (source, destination or None) lines of --file-pair-list/--file-list, with
+    --source-prefix before each source; None without a list."""
     pairs: list[tuple[str, str | None]]
     if opts.file_pair_list:
         lines = _read_list(opts.file_pair_list)
@@ -215,13 +214,25 @@ def scan_sources(opts: CopyOptions) -> SourceTree:
         pairs = [(lines[i], lines[i + 1]) for i in range(0, len(lines), 2)]
     elif opts.file_list:
         pairs = [(line, None) for line in _read_list(opts.file_list)]
-    if opts.source_prefix is not None and (opts.file_list or opts.file_pair_list):
-        pairs = [(with_prefix(opts.source_prefix, arg), dest) for arg, dest in pairs]
     else:
-        pairs = [(s, None) for s in opts.sources]
+        return None
+    if opts.source_prefix is not None:
+        pairs = [(with_prefix(opts.source_prefix, arg), dest) for arg, dest in pairs]
+    return pairs
+
+
+def scan_sources(opts: CopyOptions, dests: Sequence[str | None] | None = None) -> SourceTree:
+    """Expand the sources of `opts`. Raises SourceError when a source argument is unusable.
+    `dests` (the far end of a download from a file list): the list's destination of each of
+    `opts.sources`, None where it has none."""
+    filters = source_filters(opts)
+    tree = SourceTree()
+    scanner = _Scanner(opts, filters, tree)
+    listed = listed_pairs(opts) if dests is None else list(zip(opts.sources, dests, strict=True))
+    pairs = [(s, None) for s in opts.sources] if listed is None else listed  # sources: already prefixed
     # One plain source may be renamed to a destination that does not exist (as with cp/scp);
     # lists and --src-base always land inside the destination directory.
-    tree.single_source = len(pairs) == 1 and not (opts.file_list or opts.file_pair_list or opts.src_base)
+    tree.single_source = len(pairs) == 1 and listed is None and not opts.src_base
     for arg, dest_rel in pairs:
         _add_argument(scanner, opts, arg, dest_rel)
     if opts.byte_range is not None:

@@ -132,6 +132,22 @@ def test_mirror_deletes_extra_target_files_and_restores_missing(trees: tuple[Pat
     assert statuses(report)["extra"] == "SYNCHRONIZED(del)"
 
 
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_mirror_leaves_files_that_match_at_the_target(trees: tuple[Path, Path], direction: str) -> None:
+    """--mirror replaces only "a destination file that does not match the size or checksum of
+    the source file": an unchanged file that is already the same at the target is not sent."""
+    local, remote = trees
+    source, target = (local, remote) if direction == "push" else (remote, local)
+    write(source, {"same": "kept", "d/same2": "kept too", "edited": "source"})
+    assert sync(local, remote, "-K", direction).ok
+    write(target, {"edited": "target"})  # same size, different content
+    report = sync(local, remote, "-K", direction, "--mirror")
+    assert report.ok, report.errors
+    assert statuses(report) == {"edited": "SYNCHRONIZED"}
+    assert listing(target) == listing(source)
+    assert statuses(sync(local, remote, "-K", direction, "--mirror")) == {}
+
+
 def test_pull_copies_remote_to_local(trees: tuple[Path, Path]) -> None:
     src, dst = trees  # pull: the "remote" (-r) is the source
     write(dst, {"r1": "remote one", "sub/r2": os.urandom(50_000)})

@@ -244,6 +244,19 @@ def test_preserve_time(trees: tuple[Path, Path]) -> None:
     assert os.stat(dst / "f").st_mtime == 1_200_000_000
 
 
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_preserve_access_time(trees: tuple[Path, Path], direction: str) -> None:
+    """--preserve-access-time: the destination gets the source's access time (not its mtime),
+    and without -t its own modification time."""
+    local, remote = trees
+    source, target = (local, remote) if direction == "push" else (remote, local)
+    write(source, {"f": "x"})
+    os.utime(source / "f", (1_000_000_000, 1_200_000_000))
+    assert sync(local, remote, "-K", direction, "--preserve-access-time").ok
+    st = os.stat(target / "f")
+    assert st.st_atime == 1_000_000_000 and st.st_mtime != 1_200_000_000
+
+
 def test_remove_after_transfer(trees: tuple[Path, Path]) -> None:
     src, dst = trees
     write(src, {"f": "x", "d/g": "y"})

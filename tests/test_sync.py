@@ -132,6 +132,22 @@ def test_mirror_deletes_extra_target_files_and_restores_missing(trees: tuple[Pat
     assert statuses(report)["extra"] == "SYNCHRONIZED(del)"
 
 
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_mirror_leaves_files_that_match_at_the_target(trees: tuple[Path, Path], direction: str) -> None:
+    """--mirror replaces only "a destination file that does not match the size or checksum of
+    the source file": an unchanged file that is already the same at the target is not sent."""
+    local, remote = trees
+    source, target = (local, remote) if direction == "push" else (remote, local)
+    write(source, {"same": "kept", "d/same2": "kept too", "edited": "source"})
+    assert sync(local, remote, "-K", direction).ok
+    write(target, {"edited": "target"})  # same size, different content
+    report = sync(local, remote, "-K", direction, "--mirror")
+    assert report.ok, report.errors
+    assert statuses(report) == {"edited": "SYNCHRONIZED"}
+    assert listing(target) == listing(source)
+    assert statuses(sync(local, remote, "-K", direction, "--mirror")) == {}
+
+
 def test_pull_copies_remote_to_local(trees: tuple[Path, Path]) -> None:
     src, dst = trees  # pull: the "remote" (-r) is the source
     write(dst, {"r1": "remote one", "sub/r2": os.urandom(50_000)})
@@ -226,6 +242,19 @@ def test_preserve_time(trees: tuple[Path, Path]) -> None:
     os.utime(src / "f", (1_000_000_000, 1_200_000_000))
     sync(src, dst, "-t")
     assert os.stat(dst / "f").st_mtime == 1_200_000_000
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_preserve_access_time(trees: tuple[Path, Path], direction: str) -> None:
+    """--preserve-access-time: the destination gets the source's access time (not its mtime),
+    and without -t its own modification time."""
+    local, remote = trees
+    source, target = (local, remote) if direction == "push" else (remote, local)
+    write(source, {"f": "x"})
+    os.utime(source / "f", (1_000_000_000, 1_200_000_000))
+    assert sync(local, remote, "-K", direction, "--preserve-access-time").ok
+    st = os.stat(target / "f")
+    assert st.st_atime == 1_000_000_000 and st.st_mtime != 1_200_000_000
 
 
 def test_remove_after_transfer(trees: tuple[Path, Path]) -> None:

@@ -98,7 +98,7 @@ REMOTE_FORMS: list[tuple[list[str], tuple[str | None, str | None, str]]] = [
     (["--user=g@company.com", "--host=h", "-r", "Library/images"],
      ("g@company.com", "h", "Library/images")),
     (["--host", "h", "-r", "a@b:/c"], ("me", "h", "a@b:/c")),  # '@' ':' are plain
-    (["-r", "lion@everglades.example:C:\\data\\"], ("lion", "everglades.example", "C:\\data\\")),
+    (["-r", "lion@everglades.example:C:\\data\\"], ("lion", "everglades.example", "C:/data/")),
     (["-r", "u@[::1]:/rdir"], ("u", "::1", "/rdir")),
     (["-r", "C:/rdir"], (None, None, "C:/rdir")),  # a Windows drive, not host C
     (["-r", "/local/dir"], (None, None, "/local/dir")),
@@ -129,6 +129,22 @@ def test_remote_dir_forms(argv: list[str], expected: tuple[str | None, str | Non
 ])
 def test_bad_remote_dirs(argv: list[str], expected: str) -> None:
     assert expected in error_of("-N", "pair", "-d", "/l", *argv)
+
+
+def test_backslash_is_a_path_separator_of_the_directory_options() -> None:
+    """The reference: "\\" is a platform-independent path separator for -d/r/L/R/B/b and
+    --keep-dir-local/remote (and only for them: in filter rules it quotes)."""
+    options = parse_raw("-L", "\\sync\\logs:200", "-N", "pair", "-d", "\\sync\\backup",
+                        "-r", "\\sync\\mirror", "-R", "C:\\logs", "-b", "\\db\\local",
+                        "-B", "db\\remote", "--keep-dir-local=\\keep\\l",
+                        "--keep-dir-remote", "\\keep\\r", "--exclude", "a\\*b")  # fmt: skip
+    assert (options.local_dir, options.remote_dir) == ("/sync/backup", "/sync/mirror")
+    assert (options.log_dir, options.log_size, options.remote_log_dir) == ("/sync/logs", 200 << 20, "C:/logs")
+    assert (options.local_db_dir, options.remote_db_dir) == ("/db/local", "db/remote")
+    assert (options.keep_dir_local, options.keep_dir_remote) == ("/keep/l", "/keep/r")
+    assert options.filters[0].pattern == "a\\*b"
+    remote = parse_raw("-N", "pair", "-d", "/l", "-r", "lion@host.example:C:\\data\\", env={})
+    assert (remote.host, remote.remote_dir) == ("host.example", "C:/data/")
 
 
 # --------------------------------------------------------------------------- required, -N

@@ -90,7 +90,7 @@ ONE_OPTION: list[tuple[list[str], str, Any]] = [
     (["-L", "/logs"], "log_dir", "/logs"),
     (["--alt-logdir=/logs:200"], "log_size", 200 << 20),
     (["-L", "c:/logs:200"], "log_dir", "c:/logs"),
-    (["-L", "C:\\logs"], "log_dir", "C:\\logs"),
+    (["-L", "C:\\logs"], "log_dir", "C:/logs"),
     (["-q"], "quiet", True),
     (["--quiet"], "quiet", True),
     (["--watchd=redis:localhost:31415"], "watchd", "redis:localhost:31415"),

@@ -51,6 +51,12 @@ def _duration(text: str | None, option: str) -> float | None:
     return None if text is None else parse_duration(text, option)
 
 
+def _dir(text: str | None) -> str | None:
+    """A directory of -d/-r/-L/-R/-B/-b/--keep-dir-local/--keep-dir-remote: the reference makes
+    "\\" a platform-independent path separator there (only there), so it becomes "/"."""
+    return None if text is None else text.replace("\\", "/")
+
+
 def _size(text: str | None, option: str, default: int) -> int:
     return default if text is None else parse_size(text, option)
 
@@ -88,7 +94,7 @@ def _endpoints(ns: argparse.Namespace, env: Mapping[str, str]) -> Fields:
     if host is not None and user is None:
         user = conv.env_value(env, "USER")
     return dict(
-        name=ns.name, local_dir=ns.local_dir, remote_dir=remote_dir, host=host, user=user,
+        name=ns.name, local_dir=_dir(ns.local_dir), remote_dir=_dir(remote_dir), host=host, user=user,
         direction=_lower(ns.direction, "push"), continuous=ns.continuous,
         create_dir=ns.create_dir)
 
@@ -98,8 +104,8 @@ def _logs(ns: argparse.Namespace) -> Fields:
     log_dir, log_size = (None, None) if ns.log is None else conv.log_location(ns.log, "-L")
     remote_log_dir, remote_log_size = (None, None) if ns.remote_log is None else \
         conv.log_location(ns.remote_log, "-R")
-    return dict(log_dir=log_dir, log_size=log_size or DEFAULT_LOG_SIZE,
-                remote_log_dir=remote_log_dir, remote_log_size=remote_log_size)
+    return dict(log_dir=_dir(log_dir), log_size=log_size or DEFAULT_LOG_SIZE,
+                remote_log_dir=_dir(remote_log_dir), remote_log_size=remote_log_size)
 
 
 def _rates(ns: argparse.Namespace) -> Fields:
@@ -126,7 +132,7 @@ def _files(ns: argparse.Namespace, now: float) -> Fields:
         checksum=_lower(ns.checksum, "sha1-sparse"),
         overwrite=_lower(ns.overwrite, ""), mirror=ns.mirror, ignore_delete=ns.ignore_delete,
         delete_before=ns.delete_before, delete_delay=ns.delete_delay,
-        keep_dir_local=ns.keep_dir_local, keep_dir_remote=ns.keep_dir_remote,
+        keep_dir_local=_dir(ns.keep_dir_local), keep_dir_remote=_dir(ns.keep_dir_remote),
         remove_after_transfer=ns.remove_after_transfer, filters=_filters(ns.filters),
         exclude_dirs_older_than=None if ns.exclude_dirs_older_than is None else
         conv.exclude_dirs_older_than(ns.exclude_dirs_older_than, now),
@@ -184,7 +190,7 @@ def _session(ns: argparse.Namespace, env: Mapping[str, str]) -> Fields:
         tags=conv.tags(ns.tags), debug=ns.debug, quiet=ns.quiet,
         no_log_stats=ns.no_log == "stats",
         watchd=None if ns.watchd is None else conv.watchd(ns.watchd),
-        local_db_dir=ns.local_db_dir, remote_db_dir=ns.remote_db_dir, reset=ns.reset,
+        local_db_dir=_dir(ns.local_db_dir), remote_db_dir=_dir(ns.remote_db_dir), reset=ns.reset,
         ignore_remote_host_sync_name=ns.ignore_remote_host_sync_name,
         apply_local_docroot=ns.apply_local_docroot)
 

@@ -9,7 +9,9 @@ Decision order for one path in a one-way sync (push; pull is the mirror image):
    source's mount signature is missing), or a rename when a new path has its inode (and mtime).
 3. Unchanged since the snapshot (same kind, size, mtime; with -k none the size alone, as the
    reference says: "a size check only"): nothing, unless its permissions changed (an attribute
-   update, without --ignore-mode) or --mirror finds the target missing or different.
+   update, without --ignore-mode) or --mirror finds the target missing or different (a target
+   file unchanged since its own snapshot record still matches; another is compared by size and
+   the -k checksum).
 4. New or changed: skip when the target already has it (first sync or --mirror: same size, and
    the same checksum when -k asks for one) - "exists"; only attributes changed - "attributes";
    otherwise transfer, subject to -o (always / older / conflict).
@@ -105,10 +107,11 @@ def plan_one_way(source: Mapping[str, Entry], target: Mapping[str, Entry] | None
                  delete_before: bool = False, use_checksum: bool = False, file_rename: bool = False,
                  dir_rename: bool = False, deletes_allowed: bool = True,
                  excluded: Callable[[str, bool], bool] | None = None, size_only: bool = False,
-                 modes: bool = False) -> Plan:  # fmt: skip
+                 modes: bool = False, target_snapshot: Mapping[str, Entry] | None = None) -> Plan:  # fmt: skip
     """`target` is None when the target was not scanned (a re-sync without --mirror: the
     snapshot stands for it). `modes` (without --ignore-mode): a change of permissions alone is
-    an attribute update."""
+    an attribute update. `target_snapshot`: the snapshot records of the target side, with which
+    --mirror recognizes a target file that has not changed since the last sync."""
     actions: list[Action] = []
     gone = {p: e for p, e in snapshot.items() if p not in source}
     by_inode = _rename_sources(gone, file_rename, dir_rename)
@@ -129,7 +132,8 @@ def plan_one_way(source: Mapping[str, Entry], target: Mapping[str, Entry] | None
                         gone.pop(p)
             continue
         actions += _one_way_path(path, now, before, target, overwrite=overwrite, mirror=mirror,
-                                 use_checksum=use_checksum, size_only=size_only, modes=modes)
+                                 use_checksum=use_checksum, size_only=size_only, modes=modes,
+                                 target_before=(target_snapshot or {}).get(path))
     if deletes_allowed and not ignore_delete:
         actions += [Action("delete", path, source=e) for path, e in gone.items()
                     if target is None or path in target]
@@ -160,14 +164,18 @@ def _renamed_from(now: Entry, snapshot: Mapping[str, Entry], by_inode: Mapping[t
 
 
 def _one_way_path(path: str, now: Entry, before: Entry | None, target: Mapping[str, Entry] | None, *,
-                  overwrite: str, mirror: bool, use_checksum: bool, size_only: bool, modes: bool) -> list[Action]:  # fmt: skip
-    """Steps 3 and 4 of the decision order for a path the source has and did not rename."""
+                  overwrite: str, mirror: bool, use_checksum: bool, size_only: bool, modes: bool,
+                  target_before: Entry | None = None) -> list[Action]:  # fmt: skip
+    """Steps 3 and 4 of the decision order for a path the source has and did not rename.
+    `target_before`: the snapshot's record of the target's entry."""
     there = target.get(path) if target is not None else None
     recorded = before if target is None else None  # an unscanned target as the snapshot saw it
     if not changed(now, before, size_only):
         if modes and _mode_changed(now, before):
             return [Action("attrs", path, source=now, reason="permissions changed")]
-        if mirror and target is not None and (there is None or not _same_content(now, there, use_checksum)):
+        if mirror and target is not None and (there is None or not (
+                (target_before is not None and not changed(there, target_before, size_only))
+                or _same_content(now, there, use_checksum))):  # fmt: skip
             return _made(now, path, there, recorded)
         return []
     if now.kind == "dir":

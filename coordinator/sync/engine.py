@@ -264,8 +264,9 @@ def _scan_and_plan(run: _Run) -> Plan:
     o, snap = run.opts, run.snap
     assert snap is not None
     recorded = has_records(snap, "local")
-    # A push decides from the local records alone; the remote ones only say whether it is the first run.
-    snap_remote = snap.load("remote") if o.direction != "push" or not recorded else {}
+    # A push decides from the local records alone (--mirror: and the remote ones, to know which target
+    # files are unchanged); otherwise the remote ones only say whether it is the first run.
+    snap_remote = snap.load("remote") if o.direction != "push" or o.mirror or not recorded else {}
     first = not recorded and not snap_remote
     if run.filters:  # one query a side, and only paths' keys: tracked() answers from them
         run.known = (set(load_brief(snap, "local")), set(load_brief(snap, "remote")))
@@ -298,14 +299,16 @@ def _scan_and_plan(run: _Run) -> Plan:
                             overwrite=o.overwrite, mirror=o.mirror, ignore_delete=o.ignore_delete,
                             delete_before=o.delete_before, use_checksum=use_checksum,
                             file_rename=o.scan_file_rename, dir_rename=o.scan_dir_rename,
-                            deletes_allowed=local_ok, excluded=excluded, size_only=o.checksum == "none", modes=not o.ignore_mode)  # fmt: skip
+                            deletes_allowed=local_ok, excluded=excluded, size_only=o.checksum == "none", modes=not o.ignore_mode,
+                            target_snapshot=snap_remote)  # fmt: skip
         plan = plan_dedup(plan, o.dedup, local.entries, snap_local)
     elif o.direction == "pull":
         assert remote is not None
         plan = plan_one_way(remote, local.entries, {p: e for p, e in snap_remote.items() if not excluded(p, e.kind == "dir")},
                             overwrite=o.overwrite, mirror=o.mirror, ignore_delete=o.ignore_delete,
                             delete_before=o.delete_before, use_checksum=use_checksum,
-                            deletes_allowed=remote_ok, excluded=excluded, size_only=o.checksum == "none", modes=not o.ignore_mode)  # fmt: skip
+                            deletes_allowed=remote_ok, excluded=excluded, size_only=o.checksum == "none", modes=not o.ignore_mode,
+                            target_snapshot=snap_local)  # fmt: skip
         plan = plan_dedup(plan, o.dedup, remote, snap_remote)
         plan.actions = [Action(a.kind, a.path, False, a.source, a.old_path, a.reason) for a in plan.actions]
     else:

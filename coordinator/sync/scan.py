@@ -49,6 +49,20 @@ def _small_sparse_digest(fd: int, size: int) -> str:
     return h.hexdigest()
 
 
+_NOATIME = getattr(os, "O_NOATIME", 0)
+
+
+def _open_quietly(path: str) -> int:
+    """Open a file for reading without changing its access time where the system lets us (Linux
+    O_NOATIME: the owner or root), so that --preserve-access-time sends the atime it had."""
+    if _NOATIME:
+        try:
+            return os.open(path, os.O_RDONLY | _NOATIME)
+        except PermissionError:  # EPERM: not the file's owner
+            pass
+    return os.open(path, os.O_RDONLY)
+
+
 def _digest(path: str, algo: str, size: int, mtime_ns: int | None = None) -> str | None:
     """The -k checksum of a file; None when `mtime_ns` is given and the file no longer has that
     size and modification time (it changed since it was scanned)."""
@@ -57,7 +71,7 @@ def _digest(path: str, algo: str, size: int, mtime_ns: int | None = None) -> str
     from common.checksums import sparse_digest
 
     base = algo.split("-")[0]
-    fd = os.open(path, os.O_RDONLY)
+    fd = _open_quietly(path)
     try:
         if algo.endswith("-sparse"):
             digest = f"{base}s:" + (_small_sparse_digest(fd, size) if size <= _WHOLE else sparse_digest(fd, size))

@@ -11,6 +11,7 @@ snapshot are the same at both scales."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ __all__ = [
     "connect_far_end",
     "copy_options",
     "send_files",
+    "source_atime",
     "upload_sources",
 ]
 
@@ -132,6 +134,18 @@ def upload_sources(opts: Any, endpoint: Endpoint, files: list[SourceFile], *, lo
     return result
 
 
+def source_atime(path: str, mtime: float, preserve: bool) -> float:
+    """The access time an upload gives the far end for the file at `path`: with
+    --preserve-access-time its own (read now, before the transfer reads the file), otherwise
+    `mtime` (the far end leaves its atime alone then)."""
+    if preserve:
+        try:
+            return os.stat(path).st_atime
+        except OSError:  # gone or unreadable: the transfer reports it
+            pass
+    return mtime
+
+
 def send_files(opts: Any, endpoint: Endpoint, entries: list[Entry], *, upload: bool, local_root: str,
                remote_root: str, on_file: FileDone,
                progress: Callable[[dict[str, Any]], None] | None = None) -> CopyResult:  # fmt: skip
@@ -143,7 +157,9 @@ def send_files(opts: Any, endpoint: Endpoint, entries: list[Entry], *, upload: b
         on_file(f.rel, msg)
 
     if upload:
-        files = [SourceFile(f"{local_root.rstrip('/')}/{e.path}", e.path, e.size, e.mtime_ns / 1e9, e.mtime_ns / 1e9)
+        root = local_root.rstrip("/")
+        files = [SourceFile(f"{root}/{e.path}", e.path, e.size, e.mtime_ns / 1e9,
+                            source_atime(f"{root}/{e.path}", e.mtime_ns / 1e9, opts.preserve_atime))
                  for e in entries]  # fmt: skip
         return upload_sources(opts, endpoint, files, local_root=local_root, remote_root=remote_root,
                               on_file=event, progress=progress)  # fmt: skip

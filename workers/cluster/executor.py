@@ -29,7 +29,7 @@ from coordinator.cp.common import CopyError
 from coordinator.cp.endpoint import Endpoint, EndpointError
 from coordinator.cp.sources import SourceFile
 from coordinator.sync.sides import RemoteSide, SideError
-from coordinator.sync.transfer import upload_sources
+from coordinator.sync.transfer import source_atime, upload_sources
 
 from .farends import FarEnds, far_end
 from .ops import run_ops
@@ -65,7 +65,8 @@ def run_batch(spec: TaskSpec, job_options: dict[str, Any], store: JobStore, work
             todo.append(f)
     if not todo:
         return out
-    files = [SourceFile(os.path.join(opts.local_dir, f.path), f.path, f.size, f.mtime_ns / 1e9, f.mtime_ns / 1e9)
+    files = [SourceFile(os.path.join(opts.local_dir, f.path), f.path, f.size, f.mtime_ns / 1e9,
+                        source_atime(os.path.join(opts.local_dir, f.path), f.mtime_ns / 1e9, opts.preserve_atime))
              for f in todo]  # fmt: skip
     seen: dict[str, dict[str, Any]] = {}
 
@@ -132,8 +133,10 @@ def run_range(spec: TaskSpec, job_options: dict[str, Any], store: JobStore, work
             acked = r.length - 1  # resend the last byte so that the far end records the part
         if acked:
             log.info("task %s: resuming %s at byte %d of the range", spec.task, r.path, acked)
-        part = SourceFile(os.path.join(opts.local_dir, r.path), r.path, r.length - acked, r.mtime_ns / 1e9,
-                          r.mtime_ns / 1e9, start=r.start + acked, part=(r.index, r.count, r.size))  # fmt: skip
+        where = os.path.join(opts.local_dir, r.path)
+        part = SourceFile(where, r.path, r.length - acked, r.mtime_ns / 1e9,
+                          source_atime(where, r.mtime_ns / 1e9, opts.preserve_atime),
+                          start=r.start + acked, part=(r.index, r.count, r.size))  # fmt: skip
         seen: dict[str, Any] = {}
 
         def progress(stats: dict[str, Any]) -> None:

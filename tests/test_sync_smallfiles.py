@@ -60,14 +60,14 @@ def test_first_sync_records_every_checksum(
     src, dst = tmp_path / "src", tmp_path / "dst"
     files = _tree(src, 200)
     if late:  # the checksums are ready only after every file was committed
-        real = scan._digest
+        real = scan.sync_digest
         started = time.monotonic()
 
         def slow(*args: Any) -> Any:
             time.sleep(max(0.0, started + 1.0 - time.monotonic()))
             return real(*args)
 
-        monkeypatch.setattr(scan, "_digest", slow)
+        monkeypatch.setattr(scan, "sync_digest", slow)
     _sync(src, dst, "-k", algo)
     recorded = _recorded(src)
     assert set(recorded) == set(files)

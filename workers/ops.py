@@ -1,6 +1,6 @@
 """File operations the control protocol offers besides transfers (what sync needs of a far end):
 stat, list, mkdir, delete, rename, setattr, link, copy, chown, extended attributes, checksum,
-read and write of small files. Every path
+the -k digests of many files, read and write of small files. Every path
 is resolved inside the user's docroot; reading needs the pull direction, changing needs push."""
 
 from __future__ import annotations
@@ -14,14 +14,16 @@ from typing import Any, Final, TypeAlias
 
 from common.checksums import REPORT_ALGORITHMS, file_digest, ranges_digest
 from common.filters import Filter
-from common.paths import PathError
+from common.paths import PathError, check_relative
+from common.syncdigest import SYNC_ALGORITHMS, sync_digest
 
 from .context import AgentContext, Channel, Refused
 
-__all__ = ["MAX_LIST_ENTRIES", "MAX_SMALL_FILE", "handle_op"]
+__all__ = ["MAX_DIGESTS", "MAX_LIST_ENTRIES", "MAX_SMALL_FILE", "handle_op"]
 
 MAX_SMALL_FILE = 1 << 20  # read/write of whole files over the control channel
 MAX_LIST_ENTRIES = 1_000_000
+MAX_DIGESTS = 1000  # files per `digests` request
 MAX_PAGE = 10_000  # entries per streamed listing message (~2 MB of JSON, far below the frame limit)
 
 
@@ -199,6 +201,31 @@ def _checksum(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, An
     return {"digest": file_digest(path, algo)}
 
 
+def _digests(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
+    """A sync pair's -k checksums (common/syncdigest.py) of the files `paths` below `path`, in
+    order; None for one that is not a readable regular file inside the user's roots, or that
+    the server's filters hide (so a client resends rather than trusts it)."""
+    algo = str(msg["algorithm"])
+    if algo not in SYNC_ALGORITHMS:
+        raise Refused("request", f"unknown checksum {algo!r} (expected {', '.join(SYNC_ALGORITHMS)})")
+    rels = [str(p) for p in msg["paths"]]
+    if len(rels) > MAX_DIGESTS:
+        raise Refused("limit", f"digests: more than {MAX_DIGESTS} files in one request")
+    hidden = ctx.filters()
+    out: list[str | None] = []
+    for rel in rels:
+        digest = None
+        try:
+            full = os.path.join(path, check_relative(rel))
+            st = os.lstat(full)
+            if stat_mod.S_ISREG(st.st_mode) and ctx.confined(full) and not (hidden and hidden.excluded(rel, False)):
+                digest = sync_digest(full, algo, st.st_size)
+        except (OSError, PathError):
+            pass
+        out.append(digest)
+    return {"digests": out}
+
+
 def _read(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
     if os.path.getsize(path) > MAX_SMALL_FILE:
         raise Refused("limit", f"read: file larger than {MAX_SMALL_FILE} bytes; transfer it instead")
@@ -220,9 +247,9 @@ def _write(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
 _HANDLERS: Final[dict[str, _Handler]] = {
     "stat": _stat, "list": _list_op, "mkdir": _mkdir, "symlink": _symlink, "link": _link, "copy": _copy,
     "chown": _chown, "getxattrs": _getxattrs, "setxattrs": _setxattrs, "delete": _delete, "rename": _rename,
-    "setattr": _setattr, "checksum": _checksum, "read": _read, "write": _write,
+    "setattr": _setattr, "checksum": _checksum, "digests": _digests, "read": _read, "write": _write,
 }  # fmt: skip
-_READING: Final = frozenset({"stat", "list", "checksum", "read", "getxattrs"})  # need pull; the others push
+_READING: Final = frozenset({"stat", "list", "checksum", "digests", "read", "getxattrs"})  # need pull; the others push
 
 
 def _op(ctx: AgentContext, msg: dict[str, Any]) -> dict[str, Any]:

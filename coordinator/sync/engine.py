@@ -323,7 +323,8 @@ def _scan_and_plan(run: _Run) -> Plan:
 
 def _checksums(run: _Run, local: dict[str, Entry], snap_local: dict[str, Entry], remote: dict[str, Entry] | None) -> None:
     """-k: checksums of new or changed local files, and of same-size remote files a first sync
-    or --mirror compares with them (a local-to-local pair computes both here)."""
+    or --mirror compares with them (a local-to-local pair computes both here; a remote far end
+    computes its own, with the `digests` operation)."""
     o = run.opts
     todo = [p for p, e in local.items() if e.kind == "file" and (p not in snap_local or
             snap_local[p].size != e.size or snap_local[p].mtime_ns != e.mtime_ns)]  # fmt: skip
@@ -342,10 +343,14 @@ def _checksums(run: _Run, local: dict[str, Entry], snap_local: dict[str, Entry],
             run.late_checksums = BackgroundChecksums(o.local_dir, local, later, o.checksum)
     for p, m in fill_checksums(o.local_dir, local, todo, o.checksum, o.local_checksum_threads):
         run.error(p, m)
-    if remote is not None and isinstance(run.remote, LocalSide):
-        same = [p for p in todo if p in remote and remote[p].kind == "file" and remote[p].size == local[p].size]
+    if remote is None:
+        return
+    same = [p for p in todo if p in remote and remote[p].kind == "file" and remote[p].size == local[p].size]
+    if isinstance(run.remote, LocalSide):
         for p, m in fill_checksums(o.remote_dir, remote, same, o.checksum, o.remote_checksum_threads):
             run.error(p, m)
+    elif same and o.checksum != "none":  # the far end digests its own files: nothing identical moves
+        run.remote.fill_checksums(remote, same, o.checksum)
 
 
 def _decides(path: str, local: dict[str, Entry], snap_local: dict[str, Entry], remote: dict[str, Entry] | None) -> bool:

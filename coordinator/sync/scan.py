@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from common.filters import Filter
 from common.snapshot import Entry
+from common.syncdigest import sync_digest
 
 from .walk import SKIP_SUFFIXES, walk
 
@@ -32,65 +33,6 @@ def scan_tree(root: str, *, filters: Filter | None = None, symlinks: str = "copy
     return ScanResult(w.entries, w.errors, w.skipped)
 
 
-_WHOLE = 256 * 4096  # up to this size, common.checksums.sparse_digest's samples cover the whole file
-
-
-def _small_sparse_digest(fd: int, size: int) -> str:
-    """sparse_digest(fd, size) for a file of at most _WHOLE bytes (its 4 KiB samples then tile
-    the file), from one read instead of one per sample."""
-    import hashlib
-
-    data = os.pread(fd, size, 0)
-    if len(data) != size:
-        raise OSError(f"file shorter than expected at offset {len(data)}")
-    h = hashlib.sha256(size.to_bytes(8, "big"))
-    for pos in range(0, size, 4096):
-        h.update(pos.to_bytes(8, "big") + data[pos : pos + 4096])
-    return h.hexdigest()
-
-
-_NOATIME = getattr(os, "O_NOATIME", 0)
-
-
-def _open_quietly(path: str) -> int:
-    """Open a file for reading without changing its access time where the system lets us (Linux
-    O_NOATIME: the owner or root), so that --preserve-access-time sends the atime it had."""
-    if _NOATIME:
-        try:
-            return os.open(path, os.O_RDONLY | _NOATIME)
-        except PermissionError:  # EPERM: not the file's owner
-            pass
-    return os.open(path, os.O_RDONLY)
-
-
-def _digest(path: str, algo: str, size: int, mtime_ns: int | None = None) -> str | None:
-    """The -k checksum of a file; None when `mtime_ns` is given and the file no longer has that
-    size and modification time (it changed since it was scanned)."""
-    import hashlib  # here: a re-sync with nothing to checksum does not load OpenSSL
-
-    from common.checksums import sparse_digest
-
-    base = algo.split("-")[0]
-    fd = _open_quietly(path)
-    try:
-        if algo.endswith("-sparse"):
-            digest = f"{base}s:" + (_small_sparse_digest(fd, size) if size <= _WHOLE else sparse_digest(fd, size))
-        else:
-            h = hashlib.new(base)
-            pos = 0
-            while data := os.pread(fd, 1 << 20, pos):
-                h.update(data)
-                pos += len(data)
-            digest = f"{base}:" + h.hexdigest()
-        if mtime_ns is not None:
-            st = os.fstat(fd)
-            if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
-                return None
-        return digest
-    finally:
-        os.close(fd)
-
-
 def fill_checksums(root: str, entries: dict[str, Entry], paths: Iterable[str], algo: str,
                    threads: int = 4) -> list[tuple[str, str]]:  # fmt: skip
     """Compute the -k checksum of `paths` (files) in place; returns (path, error) pairs. Each
@@ -107,7 +49,7 @@ def fill_checksums(root: str, entries: dict[str, Entry], paths: Iterable[str], a
         out: list[tuple[str, str | None, str | None]] = []
         for p in part:
             try:
-                out.append((p, _digest(os.path.join(root, p), algo, entries[p].size), None))
+                out.append((p, sync_digest(os.path.join(root, p), algo, entries[p].size), None))
             except OSError as exc:
                 out.append((p, None, exc.strerror or str(exc)))
         return out
@@ -143,7 +85,7 @@ class BackgroundChecksums:
             if e is None or e.kind != "file" or e.checksum is not None:
                 continue
             try:
-                digest = _digest(os.path.join(self.root, p), self.algo, e.size, e.mtime_ns)
+                digest = sync_digest(os.path.join(self.root, p), self.algo, e.size, e.mtime_ns)
             except OSError:
                 continue  # gone or unreadable: the transfer reports it
             if digest is not None:

@@ -6,8 +6,11 @@ machine's file system; `RemoteSide` sends the same operations over the control c
 from __future__ import annotations
 
 import base64
+import dataclasses
+import logging
 import os
 import shutil
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from common.snapshot import Entry
@@ -18,6 +21,8 @@ if TYPE_CHECKING:
     from ..cp.endpoint import Endpoint
 
 __all__ = ["LocalSide", "RemoteSide", "Side", "SideError"]
+
+log = logging.getLogger("surge.sync")
 
 
 class SideError(Exception):
@@ -210,6 +215,23 @@ class RemoteSide:
                 raise SideError(f".: {msg.get('message')}")
             out.extend(entry_from_attrs(e["path"], e) for e in msg["entries"])
         return out
+
+    DIGESTS = 500  # files per `digests` request (the far end takes up to 1000)
+
+    def fill_checksums(self, entries: dict[str, Entry], paths: Sequence[str], algo: str) -> None:
+        """The far end's -k checksums of its files `paths`, into `entries`; a file it cannot
+        digest keeps none (and so compares as different). A far end without the `digests`
+        operation (an older Surge) leaves them all without."""
+        for start in range(0, len(paths), self.DIGESTS):
+            batch = paths[start : start + self.DIGESTS]
+            try:
+                digests = self.op("digests", "", paths=batch, algorithm=algo)["digests"]
+            except SideError as exc:
+                log.info("no checksums from the far end: %s", exc)
+                return
+            for p, digest in zip(batch, digests):
+                if isinstance(digest, str) and p in entries:
+                    entries[p] = dataclasses.replace(entries[p], checksum=digest)
 
     def stat(self, path: str) -> Entry | None:
         try:

@@ -1,6 +1,6 @@
 """File operations the control protocol offers besides transfers (what sync needs of a far end):
 stat, list, mkdir, delete, rename, setattr, link, copy, chown, extended attributes, checksum,
-the -k digests of many files, read and write of small files. Every path
+the stats and -k digests of many files, read and write of small files. Every path
 is resolved inside the user's docroot; reading needs the pull direction, changing needs push."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ __all__ = ["MAX_DIGESTS", "MAX_LIST_ENTRIES", "MAX_SMALL_FILE", "handle_op"]
 
 MAX_SMALL_FILE = 1 << 20  # read/write of whole files over the control channel
 MAX_LIST_ENTRIES = 1_000_000
-MAX_DIGESTS = 1000  # files per `digests` request
+MAX_DIGESTS = 1000  # paths per `digests` or `stats` request
 MAX_PAGE = 10_000  # entries per streamed listing message (~2 MB of JSON, far below the frame limit)
 
 
@@ -226,6 +226,27 @@ def _digests(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any
     return {"digests": out}
 
 
+def _stats(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
+    """`stat` (not following links) of many entries `paths` below `path`, in order; None for
+    one that is missing, outside the user's roots, or hidden by the server's filters."""
+    rels = [str(p) for p in msg["paths"]]
+    if len(rels) > MAX_DIGESTS:
+        raise Refused("limit", f"stats: more than {MAX_DIGESTS} paths in one request")
+    hidden = ctx.filters()
+    out: list[dict[str, Any] | None] = []
+    for rel in rels:
+        attrs = None
+        try:
+            full = os.path.join(path, check_relative(rel))
+            st = os.lstat(full)
+            if ctx.confined(os.path.dirname(full)) and not (hidden and hidden.excluded(rel, stat_mod.S_ISDIR(st.st_mode))):
+                attrs = _attrs(st, full)
+        except (OSError, PathError):
+            pass
+        out.append(attrs)
+    return {"attrs": out}
+
+
 def _read(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
     if os.path.getsize(path) > MAX_SMALL_FILE:
         raise Refused("limit", f"read: file larger than {MAX_SMALL_FILE} bytes; transfer it instead")
@@ -247,9 +268,9 @@ def _write(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
 _HANDLERS: Final[dict[str, _Handler]] = {
     "stat": _stat, "list": _list_op, "mkdir": _mkdir, "symlink": _symlink, "link": _link, "copy": _copy,
     "chown": _chown, "getxattrs": _getxattrs, "setxattrs": _setxattrs, "delete": _delete, "rename": _rename,
-    "setattr": _setattr, "checksum": _checksum, "digests": _digests, "read": _read, "write": _write,
+    "setattr": _setattr, "checksum": _checksum, "digests": _digests, "stats": _stats, "read": _read, "write": _write,
 }  # fmt: skip
-_READING: Final = frozenset({"stat", "list", "checksum", "digests", "read", "getxattrs"})  # need pull; the others push
+_READING: Final = frozenset({"stat", "stats", "list", "checksum", "digests", "read", "getxattrs"})  # need pull; the others push
 
 
 def _op(ctx: AgentContext, msg: dict[str, Any]) -> dict[str, Any]:

@@ -42,7 +42,8 @@ def _emitter(opts: Any) -> Callable[[str, str], None]:
     def emit(path: str, status: str) -> None:
         log.info("%s %s", path, status)
         if not opts.quiet:
-            print(f"{'/' + path:<{_PATH_WIDTH}} {status}", flush=True)
+            shown = path if path.startswith("/") else "/" + path  # a mount signature's path is absolute
+            print(f"{shown:<{_PATH_WIDTH}} {status}", flush=True)
 
     return emit
 

@@ -302,6 +302,8 @@ def _scan_and_plan(run: _Run) -> Plan:
                             deletes_allowed=local_ok, excluded=excluded, size_only=o.checksum == "none", modes=not o.ignore_mode,
                             target_snapshot=snap_remote)  # fmt: skip
         plan = plan_dedup(plan, o.dedup, local.entries, snap_local)
+        if o.overwrite == "older" and remote is None:
+            _keep_newer_targets(run, plan)
     elif o.direction == "pull":
         assert remote is not None
         plan = plan_one_way(remote, local.entries, {p: e for p, e in snap_remote.items() if not excluded(p, e.kind == "dir")},
@@ -319,6 +321,19 @@ def _scan_and_plan(run: _Run) -> Plan:
                          size_only=o.checksum == "none", modes=not o.ignore_mode)  # fmt: skip
     run.scanned = (local.entries, remote)  # type: ignore[attr-defined]
     return plan
+
+
+def _keep_newer_targets(run: _Run, plan: Plan) -> None:
+    """-o older on a push re-sync (the target not listed: the snapshot stands for it): the files
+    about to be sent are looked at where they go, and one the target has as new as the source,
+    or newer, is left alone (a file changed at both ends keeps the target's newer version)."""
+    sends = {a.path: a.source for a in plan.actions if a.kind == "send" and a.source is not None}
+    there = run.remote.stat_many(list(sends)) if sends else {}
+    kept = {p for p, e in there.items() if e.mtime_ns >= sends[p].mtime_ns}  # type: ignore[union-attr]
+    if kept:  # (and no "replace" removes what is kept)
+        plan.actions = [Action("skip", a.path, source=a.source, reason="target not older")
+                        if a.kind == "send" and a.path in kept else a
+                        for a in plan.actions if not (a.path in kept and a.kind == "replace")]  # fmt: skip
 
 
 def _checksums(run: _Run, local: dict[str, Entry], snap_local: dict[str, Entry], remote: dict[str, Entry] | None) -> None:

@@ -92,6 +92,77 @@ def test_each_session_gets_its_share_of_the_rates_and_its_own_port() -> None:
     assert third.udp_port == 40002 and third.name == "p"
 
 
+# -- the threads, with fake sessions (no network) -----------------------------------------------------
+class FakeEnd:
+    udp_host = "127.0.0.1"
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def send(self, msg: dict[str, Any]) -> None:
+        pass
+
+    def recv(self, timeout: float | None = None) -> dict[str, Any]:
+        raise AssertionError("not used")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def fake_run(lanes: list[list[Entry]], *, fail: str | None = None, refuse: bool = False,
+             on_file: Any = None) -> tuple[tuple[int, list[tuple[str, str]]], list[FakeEnd], list[str]]:  # fmt: skip
+    opened: list[FakeEnd] = []
+    done: list[str] = []
+
+    def connect(opts: Any) -> Any:
+        if refuse:
+            raise CopyError("no more connections")
+        opened.append(FakeEnd())
+        return opened[-1]
+
+    def send(opts: Any, endpoint: Any, lane: list[Entry], report: Any, tick: Any) -> tuple[int, list[tuple[str, str]]]:
+        for e in lane:
+            if e.path == fail:
+                raise CopyError("lost")
+            report(e.path, {"status": "done"})
+        return sum(e.size for e in lane), []
+
+    opts = parse_sync_args(["-N", "p", "-d", "/a", "-r", "/b", "--transfer-threads", "4"])
+    result = threads.transfer_in_threads(opts, FakeEnd(), lanes, send=send, connect=connect,  # type: ignore[arg-type]
+                                         on_file=on_file or (lambda path, event: done.append(path)),
+                                         progress=None, far_cores=4)  # fmt: skip
+    return result, opened, done
+
+
+def test_threads_report_every_file_and_close_what_they_opened(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "available_cores", lambda: 3)
+    lanes = plan_lanes([entry(f"f{i}", i) for i in range(10)], [(5, None)])
+    (wire, errors), opened, done = fake_run(lanes)
+    assert wire == sum(range(10)) and errors == [] and sorted(done) == sorted(f"f{i}" for i in range(10))
+    assert len(opened) == 2 and all(end.closed for end in opened)  # 3 at once: the run's and two more
+    no_transfer_thread_left()
+
+
+def test_a_failed_session_reports_its_files_and_the_others_take_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    lanes = [[entry("a", 1), entry("b", 1)], [entry("c", 1)], [entry("d", 1)], [entry("e", 1)]]
+    (_, errors), _, done = fake_run(lanes, fail="b")
+    assert errors == [("b", "transfer failed: lost")] and sorted(done) == ["a", "c", "d", "e"]
+    (_, errors), opened, done = fake_run(lanes, refuse=True)  # only the run's connection: all over it
+    assert errors == [] and sorted(done) == list("abcde") and opened == []
+
+
+def test_a_callback_error_stops_the_threads_and_reaches_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+
+    def broken(path: str, event: dict[str, Any]) -> None:
+        raise OSError("snapshot full")
+
+    with pytest.raises(OSError, match="snapshot full"):
+        fake_run([[entry("a", 1)], [entry("b", 1)], [entry("c", 1)]], on_file=broken)
+    no_transfer_thread_left()
+
+
 # -- real syncs -------------------------------------------------------------------------------------
 class Spy:
     """Counts the far-end connections and the sessions (with the thread each ran on). With

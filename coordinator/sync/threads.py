@@ -127,6 +127,7 @@ class _Lanes:
         self.stop = threading.Event()
         self.wire = 0
         self.errors: list[tuple[str, str]] = []
+        self.fatal: BaseException | None = None  # raised by a callback: stops every thread, raised again
         self._on_file, self._progress = on_file, progress
 
     def take(self) -> Lane | None:
@@ -137,7 +138,7 @@ class _Lanes:
         def on_file(path: str, event: dict[str, Any]) -> None:
             with self.lock:
                 reported.add(path)
-                self._on_file(path, event)
+                self._call(self._on_file, path, event)
 
         return on_file
 
@@ -148,9 +149,20 @@ class _Lanes:
 
         def progress(stats: dict[str, Any]) -> None:
             with self.lock:
-                report(stats)
+                self._call(report, stats)
 
         return progress
+
+    def _call(self, callback: Callable[..., None], *args: Any) -> None:
+        """The run's callback (lock held). What it raises (the snapshot cannot be written...)
+        is the run's problem, not a session's: kept for the caller, and no new lane starts."""
+        try:
+            callback(*args)
+        except BaseException as exc:
+            if self.fatal is None:
+                self.fatal = exc
+            self.stop.set()
+            raise
 
     def failed(self, lane: Lane, reported: set[str], message: str) -> None:
         with self.lock:
@@ -199,7 +211,9 @@ def transfer_in_threads(opts: Any, endpoint: Endpoint, plan: list[Lane], *, send
     else:
         _run_threads(lanes, [(lanes, send, lane_options(opts, sessions, k), endpoint if k == 0 else None, connect)
                              for k in range(sessions)])  # fmt: skip
-    for lane in lanes.todo:  # every session failed (or stopped) before these started
+    if lanes.fatal is not None:
+        raise lanes.fatal
+    for lane in lanes.todo:  # every session failed before these started
         lanes.failed(lane, set(), "not sent: no transfer session left")
     return lanes.wire, lanes.errors
 

@@ -21,7 +21,8 @@ Rules (docs/SYNC.md, "Transfer threads"):
   port range of its own, such as a system sshd's ``surge agent``, binds the port it is asked).
 * **Failures.** A session that fails ends its thread (its connection may be out of step); its
   files not yet reported are reported as errors, one per file, and its unstarted lanes go to the
-  other threads. What the other sessions committed is reported and recorded as it happens.
+  other threads. What the other sessions committed is reported and recorded as it happens. An
+  error raised by the run's callbacks (the snapshot) stops every thread and is raised again here.
 
 Every thread is joined before :func:`transfer_in_threads` returns (parwalk.py forks only when
 the process has no other thread). The callbacks run under one lock: the run's recorder, status

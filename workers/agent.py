@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from common import __version__
 from common.control.framing import ProtocolError
-from common.control.messages import PROTOCOL_VERSION
+from common.control.messages import PROTOCOL_VERSION, available_cores
 from common.logs import configure_logging
 from common.metrics_relay import relay_to
 from common.paths import PathError
@@ -49,7 +49,7 @@ def serve(rin: BinaryIO, wout: BinaryIO, ctx: AgentContext) -> int:
         # aspera.conf filters apply to async sessions first), so it never plans what they hide.
         rules = [[r.kind, r.pattern] for r in ctx.policy.filters]
         chan.send({"type": "hello", "version": PROTOCOL_VERSION, "software": f"surge {__version__}",
-                   "user": ctx.user, "filters": rules})  # fmt: skip
+                   "user": ctx.user, "filters": rules, "cores": available_cores()})  # fmt: skip
         while True:
             try:
                 msg = chan.recv()

@@ -8,18 +8,28 @@ agent `file` per committed file -> agent `done` (statistics) -> client `bye`.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from common.transport.config import SessionConfig
 from common.transport.ratecontrol import RateConfig
 
-__all__ = ["PROTOCOL_VERSION", "SERVER_EXCLUDED", "session_config_from"]
+__all__ = ["PROTOCOL_VERSION", "SERVER_EXCLUDED", "available_cores", "session_config_from"]
 
 PROTOCOL_VERSION = 1
 SERVER_EXCLUDED = "excluded by the server's filters"
 """The reason of a file a far end skips because its own filter rules exclude it."""
 _MIN_BUFFER = 64 << 10  # a peer's report is taken within these bounds
 _MAX_BUFFER = 1 << 30
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, else the machine's count): the
+    `cores` an agent names in its hello, and what a sync client holds --transfer-threads to."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def session_config_from(req: dict[str, Any], cipher: str) -> SessionConfig:

@@ -117,6 +117,8 @@ class _Run:
         self.recorder: Recorder
         self.late_checksums: BackgroundChecksums | None = None  # computed while the files move
         self.connect: Callable[[], Endpoint] | None = None  # reaches the far end when needed
+        self.factory: Callable[[Any], Endpoint] | None = None  # makes far ends (None: the default)
+        self.far_cores: int | None = None  # as the far end's hello named them
 
     @property
     def dispatcher(self) -> Dispatcher:
@@ -130,6 +132,8 @@ class _Run:
     def greeted(self, greeting: dict[str, Any]) -> None:
         """The far end's hello: its own filter rules, recorded for the next runs."""
         self.far_rules = far_rules_of(greeting)
+        cores = greeting.get("cores")
+        self.far_cores = cores if isinstance(cores, int) and not isinstance(cores, bool) and cores > 0 else None
         record_far_rules(self)
 
     def use_far_rules(self, rules: list[tuple[str, str]]) -> None:
@@ -212,6 +216,7 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
     check_dirs(opts)
     run = _Run(opts, None, emit, dispatcher)  # the far end is reached when first needed (far_end)
     run.connect = lambda: connect(opts, endpoint_factory, run.greeted)
+    run.factory = endpoint_factory
     try:
         try:
             run.snap = (open_snapshot or sqlite_snapshot)(opts)
@@ -404,6 +409,7 @@ def open_session(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | Non
     greeting: dict[str, Any] = {}
     endpoint = connect(opts, endpoint_factory, greeting.update)
     run = _Run(opts, endpoint, emit, dispatcher)
+    run.factory = endpoint_factory
     try:
         run.snap = (open_snapshot or sqlite_snapshot)(opts)
         check_snapshot_meta(run)

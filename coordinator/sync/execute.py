@@ -184,7 +184,9 @@ def _transfer(run: _Run, batch: list[Action], upload: bool, local_now: dict[str,
         metrics.SYNCED_BYTES.inc(made.size)
         run.status(path, "SYNCHRONIZED")
 
-    request = TransferRequest(o, run.far_end(), entries, upload, run.remote if upload else run.local, rec.flush)
+    endpoint = run.far_end()  # greeted first: the far end's hello names its cores
+    request = TransferRequest(o, endpoint, entries, upload, run.remote if upload else run.local, rec.flush,
+                              factory=run.factory, far_cores=run.far_cores)  # fmt: skip
     try:
         outcome = run.dispatcher.transfer(request, on_file, progress)
     except CopyError as exc:

@@ -22,6 +22,7 @@ from ..cp.common import CopyError, CopyResult, hello
 from ..cp.endpoint import Endpoint, EndpointError
 from ..cp.options import CopyOptions
 from ..cp.sources import SourceFile, SourceTree
+from .threads import plan_lanes, transfer_in_threads
 
 __all__ = [
     "Dispatcher",
@@ -49,6 +50,8 @@ class TransferRequest:
     upload: bool  # local -> remote (else remote -> local)
     destination: Any  # the Side the files land on (stat it to verify a commit)
     flush: Callable[[], None] | None = None  # make the records of the files reported so far durable
+    factory: Callable[[Any], Endpoint] | None = None  # how the engine made its far end (None: the default)
+    far_cores: int | None = None  # the far end's CPU cores, as its hello named them
 
 
 @dataclass
@@ -67,17 +70,42 @@ class Dispatcher(Protocol):
 
 
 class InProcessDispatcher:
-    """The embedded default: one session in this process (an upload or a download)."""
+    """The embedded default: one session in this process (an upload or a download); with
+    --transfer-threads, a session per lane of its size classes, several at once in threads, each
+    over its own far-end connection (threads.py)."""
 
     def transfer(
         self, request: TransferRequest, on_file: FileDone, progress: Progress | None
     ) -> TransferOutcome:
         o = request.opts
         assert request.endpoint is not None
-        result = send_files(o, request.endpoint, request.entries, upload=request.upload, local_root=o.local_dir,
-                            remote_root=o.remote_dir, on_file=on_file, progress=progress)  # fmt: skip
-        wire = int(result.stats.get("sender", {}).get("bytes_sent", 0))
-        return TransferOutcome(wire, list(result.errors))
+        groups = getattr(o, "transfer_threads", ())
+        lanes = plan_lanes(request.entries, groups) if groups else []
+        if len(lanes) > 1:
+            return self._in_threads(request, lanes, on_file, progress)
+        return TransferOutcome(*self._send(request, o, request.endpoint, request.entries, on_file, progress))
+
+    @staticmethod
+    def _send(request: TransferRequest, opts: Any, endpoint: Endpoint, entries: list[Entry], on_file: FileDone,
+              progress: Progress | None) -> tuple[int, list[tuple[str, str]]]:  # fmt: skip
+        result = send_files(opts, endpoint, entries, upload=request.upload, local_root=opts.local_dir,
+                            remote_root=opts.remote_dir, on_file=on_file, progress=progress)  # fmt: skip
+        return int(result.stats.get("sender", {}).get("bytes_sent", 0)), list(result.errors)
+
+    def _in_threads(self, request: TransferRequest, lanes: list[list[Entry]], on_file: FileDone,
+                    progress: Progress | None) -> TransferOutcome:  # fmt: skip
+        assert request.endpoint is not None
+
+        def send(opts: Any, endpoint: Endpoint, lane: list[Entry], done: FileDone,
+                 tick: Progress | None) -> tuple[int, list[tuple[str, str]]]:  # fmt: skip
+            return self._send(request, opts, endpoint, lane, done, tick)
+
+        def connect(opts: Any) -> Endpoint:  # looked up now: tests count the connections
+            return connect_far_end(opts, request.factory)
+
+        wire, errors = transfer_in_threads(request.opts, request.endpoint, lanes, send=send, connect=connect,
+                                           on_file=on_file, progress=progress, far_cores=request.far_cores)  # fmt: skip
+        return TransferOutcome(wire, errors)
 
 
 def copy_options(opts: Any, source: str, destination: str) -> CopyOptions:

@@ -334,7 +334,7 @@ def _keep_newer_targets(run: _Run, plan: Plan) -> None:
     or newer, is left alone (a file changed at both ends keeps the target's newer version)."""
     sends = {a.path: a.source for a in plan.actions if a.kind == "send" and a.source is not None}
     there = run.remote.stat_many(list(sends)) if sends else {}
-    kept = {p for p, e in there.items() if e.mtime_ns >= sends[p].mtime_ns}  # type: ignore[union-attr]
+    kept = {p for p, e in there.items() if e.mtime_ns >= sends[p].mtime_ns}
     if kept:  # (and no "replace" removes what is kept)
         plan.actions = [Action("skip", a.path, source=a.source, reason="target not older")
                         if a.kind == "send" and a.path in kept else a

@@ -276,6 +276,24 @@ def test_missing_mount_signature_propagates_no_deletion(trees: tuple[Path, Path]
     assert not report.ok
 
 
+@pytest.mark.parametrize(("direction", "side"), [("pull", "remote"), ("bidi", "local"), ("bidi", "remote")])
+def test_missing_mount_signature_propagates_no_deletion_from_that_side(trees: tuple[Path, Path], direction: str,
+                                                                       side: str) -> None:  # fmt: skip
+    """A side whose signature is missing looks empty (its mount is gone): nothing it seems to
+    have deleted is deleted on the other side, and the run reports an error."""
+    local, remote = trees
+    unmounted = local if side == "local" else remote
+    write(unmounted, {"a": "1", "MOUNTED": ""})
+    option = f"--{side}-mount-signature"
+    assert sync(local, remote, "-K", direction, option, "MOUNTED").ok
+    (unmounted / "a").unlink()
+    (unmounted / "MOUNTED").unlink()
+    report = sync(local, remote, "-K", direction, option, "MOUNTED")
+    other = remote if side == "local" else local
+    assert (other / "a").read_text() == "1" and (other / "MOUNTED").exists()
+    assert not report.ok
+
+
 def test_keep_dir_remote_receives_deleted_files(trees: tuple[Path, Path], tmp_path: Path) -> None:
     src, dst = trees
     keep = tmp_path / "attic"

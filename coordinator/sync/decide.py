@@ -241,6 +241,8 @@ def plan_bidi(local: Mapping[str, Entry], remote: Mapping[str, Entry], snap_loca
               snap_remote: Mapping[str, Entry], *, ignore_delete: bool = False, delete_before: bool = False,
               use_checksum: bool = False, deletes_allowed_local: bool = True,
               deletes_allowed_remote: bool = True, size_only: bool = False, modes: bool = False) -> Plan:  # fmt: skip
+    """`deletes_allowed_local` (`_remote`): what is gone from the local (remote) side is deleted
+    on the other one; False when that side's mount signature is missing (its mount may be gone)."""
     actions: list[Action] = []
     conflicts = 0
     for path in sorted(set(local) | set(remote) | set(snap_local) | set(snap_remote)):

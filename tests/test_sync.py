@@ -184,6 +184,32 @@ def test_bidi_conflict_keeps_both_versions(trees: tuple[Path, Path]) -> None:
     assert len(kept) == 1 and kept[0].read_text() == "local edit"
 
 
+@pytest.mark.parametrize("edited", ["local", "remote"])
+def test_bidi_sends_an_edit_that_keeps_the_size(trees: tuple[Path, Path], edited: str) -> None:
+    local, remote = trees
+    write(local, {"doc": "aaaa"})
+    sync(local, remote, "-K", "bidi")
+    changed, other = (local, remote) if edited == "local" else (remote, local)
+    (changed / "doc").write_text("bbbb")
+    os.utime(changed / "doc", ns=(time.time_ns(), time.time_ns() + 10**9))
+    report = sync(local, remote, "-K", "bidi")
+    assert report.ok, report.errors
+    assert statuses(report)["doc"] == "SYNCHRONIZED"
+    assert (other / "doc").read_text() == "bbbb"
+
+
+def test_bidi_first_sync_of_different_files_of_one_size_is_a_conflict(trees: tuple[Path, Path]) -> None:
+    local, remote = trees
+    write(local, {"doc": "aaaa", "same": "ssss"})
+    write(remote, {"doc": "bbbb", "same": "ssss"})
+    os.utime(remote / "doc", (1_000_000_000, 1_000_000_000))  # the older
+    report = sync(local, remote, "-K", "bidi")
+    assert report.conflicts == 1 and statuses(report)["same"] == "SYNCHRONIZED(exs)"
+    assert (local / "doc").read_text() == "aaaa" == (remote / "doc").read_text()
+    kept = [p for p in remote.iterdir() if p.name.startswith("doc.conflict-")]
+    assert len(kept) == 1 and kept[0].read_text() == "bbbb"
+
+
 def test_exclude_filters_skip_paths(trees: tuple[Path, Path]) -> None:
     src, dst = trees
     write(src, {"a.jpg": "j", "b.txt": "t", "cache/x": "c"})

@@ -227,6 +227,6 @@ def _plan(run: Any, local: dict[str, Entry], remote: dict[str, Entry] | None, sn
         ]
         return plan
     return plan_bidi(local, remote, snap_local, snap_remote, ignore_delete=o.ignore_delete,
-                     delete_before=o.delete_before, use_checksum=False,
+                     delete_before=o.delete_before, use_checksum=use_checksum,
                      deletes_allowed_local=local_ok, deletes_allowed_remote=remote_ok,
                      size_only=o.checksum == "none", modes=not o.ignore_mode)  # fmt: skip

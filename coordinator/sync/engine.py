@@ -316,7 +316,7 @@ def _scan_and_plan(run: _Run) -> Plan:
     else:
         assert remote is not None
         plan = plan_bidi(local.entries, remote, snap_local, snap_remote, ignore_delete=o.ignore_delete,
-                         delete_before=o.delete_before, use_checksum=False,
+                         delete_before=o.delete_before, use_checksum=use_checksum,
                          deletes_allowed_local=local_ok, deletes_allowed_remote=remote_ok,
                          size_only=o.checksum == "none", modes=not o.ignore_mode)  # fmt: skip
     run.scanned = (local.entries, remote)  # type: ignore[attr-defined]

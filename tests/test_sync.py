@@ -249,6 +249,29 @@ def test_directory_rename_moves_the_tree(trees: tuple[Path, Path]) -> None:
     assert listing(dst) == listing(src)
 
 
+@pytest.mark.parametrize("order", [[], ["--delete-before"]])
+def test_directory_rename_then_its_changes_in_the_same_run(trees: tuple[Path, Path], order: list[str]) -> None:
+    """The reference: "the target directory is renamed. The source directory is scanned for
+    content changes, and the target directory is updated" - in that run, not the next."""
+    src, dst = trees
+    write(src, {"photos/same": "s", "photos/edited": "e", "photos/gone": "g", "photos/sub/deep": "d"})
+    args = ["--scan-dir-rename", *order]
+    sync(src, dst, *args)
+    (src / "photos").rename(src / "pictures")
+    write(src, {"pictures/edited": "edited, longer", "pictures/added": "a", "pictures/sub/deep": "D",
+                "pictures/new/deeper/n": "n"})
+    (src / "pictures" / "gone").unlink()
+    report = sync(src, dst, *args)
+    assert report.ok, report.errors
+    assert listing(dst) == listing(src)
+    st = statuses(report)
+    assert st["pictures"] == "SYNCHRONIZED(mov)" and "pictures/same" not in st
+    assert st["pictures/edited"] == st["pictures/added"] == st["pictures/sub/deep"] == "SYNCHRONIZED"
+    assert st["pictures/new/deeper/n"] == "SYNCHRONIZED"
+    assert st["photos/gone" if order else "pictures/gone"] == "SYNCHRONIZED(del)"  # deleted before the rename
+    assert sync(src, dst, *args).lines == []
+
+
 def test_symlinks_copied_by_default_and_skipped_on_request(trees: tuple[Path, Path]) -> None:
     src, dst = trees
     write(src, {"target": "t"})

@@ -184,6 +184,32 @@ def test_bidi_conflict_keeps_both_versions(trees: tuple[Path, Path]) -> None:
     assert len(kept) == 1 and kept[0].read_text() == "local edit"
 
 
+@pytest.mark.parametrize("edited", ["local", "remote"])
+def test_bidi_sends_an_edit_that_keeps_the_size(trees: tuple[Path, Path], edited: str) -> None:
+    local, remote = trees
+    write(local, {"doc": "aaaa"})
+    sync(local, remote, "-K", "bidi")
+    changed, other = (local, remote) if edited == "local" else (remote, local)
+    (changed / "doc").write_text("bbbb")
+    os.utime(changed / "doc", ns=(time.time_ns(), time.time_ns() + 10**9))
+    report = sync(local, remote, "-K", "bidi")
+    assert report.ok, report.errors
+    assert statuses(report)["doc"] == "SYNCHRONIZED"
+    assert (other / "doc").read_text() == "bbbb"
+
+
+def test_bidi_first_sync_of_different_files_of_one_size_is_a_conflict(trees: tuple[Path, Path]) -> None:
+    local, remote = trees
+    write(local, {"doc": "aaaa", "same": "ssss"})
+    write(remote, {"doc": "bbbb", "same": "ssss"})
+    os.utime(remote / "doc", (1_000_000_000, 1_000_000_000))  # the older
+    report = sync(local, remote, "-K", "bidi")
+    assert report.conflicts == 1 and statuses(report)["same"] == "SYNCHRONIZED(exs)"
+    assert (local / "doc").read_text() == "aaaa" == (remote / "doc").read_text()
+    kept = [p for p in remote.iterdir() if p.name.startswith("doc.conflict-")]
+    assert len(kept) == 1 and kept[0].read_text() == "bbbb"
+
+
 def test_exclude_filters_skip_paths(trees: tuple[Path, Path]) -> None:
     src, dst = trees
     write(src, {"a.jpg": "j", "b.txt": "t", "cache/x": "c"})
@@ -221,6 +247,29 @@ def test_directory_rename_moves_the_tree(trees: tuple[Path, Path]) -> None:
     assert report.ok, report.errors
     assert report.bytes_sent == 0
     assert listing(dst) == listing(src)
+
+
+@pytest.mark.parametrize("order", [[], ["--delete-before"]])
+def test_directory_rename_then_its_changes_in_the_same_run(trees: tuple[Path, Path], order: list[str]) -> None:
+    """The reference: "the target directory is renamed. The source directory is scanned for
+    content changes, and the target directory is updated" - in that run, not the next."""
+    src, dst = trees
+    write(src, {"photos/same": "s", "photos/edited": "e", "photos/gone": "g", "photos/sub/deep": "d"})
+    args = ["--scan-dir-rename", *order]
+    sync(src, dst, *args)
+    (src / "photos").rename(src / "pictures")
+    write(src, {"pictures/edited": "edited, longer", "pictures/added": "a", "pictures/sub/deep": "D",
+                "pictures/new/deeper/n": "n"})
+    (src / "pictures" / "gone").unlink()
+    report = sync(src, dst, *args)
+    assert report.ok, report.errors
+    assert listing(dst) == listing(src)
+    st = statuses(report)
+    assert st["pictures"] == "SYNCHRONIZED(mov)" and "pictures/same" not in st
+    assert st["pictures/edited"] == st["pictures/added"] == st["pictures/sub/deep"] == "SYNCHRONIZED"
+    assert st["pictures/new/deeper/n"] == "SYNCHRONIZED"
+    assert st["photos/gone" if order else "pictures/gone"] == "SYNCHRONIZED(del)"  # deleted before the rename
+    assert sync(src, dst, *args).lines == []
 
 
 def test_symlinks_copied_by_default_and_skipped_on_request(trees: tuple[Path, Path]) -> None:
@@ -273,6 +322,24 @@ def test_missing_mount_signature_propagates_no_deletion(trees: tuple[Path, Path]
     (src / "MOUNTED").unlink()
     report = sync(src, dst, "--local-mount-signature", str(src / "MOUNTED"))
     assert (dst / "a").exists()
+    assert not report.ok
+
+
+@pytest.mark.parametrize(("direction", "side"), [("pull", "remote"), ("bidi", "local"), ("bidi", "remote")])
+def test_missing_mount_signature_propagates_no_deletion_from_that_side(trees: tuple[Path, Path], direction: str,
+                                                                       side: str) -> None:  # fmt: skip
+    """A side whose signature is missing looks empty (its mount is gone): nothing it seems to
+    have deleted is deleted on the other side, and the run reports an error."""
+    local, remote = trees
+    unmounted = local if side == "local" else remote
+    write(unmounted, {"a": "1", "MOUNTED": ""})
+    option = f"--{side}-mount-signature"
+    assert sync(local, remote, "-K", direction, option, "MOUNTED").ok
+    (unmounted / "a").unlink()
+    (unmounted / "MOUNTED").unlink()
+    report = sync(local, remote, "-K", direction, option, "MOUNTED")
+    other = remote if side == "local" else local
+    assert (other / "a").read_text() == "1" and (other / "MOUNTED").exists()
     assert not report.ok
 
 

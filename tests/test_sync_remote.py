@@ -103,3 +103,21 @@ def test_a_push_resync_with_nothing_to_do_does_not_connect(far: FarEnd, tmp_path
     (src / "d" / "g").write_bytes(b"two")
     assert dict(run().lines) == {"d/g": "SYNCHRONIZED"}  # type: ignore[attr-defined]
     assert len(connects) == 2 and (far.docroot / "lazy" / "d" / "g").read_bytes() == b"two"
+
+
+def test_a_missing_remote_mount_signature_on_a_far_end_stops_its_deletions(far: FarEnd, tmp_path: Path) -> None:
+    """--remote-mount-signature is looked for at the far end (relative to the remote directory):
+    when it is missing, a pull deletes nothing of what the remote side seems to have lost."""
+    assert far.docroot is not None
+    remote = far.docroot / "data"
+    remote.mkdir()
+    (remote / "a").write_text("1")
+    (remote / "MOUNTED").write_text("")
+    local = tmp_path / "local"
+    local.mkdir()
+    assert sync(far, local, "/data", "-K", "pull", "--remote-mount-signature", "MOUNTED").ok  # type: ignore[attr-defined]
+    (remote / "a").unlink()
+    (remote / "MOUNTED").unlink()
+    report = sync(far, local, "/data", "-K", "pull", "--remote-mount-signature", "MOUNTED")
+    assert (local / "a").read_text() == "1"
+    assert not report.ok  # type: ignore[attr-defined]

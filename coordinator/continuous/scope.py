@@ -18,7 +18,7 @@ from common.snapshot import Entry
 from workers.watch import skipped
 
 from ..sync.decide import Action, Plan, changed, plan_bidi, plan_one_way
-from ..sync.engine import _checksums, _signature_ok
+from ..sync.engine import _checksums, _remote_signature_ok, _signature_ok
 from ..sync.execute import execute
 from ..sync.scan import scan_tree
 from ..sync.sides import LocalSide
@@ -203,7 +203,7 @@ def _plan(run: Any, local: dict[str, Entry], remote: dict[str, Entry] | None, sn
     o = run.opts
     use_checksum = o.checksum != "none"
     local_ok = _signature_ok(o.local_dir, o.local_mount_signature)
-    remote_ok = o.host is not None or _signature_ok(o.remote_dir, o.remote_mount_signature)
+    remote_ok = _remote_signature_ok(run)
     if use_checksum:
         _checksums(run, local, snap_local, remote if o.direction != "push" else None)
 
@@ -227,6 +227,6 @@ def _plan(run: Any, local: dict[str, Entry], remote: dict[str, Entry] | None, sn
         ]
         return plan
     return plan_bidi(local, remote, snap_local, snap_remote, ignore_delete=o.ignore_delete,
-                     delete_before=o.delete_before, use_checksum=False,
-                     deletes_allowed_local=remote_ok, deletes_allowed_remote=local_ok,
+                     delete_before=o.delete_before, use_checksum=use_checksum,
+                     deletes_allowed_local=local_ok, deletes_allowed_remote=remote_ok,
                      size_only=o.checksum == "none", modes=not o.ignore_mode)  # fmt: skip

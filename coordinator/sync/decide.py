@@ -7,6 +7,8 @@ Decision order for one path in a one-way sync (push; pull is the mirror image):
    (coordinator/sync/tracked.py: a synchronized path stays tracked when its name is excluded).
 2. Gone from the source but in the snapshot: delete at the target (unless --ignore-delete, or the
    source's mount signature is missing), or a rename when a new path has its inode (and mtime).
+   Below a renamed directory, each path is compared with its record under the old name: what
+   changed is sent, what is new is made, what is gone is deleted, in the run of the rename.
 3. Unchanged since the snapshot (same kind, size, mtime; with -k none the size alone, as the
    reference says: "a size check only"): nothing, unless its permissions changed (an attribute
    update, without --ignore-mode) or --mirror finds the target missing or different (a target
@@ -94,9 +96,10 @@ def _same_content(a: Entry, b: Entry, use_checksum: bool) -> bool:
 
 
 def _order(actions: list[Action], delete_before: bool) -> list[Action]:
-    """mkdir first (parents before children), then renames, transfers and attribute updates;
-    deletes (children before parents) last, or first with --delete-before."""
-    rank = {"replace": -1, "mkdir": 0, "rename": 1}
+    """Directories and renames first, in path order (a parent is made before what is renamed
+    into it, a renamed directory before the new directories in it), then transfers and
+    attribute updates; deletes (children before parents) last, or first with --delete-before."""
+    rank = {"replace": -1, "mkdir": 0, "rename": 0}
     rest = sorted((a for a in actions if a.kind != "delete"), key=lambda a: (rank.get(a.kind, 2), a.path))
     deletes = sorted((a for a in actions if a.kind == "delete"), key=lambda a: a.path, reverse=True)
     return deletes + rest if delete_before else rest + deletes
@@ -116,11 +119,17 @@ def plan_one_way(source: Mapping[str, Entry], target: Mapping[str, Entry] | None
     gone = {p: e for p, e in snapshot.items() if p not in source}
     by_inode = _rename_sources(gone, file_rename, dir_rename)
     renamed_dirs: list[tuple[str, str]] = []  # (old, new)
+    gone_below: dict[str, Entry] = {}  # gone from a renamed directory: deleted where they are then
     for path in sorted(source):
         now = source[path]
         before = snapshot.get(path)
-        if any(path.startswith(new + "/") for _, new in renamed_dirs):
-            continue  # moved along with its renamed directory
+        was = _moved_along(path, renamed_dirs)
+        if was is not None:  # its directory was renamed: compared with its record there
+            before = snapshot.get(was)
+            if before is None or changed(now, before, size_only) or (modes and _mode_changed(now, before)):
+                actions += _one_way_path(path, now, before, None, overwrite=overwrite, mirror=False,
+                                         use_checksum=use_checksum, size_only=size_only, modes=modes)
+            continue
         old = _renamed_from(now, snapshot, by_inode) if before is None and by_inode else None
         if old is not None:
             actions.append(Action("rename", path, source=now, old_path=old))
@@ -129,7 +138,9 @@ def plan_one_way(source: Mapping[str, Entry], target: Mapping[str, Entry] | None
                 renamed_dirs.append((old, path))
                 for p in list(gone):
                     if p.startswith(old + "/"):
-                        gone.pop(p)
+                        e = gone.pop(p)
+                        if path + p[len(old):] not in source:  # gone from it: deletes run before
+                            gone_below[p if delete_before else path + p[len(old):]] = e  # or after the rename
             continue
         actions += _one_way_path(path, now, before, target, overwrite=overwrite, mirror=mirror,
                                  use_checksum=use_checksum, size_only=size_only, modes=modes,
@@ -137,9 +148,18 @@ def plan_one_way(source: Mapping[str, Entry], target: Mapping[str, Entry] | None
     if deletes_allowed and not ignore_delete:
         actions += [Action("delete", path, source=e) for path, e in gone.items()
                     if target is None or path in target]
+        actions += [Action("delete", path, source=e) for path, e in gone_below.items()]
     if mirror and target is not None:
         actions += _mirror_deletes(source, target, gone, renamed_dirs, excluded)
     return Plan(_order(_collapse_deletes(actions), delete_before))
+
+
+def _moved_along(path: str, renamed_dirs: list[tuple[str, str]]) -> str | None:
+    """The path that `path`, below a directory renamed in this plan, had before the rename."""
+    for old, new in renamed_dirs:
+        if path.startswith(new + "/"):
+            return old + path[len(new):]
+    return None
 
 
 def _rename_sources(gone: Mapping[str, Entry], file_rename: bool, dir_rename: bool) -> dict[tuple[int, int], str]:
@@ -241,6 +261,8 @@ def plan_bidi(local: Mapping[str, Entry], remote: Mapping[str, Entry], snap_loca
               snap_remote: Mapping[str, Entry], *, ignore_delete: bool = False, delete_before: bool = False,
               use_checksum: bool = False, deletes_allowed_local: bool = True,
               deletes_allowed_remote: bool = True, size_only: bool = False, modes: bool = False) -> Plan:  # fmt: skip
+    """`deletes_allowed_local` (`_remote`): what is gone from the local (remote) side is deleted
+    on the other one; False when that side's mount signature is missing (its mount may be gone)."""
     actions: list[Action] = []
     conflicts = 0
     for path in sorted(set(local) | set(remote) | set(snap_local) | set(snap_remote)):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import sys
 import time
 from collections.abc import Callable
@@ -69,6 +70,20 @@ def _metrics_loaded() -> ModuleType | None:
 
 def _signature_ok(root: str, signature: str | None) -> bool:
     return signature is None or os.path.exists(signature if os.path.isabs(signature) else os.path.join(root, signature))
+
+
+def _remote_signature_ok(run: _Run) -> bool:
+    """--remote-mount-signature is there: on this machine, or at the far end (asked only when the
+    plan reads the remote tree, pull and bidi: a push deletes nothing because of it). A far end
+    that cannot tell counts as missing: no deletion is propagated on its word."""
+    o = run.opts
+    if o.host is None:
+        return _signature_ok(o.remote_dir, o.remote_mount_signature)
+    if o.remote_mount_signature is None or o.direction == "push":
+        return True
+    sig = o.remote_mount_signature
+    rel = posixpath.relpath(sig, run.remote.root) if sig.startswith("/") else sig
+    return run.remote.stat(rel) is not None
 
 
 class _FarEnd:
@@ -288,7 +303,7 @@ def _scan_and_plan(run: _Run) -> Plan:
     remote = run.scan_remote() if need_remote else None
     use_checksum = o.checksum != "none"
     local_ok = _signature_ok(o.local_dir, o.local_mount_signature)
-    remote_ok = o.host is not None or _signature_ok(o.remote_dir, o.remote_mount_signature)
+    remote_ok = _remote_signature_ok(run)
     if not local_ok:
         run.error(o.local_mount_signature, "--local-mount-signature: missing; no deletions are propagated")
     if not remote_ok:
@@ -321,8 +336,8 @@ def _scan_and_plan(run: _Run) -> Plan:
     else:
         assert remote is not None
         plan = plan_bidi(local.entries, remote, snap_local, snap_remote, ignore_delete=o.ignore_delete,
-                         delete_before=o.delete_before, use_checksum=False,
-                         deletes_allowed_local=remote_ok, deletes_allowed_remote=local_ok,
+                         delete_before=o.delete_before, use_checksum=use_checksum,
+                         deletes_allowed_local=local_ok, deletes_allowed_remote=remote_ok,
                          size_only=o.checksum == "none", modes=not o.ignore_mode)  # fmt: skip
     run.scanned = (local.entries, remote)  # type: ignore[attr-defined]
     return plan

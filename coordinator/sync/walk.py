@@ -74,6 +74,8 @@ class Walk:
     unlisted: list[str] = field(default_factory=list)  # could not be listed: their contents are unknown
     uncertain: list[str] = field(default_factory=list)  # could not be examined (an error): neither same nor gone
     deferred: list[str] = field(default_factory=list)  # directories met and left for the caller (DirPolicy.DEFER)
+    # -n follow: (dev, inode) of the directories met, by path, to tell a link back to one above it
+    dir_ids: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def entry_of(path: str, st: os.stat_result, kind: str, target: str | None = None) -> Entry:
@@ -105,6 +107,12 @@ def walk(root: str, *, known: Known | None = None, emit_unchanged: bool = False,
     under_b = os.fsencode(under)
     top = os.path.join(os.fsencode(root), under_b) if under else os.fsencode(root)
     stack: list[_Dir] = [(top, under, _key(under_b).replace(b"/", b"\x00"), None)]
+    if symlinks == "follow":
+        try:
+            st = os.stat(top)
+            w.dir_ids[under] = (st.st_dev, st.st_ino)
+        except OSError:
+            pass  # reported when it is listed
     while stack:
         full, rel_dir, kdir, only = stack.pop()
         try:
@@ -191,6 +199,10 @@ def _one(w: Walk, fd: int, name: bytes, key: bytes, full: bytes, st: os.stat_res
             known.rows[key] = old
         return
     kind, code, st, target = taken
+    if code == DIR and symlinks == "follow" and _loops(w, rel, st):
+        w.errors.append((rel, "symbolic link loop: it leads back to a directory above it"))
+        w.uncertain.append(rel)
+        return
     # (the mode counts too: a chmod alone is an attribute change to synchronize)
     same = old is not None and old[1] == code and (code == LINK or old[5] == st.st_mode & 0o7777) and (
         code == DIR or (code == LINK and old[4] == target) or (code == FILE and old[2] == st.st_size and old[3] == st.st_mtime_ns))  # fmt: skip
@@ -216,6 +228,19 @@ def _one(w: Walk, fd: int, name: bytes, key: bytes, full: bytes, st: os.stat_res
         stack.append((path, rel, key, known.subdirs(key)))
     else:
         known.drop_tree(key)
+
+
+def _loops(w: Walk, rel: str, st: os.stat_result) -> bool:
+    """-n follow: the directory met at `rel` is one of those above it (reached through a link);
+    following it would never end. Else it is remembered for the paths below it."""
+    ident = (st.st_dev, st.st_ino)
+    head = rel
+    while head:
+        head = head.rpartition("/")[0]
+        if w.dir_ids.get(head) == ident:
+            return True
+    w.dir_ids[rel] = ident
+    return False
 
 
 def _accept(w: Walk, fd: int, name: bytes, text: str, rel: str, st: os.stat_result, filters: Filter | None,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import posixpath
+import time
 
-__all__ = ["PathError", "check_relative", "confine"]
+__all__ = ["PathError", "check_relative", "confine", "free_name"]
 
 
 class PathError(ValueError):
@@ -33,3 +34,17 @@ def confine(root: str | os.PathLike[str], rel: str) -> str:
     if parent != base and not parent.startswith(base + os.sep):
         raise PathError(f"path escapes its root through a symbolic link: {rel!r}")
     return os.path.join(parent, posixpath.basename(target))
+
+
+def free_name(target: str) -> str:
+    """`target` itself when nothing is there; else name.ext -> name.yyyy.mm.dd.hh.mm.ss.index.ext,
+    the first such name that is free (the reference's --save-before-overwrite naming; also what
+    a second deletion into a --keep-dir gets, so an earlier kept copy is never replaced)."""
+    if not os.path.lexists(target):
+        return target
+    head, ext = os.path.splitext(target)
+    stamp = time.strftime("%Y.%m.%d.%H.%M.%S", time.localtime())
+    index = 1
+    while os.path.lexists(f"{head}.{stamp}.{index}{ext}"):
+        index += 1
+    return f"{head}.{stamp}.{index}{ext}"

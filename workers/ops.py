@@ -14,7 +14,7 @@ from typing import Any, Final, TypeAlias
 
 from common.checksums import REPORT_ALGORITHMS, file_digest, ranges_digest
 from common.filters import Filter
-from common.paths import PathError, check_relative
+from common.paths import PathError, check_relative, free_name
 from common.syncdigest import SYNC_ALGORITHMS, sync_digest
 
 from .context import AgentContext, Channel, Refused
@@ -178,7 +178,12 @@ def _delete(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]
 def _rename(ctx: AgentContext, path: str, msg: dict[str, Any]) -> dict[str, Any]:
     target_arg = str(msg["to"])
     ctx.authorize("push", [target_arg])
-    os.replace(path, ctx.resolve(target_arg))
+    target = ctx.resolve(target_arg)
+    if msg.get("keep"):  # into a --keep-dir: its directories made, an earlier kept copy kept
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.rename(path, free_name(target))
+    else:
+        os.replace(path, target)
     return {}
 
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from common.checksums import file_digest
+from common.paths import free_name
 
 from .openfiles import OpenFiles
 from .receive import RESUME_SUFFIX, Part, ReceiveOptions
@@ -130,7 +130,7 @@ class FileSink:
                              entry.mtime if self.opts.preserve_mtime else st.st_mtime))  # fmt: skip
         st = os.stat(where)
         if self.opts.save_before_overwrite and os.path.isfile(entry.target):
-            os.replace(entry.target, _saved_name(entry.target))
+            os.replace(entry.target, free_name(entry.target))
         os.replace(partial, entry.target)
         if entry.resumed or entry.target in self._resume_files:
             try:
@@ -206,13 +206,3 @@ class FileSink:
                         os.unlink(self._partial(i))
                     except FileNotFoundError:
                         pass
-
-
-def _saved_name(target: str) -> str:
-    """name.ext -> name.yyyy.mm.dd.hh.mm.ss.index.ext (the reference's --save-before-overwrite)."""
-    head, ext = os.path.splitext(target)
-    stamp = time.strftime("%Y.%m.%d.%H.%M.%S", time.localtime())
-    index = 1
-    while os.path.exists(f"{head}.{stamp}.{index}{ext}"):
-        index += 1
-    return f"{head}.{stamp}.{index}{ext}"

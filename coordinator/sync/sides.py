@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from common.paths import free_name
 from common.snapshot import Entry
 
 from .scan import entry_from_attrs
@@ -89,7 +90,7 @@ class LocalSide:
             if keep_dir:
                 dest = os.path.join(keep_dir, *path.split("/"))
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
-                os.replace(full, dest)
+                os.rename(full, free_name(dest))  # an earlier kept copy of the name stays
             elif os.path.isdir(full) and not os.path.islink(full):
                 shutil.rmtree(full)
             else:
@@ -269,7 +270,7 @@ class RemoteSide:
     def delete(self, path: str, keep_dir: str | None = None) -> None:
         if keep_dir:
             self.endpoint.send({"type": "op", "op": "rename", "path": self._path(path),
-                                "to": f"{keep_dir.rstrip('/')}/{path}"})  # fmt: skip
+                                "to": f"{keep_dir.rstrip('/')}/{path}", "keep": True})  # fmt: skip
             msg = self.endpoint.recv(120.0)
             if msg["type"] == "error":
                 raise SideError(f"{path}: {msg.get('message')}")

@@ -37,6 +37,7 @@ from .session import (
     check_snapshot_meta,
     close_far_end,
     connect,
+    database_rules,
     far_rules_of,
     record_far_rules,
     sqlite_snapshot,
@@ -122,6 +123,7 @@ class _Run:
         self.remote: LocalSide | RemoteSide = (LocalSide(opts.remote_dir) if opts.host is None
                                                else RemoteSide(_FarEnd(self), opts.remote_dir))  # fmt: skip
         self.filters = TrackedFilter(compile_filters(opts.filters), self.tracked)
+        self.use_far_rules([])  # (a -b directory inside a tree is hidden from the start)
         self.far_rules: list[tuple[str, str]] | None = None  # named by the far end when this run met it
         # Keys of the paths the snapshot records (both sides), loaded by _plan when the pair has
         # filters: what tracked() asks about the excluded paths while scanning and planning.
@@ -154,16 +156,18 @@ class _Run:
     def use_far_rules(self, rules: list[tuple[str, str]]) -> None:
         """The far end's own filter rules (aspera.conf's) go before the pair's: the reference
         applies them first, and what they exclude is hidden even when the snapshot records it
-        (the far end would refuse it)."""
-        if not rules:
+        (the far end would refuse it). So does a -b database directory inside a tree."""
+        own = [FilterRule(kind, pattern, "-b (the snapshot's directory)")  # type: ignore[arg-type]
+               for kind, pattern in database_rules(self.opts)]  # fmt: skip
+        if not own and not rules:
             self.filters = TrackedFilter(compile_filters(self.opts.filters), self.tracked)
             return
         try:
-            far = compile_filters(FilterRule(kind, pattern, "the far end's filters")  # type: ignore[arg-type]
-                                  for kind, pattern in rules)  # fmt: skip
+            far = [FilterRule(kind, pattern, "the far end's filters") for kind, pattern in rules]  # type: ignore[arg-type]
+            hard = compile_filters((*own, *far))
         except FilterError as exc:
             raise SyncError(str(exc)) from None
-        self.filters = TrackedFilter(compile_filters((*far.rules, *self.opts.filters)), self.tracked, far)
+        self.filters = TrackedFilter(compile_filters((*hard.rules, *self.opts.filters)), self.tracked, hard)
 
     def tracked(self, path: str) -> bool:
         """The snapshot records `path`: it stays synchronized even when its name is excluded

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "apply_far_filters", "check_dirs", "check_remote_root", "check_snapshot_meta", "close_far_end", "connect",
-    "far_rules_of", "record_far_rules", "sqlite_snapshot",
+    "database_rules", "far_rules_of", "record_far_rules", "sqlite_snapshot",
 ]
 
 
@@ -63,6 +63,29 @@ def connect(opts: Any, factory: Callable[[Any], Endpoint] | None,
         return connect_far_end(opts, factory, on_hello)
     except CopyError as exc:
         raise SyncError(str(exc)) from None
+
+
+def database_rules(opts: Any) -> list[tuple[str, str]]:
+    """Exclude rules for a -b database directory inside a synchronized tree (the default `.surge`
+    is skipped by name): its files are never synchronized as files of their own."""
+    if opts.local_db_dir is None:
+        return []
+    db = os.path.realpath(opts.local_db_dir)
+    rules = []
+    for root in (opts.local_dir, opts.remote_dir if opts.host is None else None):
+        if root is None:
+            continue
+        rel = os.path.relpath(db, os.path.realpath(root))
+        if rel == os.curdir:  # the pair's own files at the top: PAIR.db, -wal, -shm, .lock
+            rules.append(("exclude", "/" + _glob_quoted(opts.name + ".db") + "*"))
+        elif rel != os.pardir and not rel.startswith(os.pardir + os.sep):
+            rules.append(("exclude", "/" + _glob_quoted(rel.replace(os.sep, "/")) + "/"))
+    return rules
+
+
+def _glob_quoted(text: str) -> str:
+    """`text` as a filter pattern that matches it literally (backslash quotes, docs/FILTERS.md)."""
+    return "".join("\\" + c if c in "\\*?[]" else c for c in text)
 
 
 def far_rules_of(greeting: dict[str, Any]) -> list[tuple[str, str]]:

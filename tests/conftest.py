@@ -12,4 +12,5 @@ pytest.register_assert_rewrite(
     "remote_helpers",
     "snapshot_helpers",
     "sync_options_helpers",
+    "sync_remote_helpers",
 )

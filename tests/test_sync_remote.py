@@ -5,25 +5,17 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from sshd import FarEnd, free_udp_port, surge_server, system_sshd
+from sshd import FarEnd, free_udp_port
 
 from coordinator.sync.engine import SyncError, run_sync
 from coordinator.sync.options import parse_sync_args
 
-
-@pytest.fixture(params=["server", "sshd"])
-def far(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FarEnd]:
-    docroot = tmp_path / "docroot"
-    docroot.mkdir()
-    starter = surge_server if request.param == "server" else system_sshd
-    with starter(tmp_path / request.param, docroot=docroot) as end:
-        yield end
+pytest_plugins = ["sync_remote_helpers"]  # the far fixture
 
 
 def tree(root: Path) -> dict[str, bytes]:

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 sys.path.insert(0, os.path.dirname(__file__))
-from sshd import FarEnd, free_udp_port, surge_server, system_sshd
+from sshd import FarEnd, free_udp_port
 
 from common.serverconfig import UserPolicy
 from common.syncdigest import sync_digest
@@ -22,14 +19,7 @@ from coordinator.sync.options import parse_sync_args
 from workers.context import AgentContext
 from workers.ops import MAX_DIGESTS, handle_op
 
-
-@pytest.fixture(params=["server", "sshd"])
-def far(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FarEnd]:
-    docroot = tmp_path / "docroot"
-    docroot.mkdir()
-    starter = surge_server if request.param == "server" else system_sshd
-    with starter(tmp_path / request.param, docroot=docroot) as end:
-        yield end
+pytest_plugins = ["sync_remote_helpers"]  # the far fixture
 
 
 def sync(far: FarEnd, local: Path, *args: str) -> Any:

@@ -75,3 +75,17 @@ def test_push_target_root_removed_is_not_recreated_half_full(tmp_path: Path,
     (src / "d" / "g").write_text("changed after the target went")
     stops_with_error(sync)
     assert not dst.exists()
+
+
+def test_a_missing_mount_signature_is_reported_not_only_obeyed(tmp_path: Path,
+                                                               pair: tuple[Path, Path, list[Sync]]) -> None:  # fmt: skip
+    """As in a one-time sync: the deletion is not propagated, and an error line says why."""
+    src, dst, _ = pair
+    (src / "SIG").write_text("mounted")
+    sync = start(tmp_path, pair, "--local-mount-signature", "SIG", "--sharing-retry-max", "0")
+    (src / "SIG").unlink()
+    (src / "f").unlink()
+    wait_for(lambda: sync.count("SIG", "ERROR: --local-mount-signature: missing; no deletions are propagated") == 1,
+             "the error line", timeout=20)  # fmt: skip
+    assert (dst / "f").exists() and (dst / "SIG").exists()
+    assert sync.stop() == 0

@@ -101,7 +101,7 @@ def test_cooloff_max_gives_up_on_a_file_that_never_stops_changing() -> None:
     assert q.next_deadline() == 8.0
     batch = q.pop_due(10.0)
     assert paths(batch.expired) == ["busy"] and paths(batch.ready) == ["calm"]
-    assert len(q) == 0
+    assert len(q) == 1  # still queued: synchronized once it settles
 
 
 def test_pending_max_drops_and_flags_an_overflow() -> None:
@@ -253,3 +253,24 @@ def test_a_disappearance_no_event_announced_yet_counts_as_unchanged() -> None:
     now = {}
     unannounced(now, snap, [("d", False)])  # the directory itself, not what is below it
     assert set(now) == {"f", "d/x"}
+
+
+def test_cooloff_max_keeps_the_change_queued_until_it_settles() -> None:
+    """A path given up on is reported, not forgotten: written until just after --cooloff-max
+    and then left alone, it is still synchronized once quiet (no further event will come); the
+    rest of a given-up tree (a finished file beside a busy one) and the old end of a rename
+    follow it."""
+    q = ChangeQueue(QueueConfig(cooloff=3, cooloff_max=5))
+    for tick in range(50):  # written from 0 to 4.9, then never again
+        q.note("local", "busy", tick / 10)
+    q.note("local", "new", 0.0, tree=True)
+    q.note("local", "new/done", 0.1)
+    q.note_move("local", "old", "moved", 0.0)
+    for tick in range(50):
+        q.note("local", "new/log", tick / 10)
+        q.note("local", "moved", tick / 10)
+    batch = q.pop_due(5.0)
+    assert paths(batch.expired) == ["busy", "moved", "new", "old"] and batch.ready == []
+    assert q.pop_due(7.0).ready == []
+    assert paths(q.pop_due(7.9).ready) == ["busy", "moved", "new", "old"]
+    assert len(q) == 0

@@ -170,3 +170,31 @@ def test_the_replaced_entry_goes_to_keep_dir_remote(tmp_path: Path) -> None:
     assert report.ok, report.errors
     assert shape(dst) == shape(src)
     assert (keep / "x").read_bytes() == b"old version"  # kept, not lost
+
+
+def test_bidi_plan_keeps_a_directory_deleted_on_one_side_with_a_file_changed_below_on_the_other() -> None:
+    """A change wins over a deletion (as for a file): the directory is not deleted at the side
+    whose file changed, it is made again at the side that deleted it, with the changed file; the
+    unchanged files below go."""
+    before = {"d": entry("d", "dir"), "d/e": entry("d/e", "dir"), "d/e/h": entry("d/e/h", "file", 3),
+              "d/k": entry("d/k", "file", 3)}  # fmt: skip
+    remote = {**before, "d/e/h": entry("d/e/h", "file", 5, mtime=2)}
+    plan = plan_bidi({}, remote, dict(before), dict(before))
+    assert sorted((a.kind, a.path, a.to_target) for a in plan.actions) == [
+        ("delete", "d/k", True), ("mkdir", "d", False), ("mkdir", "d/e", False), ("send", "d/e/h", False)]
+    flipped = plan_bidi(remote, {}, dict(before), dict(before))
+    assert sorted((a.kind, a.path, a.to_target) for a in flipped.actions) == [
+        ("delete", "d/k", False), ("mkdir", "d", True), ("mkdir", "d/e", True), ("send", "d/e/h", True)]
+
+
+def test_bidi_directory_deleted_here_file_changed_there_is_not_lost(tmp_path: Path) -> None:
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    (local / "d").mkdir(parents=True)
+    (local / "d" / "h").write_bytes(b"one")
+    (local / "d" / "k").write_bytes(b"kept?")
+    assert sync(local, remote, "-K", "bidi").ok
+    shutil.rmtree(local / "d")
+    (remote / "d" / "h").write_bytes(b"changed there")
+    report = sync(local, remote, "-K", "bidi")
+    assert report.ok, report.errors
+    assert shape(local) == shape(remote) == {"d": "dir", "d/h": b"changed there"}

@@ -12,7 +12,8 @@ Rules:
   the rename is seen as a rename; a ready path takes along the pending changes of the same path
   on the other side (and their partners).
 - `cooloff_max` (> 0): a path still changing that long after its first change is given up on
-  (`expired`: the caller reports it as an error).
+  (`expired`: the caller reports it as an error); it stays queued, so it is synced once quiet
+  (no later event may come), and is given up on again after each further `cooloff_max`.
 - `pending_max`: at most that many entries; a change beyond it is dropped and the queue
   remembers it overflowed (the caller rescans to find what was dropped).
 - `delete_delay`: deletions wait until no other change is pending.
@@ -49,10 +50,16 @@ class Change:
     last: float = 0.0  # when it last changed (cooloff is measured from here)
     retries: int = 0
     sig: Any = None  # what a forced stat last saw (size, mtime), to notice silent writes
+    given_up: float | None = None  # when cooloff_max last gave up on it (the next wait starts here)
 
     @property
     def key(self) -> Key:
         return (self.side, self.path)
+
+    @property
+    def waiting_since(self) -> float:
+        """Where the cooloff_max wait starts: the first change, or the last give-up."""
+        return self.first if self.given_up is None else self.given_up
 
 
 @dataclass
@@ -139,20 +146,22 @@ class ChangeQueue:
 
     # -- output ----------------------------------------------------------------------------
     def pop_due(self, now: float) -> Batch:
-        """Remove and return the changes that are ready (quiet for `cooloff`) or given up on."""
+        """Remove and return the changes that are ready (quiet for `cooloff`); return, and keep,
+        those given up on."""
         cfg = self.config
         batch = Batch()
         for change in list(self._pending.values()):
             if change.last + cfg.cooloff <= now:
                 batch.ready.append(change)
-            elif cfg.cooloff_max and now - change.first >= cfg.cooloff_max:
+            elif cfg.cooloff_max and now - change.waiting_since >= cfg.cooloff_max:
+                change.given_up = now
                 batch.expired.append(change)
         batch.ready = self._with_companions(batch.ready)
         if cfg.delete_delay:
             held = {c.key for c in batch.ready} | {c.key for c in batch.expired}
             if any(not c.gone for k, c in self._pending.items() if k not in held):
                 batch.ready = [c for c in batch.ready if not c.gone]
-        for change in batch.ready + batch.expired:
+        for change in batch.ready:
             self._remove(change.key)
         return batch
 
@@ -180,7 +189,7 @@ class ChangeQueue:
         candidates = waiting or list(self._pending.values())
         times = [c.last + cfg.cooloff for c in candidates]
         if cfg.cooloff_max:
-            times += [c.first + cfg.cooloff_max for c in candidates]
+            times += [c.waiting_since + cfg.cooloff_max for c in candidates]
         return min(times, default=None)
 
     def take_overflow(self) -> bool:

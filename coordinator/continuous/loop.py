@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
+import os
 import queue
 import threading
 import time
@@ -27,7 +28,7 @@ from workers.watch import TreeWatcher, WatchEvent
 
 from ..cp.endpoint import Endpoint, EndpointError
 from ..sync.engine import SyncError, SyncReport, close_session, open_session, sync_all
-from ..sync.sides import SideError
+from ..sync.sides import LocalSide, SideError
 from ..sync.transfer import Dispatcher
 from .core import Change, ChangeQueue, QueueConfig
 from .remote import RemoteWatch
@@ -248,6 +249,7 @@ class ContinuousSync:
         run.report = SyncReport()
         run.emit = lambda path, status: failures.append((path, status)) if status.startswith("ERROR") else (
             self.emit(path, status) if self.emit else None)  # fmt: skip
+        self._check_roots(run)
         started = self.clock()
         self._in_flight = ready
         self._publish("syncing")
@@ -263,6 +265,22 @@ class ContinuousSync:
         log.info("batch %d: %d change(s), %d path(s), oldest %.2f s old, %.2f s", self.batches, len(ready), len(scope),
                  lag, self.clock() - started)  # fmt: skip
         self._retry_failures(ready, failures)
+
+    def _check_roots(self, run: Any) -> None:
+        """Both directories must still be there: nothing is known to be gone below a root that
+        is not (removed, or its mount gone), so its disappearance is not propagated as deletions,
+        nor is what it no longer holds left missing in a recreated one. Raises SyncError."""
+        o = self.opts
+        for side, where in ((run.local, o.local_dir), (run.remote, f"{o.host}:{o.remote_dir}" if o.host else o.remote_dir)):
+            if isinstance(side, LocalSide):
+                there = os.path.isdir(side.root)
+            else:
+                try:
+                    there = side.op("stat", "")["attrs"].get("type") == "dir"
+                except SideError:
+                    there = False
+            if not there:
+                raise SyncError(f"{where}: the directory vanished; nothing was synchronized from or into it")
 
     def _reported(self, ready: list[Change]) -> dict[str, list[tuple[str, bool]]]:
         """The watched sides (push: local; pull: remote; bidi: both) and their changes."""

@@ -204,6 +204,10 @@ def _plan(run: Any, local: dict[str, Entry], remote: dict[str, Entry] | None, sn
     use_checksum = o.checksum != "none"
     local_ok = _signature_ok(o.local_dir, o.local_mount_signature)
     remote_ok = _remote_signature_ok(run)
+    if not local_ok:  # as the one-time engine says it (coordinator/sync/engine.py)
+        run.error(o.local_mount_signature, "--local-mount-signature: missing; no deletions are propagated")
+    if not remote_ok:
+        run.error(o.remote_mount_signature, "--remote-mount-signature: missing; no deletions are propagated")
     if use_checksum:
         _checksums(run, local, snap_local, remote if o.direction != "push" else None)
 

@@ -257,6 +257,22 @@ def _collapse_deletes(actions: list[Action]) -> list[Action]:
     return out
 
 
+def _keep_changed_dirs(actions: list[Action]) -> list[Action]:
+    """Bidi: a directory deleted on one side while something below it was made or changed on the
+    other is not deleted there (a change wins over a deletion, as for a file): it is made again
+    on the side that deleted it, and only its unchanged contents go."""
+    made = [a for a in actions if a.kind in ("send", "mkdir", "symlink", "replace", "conflict")]
+    out = []
+    for a in actions:
+        if a.kind == "delete" and a.source is not None and a.source.kind == "dir":
+            below = a.path + "/"
+            if any(m.path.startswith(below) and m.to_target != a.to_target for m in made):
+                out.append(_make(a.source, a.path, not a.to_target))
+                continue
+        out.append(a)
+    return out
+
+
 def plan_bidi(local: Mapping[str, Entry], remote: Mapping[str, Entry], snap_local: Mapping[str, Entry],
               snap_remote: Mapping[str, Entry], *, ignore_delete: bool = False, delete_before: bool = False,
               use_checksum: bool = False, deletes_allowed_local: bool = True,
@@ -305,4 +321,4 @@ def plan_bidi(local: Mapping[str, Entry], remote: Mapping[str, Entry], snap_loca
                     actions.append(Action("forget", path, source=rnow, reason="local"))
             else:
                 actions.append(_make(rnow, path, False))
-    return Plan(_order(_collapse_deletes(actions), delete_before), conflicts)
+    return Plan(_order(_collapse_deletes(_keep_changed_dirs(actions)), delete_before), conflicts)

@@ -232,7 +232,7 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
     default to the embedded ones (SQLite beside the local tree, transfers in this process);
     the cluster passes Redis and Celery ones."""
     started = time.monotonic()
-    check_dirs(opts)
+    made = check_dirs(opts)
     run = _Run(opts, None, emit, dispatcher)  # the far end is reached when first needed (far_end)
     run.connect = lambda: connect(opts, endpoint_factory, run.greeted)
     run.factory = endpoint_factory
@@ -241,7 +241,7 @@ def run_sync(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | None = 
             run.snap = (open_snapshot or sqlite_snapshot)(opts)
         except SnapshotError as exc:
             raise SyncError(str(exc)) from None
-        check_snapshot_meta(run)
+        check_snapshot_meta(run, made)
         apply_far_filters(run)
         run.recorder = Recorder(run.snap)
         try:
@@ -424,14 +424,14 @@ def open_session(opts: Any, *, endpoint_factory: Callable[[Any], Endpoint] | Non
                  dispatcher: Dispatcher | None = None) -> _Run:  # fmt: skip
     """The pair opened as `run_sync` opens it (directories checked, far end connected, snapshot
     open and checked), for a caller that runs several plans over it; `close_session` ends it."""
-    check_dirs(opts)
+    made = check_dirs(opts)
     greeting: dict[str, Any] = {}
     endpoint = connect(opts, endpoint_factory, greeting.update)
     run = _Run(opts, endpoint, emit, dispatcher)
     run.factory = endpoint_factory
     try:
         run.snap = (open_snapshot or sqlite_snapshot)(opts)
-        check_snapshot_meta(run)
+        check_snapshot_meta(run, made)
         run.greeted(greeting)
         apply_far_filters(run)
         run.recorder = Recorder(run.snap)

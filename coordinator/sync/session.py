@@ -6,8 +6,9 @@ and its goodbye, the default snapshot store.
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from common.snapshot import SnapshotStore, SqliteSnapshot, default_snapshot_path
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from ..cp.endpoint import Endpoint
     from .engine import _Run
 
+log = logging.getLogger("surge.sync")
+
 __all__ = [
     "apply_far_filters", "check_dirs", "check_remote_root", "check_snapshot_meta", "close_far_end", "connect",
     "database_rules", "far_rules_of", "record_far_rules", "sqlite_snapshot",
@@ -31,7 +34,10 @@ def sqlite_snapshot(opts: Any) -> SnapshotStore:
     return SqliteSnapshot(default_snapshot_path(opts.local_dir, opts.name, opts.local_db_dir))
 
 
-def check_dirs(opts: Any) -> None:
+def check_dirs(opts: Any) -> list[str]:
+    """Check (or, with --create-dir, make) the local directories; returns the options of those
+    made (a pair's snapshot no longer describes a directory that had to be made again)."""
+    made = []
     for option, path, local in (("-d", opts.local_dir, True), ("-r", opts.remote_dir, opts.host is None)):
         if not local:
             continue
@@ -41,6 +47,7 @@ def check_dirs(opts: Any) -> None:
             if not opts.create_dir:
                 raise SyncUsageError(f"{option}: directory {path!r} does not exist (use --create-dir to create it)")
             os.makedirs(path, exist_ok=True)
+            made.append(option)
     if opts.host is None:
         a, b = os.path.realpath(opts.local_dir), os.path.realpath(opts.remote_dir)
         if a == b or b.startswith(a + os.sep) or a.startswith(b + os.sep):
@@ -53,6 +60,7 @@ def check_dirs(opts: Any) -> None:
         if problem:
             raise SyncUsageError(problem)
 
+    return made
 
 def connect(opts: Any, factory: Callable[[Any], Endpoint] | None,
             on_hello: Callable[[dict[str, Any]], None] | None = None) -> Endpoint:  # fmt: skip
@@ -137,12 +145,22 @@ def check_remote_root(run: _Run) -> None:
         if not run.opts.create_dir:
             raise SyncUsageError(f"-r: directory {run.opts.remote_dir!r} does not exist (use --create-dir to create it)") from None
         run.remote.mkdir("")
+        if run.snap is not None and (has_records(run.snap, "local") or has_records(run.snap, "remote")):
+            raise SyncError(f"-r: directory {run.opts.remote_dir!r} was gone (made again, empty), but the snapshot still "
+                            "describes what it held: nothing more is done; run again with -x to synchronize everything") from None
 
 
-def check_snapshot_meta(run: _Run) -> None:
+def check_snapshot_meta(run: _Run, made: Sequence[str] = ()) -> None:
+    """Reset (-x), and check and record what the pair keeps of its first run; `made`: the
+    directories check_dirs had to make, which the snapshot no longer describes (the pair starts
+    over, as with -x: a -d made again empty would otherwise read as every file deleted)."""
     o, snap = run.opts, run.snap
     assert snap is not None
-    if o.reset:
+    stale = bool(made) and (has_records(snap, "local") or has_records(snap, "remote"))
+    if stale:
+        log.warning("%s made again: the snapshot of pair %s described it; starting over as with -x",
+                    " and ".join(made), o.name)
+    if o.reset or stale:
         snap.reset()
     where = f"{o.host or ''}:{o.remote_dir}" if o.host else os.path.realpath(o.remote_dir)
     previous = snap.get_meta("remote")

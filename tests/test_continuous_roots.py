@@ -85,7 +85,8 @@ def test_a_missing_mount_signature_is_reported_not_only_obeyed(tmp_path: Path,
     sync = start(tmp_path, pair, "--local-mount-signature", "SIG", "--sharing-retry-max", "0")
     (src / "SIG").unlink()
     (src / "f").unlink()
-    wait_for(lambda: sync.count("SIG", "ERROR: --local-mount-signature: missing; no deletions are propagated") == 1,
+    # (once per batch that holds a deletion back: the two deletions may land in one batch or two)
+    wait_for(lambda: sync.count("SIG", "ERROR: --local-mount-signature: missing; no deletions are propagated") >= 1,
              "the error line", timeout=20)  # fmt: skip
     assert (dst / "f").exists() and (dst / "SIG").exists()
     assert sync.stop() == 0

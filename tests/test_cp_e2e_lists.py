@@ -44,3 +44,27 @@ def test_file_pair_list_sends_each_source_to_its_destination(tmp_path: Path) -> 
     assert res.returncode == 0, res.stderr
     assert (out / "renamed" / "one.txt").read_bytes() == b"x"
     assert same_tree(src / "sub", out / "Dir2")
+
+
+def test_a_file_list_with_a_byte_order_mark_and_crlf_line_ends(tmp_path: Path) -> None:
+    """A list saved by a Windows editor (a BOM, CR LF) names its first file too."""
+    src = make_tree(tmp_path)
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"\xef\xbb\xbf" + os.fsencode(str(src / "one")) + b"\r\n" + os.fsencode(str(src / "sub")) + b"\r\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    res = cp(f"--file-list={listing}", str(out))
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["one", "sub"]
+
+
+def test_a_file_list_that_is_not_utf8_is_a_one_line_error(tmp_path: Path) -> None:
+    src = make_tree(tmp_path)
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(os.fsencode(str(src / "one")) + b"\n" + os.fsencode(str(src)) + b"/caf\xe9\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    res = cp(f"--file-list={listing}", str(out))
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "line 2 is not UTF-8 text" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert list(out.iterdir()) == []

@@ -93,16 +93,23 @@ def parse_faux(text: str) -> tuple[str, FauxSpec | None]:
 
 
 def _read_list(path: str) -> list[str]:
+    """The lines of a --file-list / --file-pair-list (`-`: standard input): UTF-8 (names cross
+    the control channel as UTF-8), a byte-order mark at the start dropped (editors on Windows
+    write one), CR LF line ends taken."""
     try:
         if path == "-":
             import sys
 
-            text = sys.stdin.read()
+            data = sys.stdin.buffer.read()
         else:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
+            with open(path, "rb") as f:
+                data = f.read()
+        text = data.decode("utf-8-sig")
     except OSError as exc:
         raise SourceError(f"cannot read file list {path!r}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SourceError(f"file list {path!r}: line {line} is not UTF-8 text") from None
     return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
 
 

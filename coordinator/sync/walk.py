@@ -87,6 +87,15 @@ def _text(name: bytes) -> str:
     return name.decode("utf-8", "surrogateescape") if _UTF8 else os.fsdecode(name)
 
 
+def _utf8_text(text: str) -> bool:
+    """Whether a name decoded with surrogateescape was valid UTF-8 (it then has no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _key(name: bytes) -> bytes:
     """A name as the snapshot keys it (UTF-8, whatever the file system encoding)."""
     return name if _UTF8 else os.fsdecode(name).encode("utf-8", "surrogateescape")
@@ -249,6 +258,12 @@ def _accept(w: Walk, fd: int, name: bytes, text: str, rel: str, st: os.stat_resu
     leaves alone: a name it skips, a special file, a link with -n skip, an excluded path."""
     if "\n" in text or "\r" in text or "\\" in text:
         w.skipped.append((rel, "name contains a line break or backslash"))
+        return None
+    if not text.isascii() and not _utf8_text(text):
+        # Names cross the control channel and the snapshot as UTF-8: one that is not cannot be
+        # synchronized (an error each run, so it is seen), and it must not stop the others.
+        w.errors.append((rel, "name is not valid UTF-8; not synchronized"))
+        w.uncertain.append(rel)
         return None
     if text.endswith(SKIP_SUFFIXES):
         return None

@@ -1,6 +1,6 @@
 """A name that is not valid UTF-8 (bytes a file system allows, e.g. Latin-1 `caf\\xe9`) cannot cross
-the control channel or the snapshot: before, one such name stopped a whole `surge sync` with a
-traceback and nothing was synchronized. Now the name is an error line of its own (so the run's
+the control channel or the snapshot: before, one such name stopped a whole `surge sync` (or
+`surge cp` of a tree) with a traceback and nothing was synchronized. Now the name is an error line of its own (so the run's
 status says not everything synchronized), the rest is synchronized, and a far end leaves it out
 of its listings."""
 
@@ -61,3 +61,18 @@ def test_a_far_ends_listing_leaves_such_a_name_out(tmp_path: Path) -> None:
     handle_op(Replies(), {"type": "op", "op": "list", "path": "/", "page": 100},  # type: ignore[arg-type]
               AgentContext(user="u", policy=UserPolicy(docroot=str(root))))  # fmt: skip
     assert [e["path"] for e in sent[0]["entries"]] == ["ok"]
+
+
+def test_surge_cp_of_a_tree_with_such_a_name_copies_the_rest_and_says_so(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    write(src, {"ok": "y"})
+    odd_file(src)
+    out.mkdir()
+    res = subprocess.run([sys.executable, "-m", "coordinator.cli", "cp", "-q", str(src), f"{out}/"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "name is not valid UTF-8; not transferred" in res.stderr
+    assert set(listing(out)) == {"src", "src/ok"}

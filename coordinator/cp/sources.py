@@ -92,6 +92,15 @@ def parse_faux(text: str) -> tuple[str, FauxSpec | None]:
     return name, FauxSpec(size, fill)
 
 
+def _utf8(name: str) -> bool:
+    """Whether a name decoded with surrogateescape was valid UTF-8 (no lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _read_list(path: str) -> list[str]:
     """The lines of a --file-list / --file-pair-list (`-`: standard input): UTF-8 (names cross
     the control channel as UTF-8), a byte-order mark at the start dropped (editors on Windows
@@ -182,6 +191,9 @@ class _Scanner:
             name = entry.name
             if "\n" in name or "\r" in name:
                 self.tree.skipped.append((entry.path, "name contains a line break"))
+                continue
+            if not name.isascii() and not _utf8(name):  # names cross the control channel as UTF-8
+                self.tree.errors.append((entry.path, "name is not valid UTF-8; not transferred"))
                 continue
             child_rel = f"{rel}/{name}"
             match = f"{match_prefix}/{name}" if match_prefix else name

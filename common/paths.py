@@ -6,7 +6,7 @@ import os
 import posixpath
 import time
 
-__all__ = ["PathError", "check_relative", "confine", "free_name"]
+__all__ = ["PathError", "check_relative", "confine", "free_name", "is_utf8"]
 
 
 class PathError(ValueError):
@@ -48,3 +48,15 @@ def free_name(target: str) -> str:
     while os.path.lexists(f"{head}.{stamp}.{index}{ext}"):
         index += 1
     return f"{head}.{stamp}.{index}{ext}"
+
+
+def is_utf8(name: str) -> bool:
+    """Whether a name decoded with surrogateescape was valid UTF-8 (no lone surrogates): names
+    cross the control channel and the snapshot as UTF-8, so one that is not cannot."""
+    if name.isascii():
+        return True
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

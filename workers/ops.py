@@ -14,7 +14,7 @@ from typing import Any, Final, TypeAlias
 
 from common.checksums import REPORT_ALGORITHMS, file_digest, ranges_digest
 from common.filters import Filter
-from common.paths import PathError, check_relative, free_name
+from common.paths import PathError, check_relative, free_name, is_utf8
 from common.syncdigest import SYNC_ALGORITHMS, sync_digest
 
 from .context import AgentContext, Channel, Refused
@@ -42,7 +42,7 @@ def _attrs(st: os.stat_result, path: str | None = None) -> dict[str, Any]:
 def _walk(root: str, hidden: Filter | None = None) -> Iterator[dict[str, Any]]:
     """Every entry under `root`, but those the server's filters exclude (`hidden`: below the
     listed directory they are invisible, as they are to transfers, and excluded directories
-    are not entered) and those whose names are not UTF-8 (`_utf8`)."""
+    are not entered) and those whose names are not UTF-8 (they cannot cross the channel)."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(dirnames) + sorted(filenames):
@@ -52,23 +52,11 @@ def _walk(root: str, hidden: Filter | None = None) -> Iterator[dict[str, Any]]:
             except OSError:
                 continue
             rel = os.path.relpath(full, root).replace(os.sep, "/")
-            if (hidden and hidden.excluded_entry(rel, stat_mod.S_ISDIR(st.st_mode))) or not _utf8(rel):
+            if (hidden and hidden.excluded_entry(rel, stat_mod.S_ISDIR(st.st_mode))) or not is_utf8(rel):
                 if name in dirnames:
                     dirnames.remove(name)
                 continue
             yield {"path": rel, **_attrs(st, full)}
-
-
-def _utf8(rel: str) -> bool:
-    """Names cross the control channel as UTF-8: one that is not (a lone surrogate from the file
-    system's decoding) is left out of a listing rather than breaking it."""
-    if rel.isascii():
-        return True
-    try:
-        rel.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _list(root: str, limit: int, hidden: Filter | None = None) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from common.filters import Filter, FilterRule, compile_filters
+from common.paths import is_utf8
 from common.units import UnitError, parse_size
 
 from ._values import with_prefix
@@ -90,15 +91,6 @@ def parse_faux(text: str) -> tuple[str, FauxSpec | None]:
     if fill not in ("zero", "random"):
         raise SourceError(f"malformed faux URL {text!r}: buf_init must be zero or random")
     return name, FauxSpec(size, fill)
-
-
-def _utf8(name: str) -> bool:
-    """Whether a name decoded with surrogateescape was valid UTF-8 (no lone surrogates)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _read_list(path: str) -> list[str]:
@@ -192,7 +184,7 @@ class _Scanner:
             if "\n" in name or "\r" in name:
                 self.tree.skipped.append((entry.path, "name contains a line break"))
                 continue
-            if not name.isascii() and not _utf8(name):  # names cross the control channel as UTF-8
+            if not is_utf8(name):
                 self.tree.errors.append((entry.path, "name is not valid UTF-8; not transferred"))
                 continue
             child_rel = f"{rel}/{name}"

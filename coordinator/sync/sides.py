@@ -221,14 +221,14 @@ class RemoteSide:
             out.extend(entry_from_attrs(e["path"], e) for e in msg["entries"])
         return out
 
-    DIGESTS = 500  # files per `digests` request (the far end takes up to 1000)
+    BATCH = 500  # paths per `digests` or `stats` request (the far end takes up to 1000)
 
     def fill_checksums(self, entries: dict[str, Entry], paths: Sequence[str], algo: str) -> None:
         """The far end's -k checksums of its files `paths`, into `entries`; a file it cannot
         digest keeps none (and so compares as different). A far end without the `digests`
         operation (an older Surge) leaves them all without."""
-        for start in range(0, len(paths), self.DIGESTS):
-            batch = paths[start : start + self.DIGESTS]
+        for start in range(0, len(paths), self.BATCH):
+            batch = paths[start : start + self.BATCH]
             try:
                 digests = self.op("digests", "", paths=batch, algorithm=algo)["digests"]
             except SideError as exc:
@@ -242,12 +242,12 @@ class RemoteSide:
         """The entries the far end has at `paths` (those it has), up to 500 per request; one
         request a path from a far end without the `stats` operation (an older Surge)."""
         out: dict[str, Entry] = {}
-        for start in range(0, len(paths), self.DIGESTS):
-            batch = paths[start : start + self.DIGESTS]
+        for start in range(0, len(paths), self.BATCH):
+            batch = paths[start : start + self.BATCH]
             try:
                 found = self.op("stats", "", paths=list(batch))["attrs"]
             except SideError:
-                found = [None if (e := self.stat(p)) is None else e for p in batch]
+                found = [self.stat(p) for p in batch]
             for p, a in zip(batch, found):
                 if isinstance(a, Entry):
                     out[p] = a

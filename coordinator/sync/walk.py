@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from common.filters import Filter
+from common.paths import is_utf8
 from common.snapshot import Entry
 from common.snapshot.brief import DIR, FILE, LINK, Brief
 
@@ -85,15 +86,6 @@ def entry_of(path: str, st: os.stat_result, kind: str, target: str | None = None
 
 def _text(name: bytes) -> str:
     return name.decode("utf-8", "surrogateescape") if _UTF8 else os.fsdecode(name)
-
-
-def _utf8_text(text: str) -> bool:
-    """Whether a name decoded with surrogateescape was valid UTF-8 (it then has no lone surrogates)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _key(name: bytes) -> bytes:
@@ -259,7 +251,7 @@ def _accept(w: Walk, fd: int, name: bytes, text: str, rel: str, st: os.stat_resu
     if "\n" in text or "\r" in text or "\\" in text:
         w.skipped.append((rel, "name contains a line break or backslash"))
         return None
-    if not text.isascii() and not _utf8_text(text):
+    if not is_utf8(text):
         # Names cross the control channel and the snapshot as UTF-8: one that is not cannot be
         # synchronized (an error each run, so it is seen), and it must not stop the others.
         w.errors.append((rel, "name is not valid UTF-8; not synchronized"))
